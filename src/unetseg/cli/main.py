@@ -1,0 +1,218 @@
+"""The ``unetseg`` command line: argparse only; each handler calls one library function.
+
+Training flags are made from the config dataclasses' fields, so every config value is a flag and the
+dataclass defaults are the only defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import re
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from unetseg.config import DataConfig, RunConfig, TrainConfig, UNetConfig, parse_size
+
+logger = logging.getLogger("unetseg")
+
+_SECTIONS = {"model": UNetConfig, "data": DataConfig, "train": TrainConfig}
+_DERIVED = {"mask_values", "mask_palette"}  # found from the data, not set by hand
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """``name -> text`` from the "Attributes:" section of a dataclass docstring."""
+    helps: dict[str, str] = {}
+    current: list[str] = []
+    for line in (cls.__doc__ or "").split("Attributes:")[-1].splitlines():
+        match = re.match(r"^\s{8}([\w, ]+):\s+(.*)$", line)
+        if match:
+            current = [n.strip() for n in match.group(1).split(",")]
+            for name in current:
+                helps[name] = match.group(2)
+        elif line.strip() and current:
+            for name in current:
+                helps[name] += " " + line.strip()
+    return helps
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for section, cls in _SECTIONS.items():
+        group = parser.add_argument_group(f"{section} config ({cls.__name__})")
+        helps, hints = _field_help(cls), typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in _DERIVED:
+                continue
+            hint, kwargs = hints[f.name], {}
+            if hint is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif f.name == "image_size":
+                kwargs.update(type=parse_size, metavar="WxH")
+            elif typing.get_origin(hint) is tuple:
+                kwargs.update(type=float, nargs="+")
+            elif typing.get_origin(hint) is typing.Literal:
+                kwargs["choices"] = typing.get_args(hint)
+            else:
+                kwargs["type"] = hint
+            text = helps.get(f.name, "")
+            group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
+                               help=f"{text} (default: {_default_text(f)})", **kwargs)
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    value = f.default
+    if f.name == "image_size":
+        return "x".join(str(v) for v in value)
+    return str(value) if value != "" else "none"
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """A RunConfig from ``--config`` (or the defaults) with the flags given on the command line applied."""
+    cfg = RunConfig.load(args.config) if args.config else RunConfig()
+    base = cfg.to_dict()
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".")
+            base[section][name] = value
+    return RunConfig.from_dict(base)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from unetseg.train import fit
+
+    out = Path(args.resume or args.out)
+    cfg = build_config(args)
+    if not args.resume and not cfg.data.data:
+        raise SystemExit("unetseg train: --data DIR is required (or --resume RUN)")
+    handler = logging.FileHandler(out / "train.log", delay=True)  # opened on the first record, after the run dir is made
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    run = fit(cfg, out, resume=bool(args.resume), overwrite=args.overwrite)
+    print(f"run written to {run}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from unetseg.infer import Predictor, predict_folder
+
+    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size)
+    written = predict_folder(predictor, args.input, args.out, overlays=args.overlay, progress=_interactive())
+    print(f"{len(written)} masks written to {Path(args.out) / 'masks'}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from unetseg.data import find_pairs
+    from unetseg.data.dataset import pairs_from_split
+    from unetseg.infer import Predictor, evaluate_pairs
+
+    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size)
+    pairs = find_pairs(args.data)
+    if args.split != "all":
+        split = json.loads((Path(args.model) / "split.json").read_text())
+        pairs = pairs_from_split(pairs, split[args.split])
+    result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive())
+    print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
+          f"{result['global_dice']:.5f}  ({result['images']} images, {args.split})")
+    return 0
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from unetseg.data.synthetic import make_synthetic_dataset
+
+    out = make_synthetic_dataset(args.out, count=args.count, size=args.size, seed=args.seed)
+    print(f"{args.count} synthetic image/mask pairs written to {out}")
+    return 0
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``unetseg`` argument parser."""
+    parser = argparse.ArgumentParser(prog="unetseg", description="U-Net semantic segmentation: train, predict, "
+                                     "evaluate.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a U-Net on a folder of image/mask pairs")
+    p.add_argument("--out", help="run folder to write (config.json, model.safetensors, last.pt, metrics.jsonl)")
+    p.add_argument("--config", help="a config.json to start from (flags override it)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder that is not empty")
+    _add_config_flags(p)
+    p.set_defaults(handler=_cmd_train)
+
+    for name, helptext in (("predict", "write a mask (and an overlay) per image"),
+                           ("evaluate", "Dice and IoU at original resolution")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--model", required=True, metavar="RUN", help="a run folder written by unetseg train")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+        p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+        if name == "predict":
+            p.add_argument("--input", required=True, help="an image file or a folder of images")
+            p.add_argument("--out", required=True, help="folder for masks/ and overlays/")
+            p.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True,
+                           help="also write overlays/<name>.jpg")
+            p.set_defaults(handler=_cmd_predict)
+        else:
+            p.add_argument("--data", required=True, help="dataset folder with images and masks")
+            p.add_argument("--split", choices=("all", "val", "train"), default="all",
+                           help="evaluate all pairs, or the run's saved validation or training split")
+            p.add_argument("--out", help="folder for per_image.csv and summary.json")
+            p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("demo-data", help="write a synthetic image/mask dataset (no download needed)")
+    p.add_argument("--out", required=True, help="dataset folder to write (images/ + masks/)")
+    p.add_argument("--count", type=int, default=120, help="number of pairs")
+    p.add_argument("--size", type=parse_size, default=(128, 96), metavar="WxH", help="image size")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.set_defaults(handler=_cmd_demo_data)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logger.setLevel(logging.DEBUG)
+    if not any(type(h) is logging.StreamHandler for h in logger.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(console)
+    for h in logger.handlers:
+        if type(h) is logging.StreamHandler:
+            h.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``unetseg`` command line; returns the exit code (2 for bad input, with a one-line error)."""
+    from unetseg.checkpoint import CheckpointError
+    from unetseg.data import DataError
+
+    args = build_parser().parse_args(argv)
+    _configure_logging(args)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (DataError, CheckpointError, ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
+        logger.error("error: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return 2
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    finally:
+        for h in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+            logger.removeHandler(h)
+            h.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""Run configuration: plain dataclasses, saved as JSON next to every checkpoint.
+
+This module needs nothing but the standard library (no torch), so the CLI and tools can read a run's
+``config.json`` cheaply. The dataclass defaults are the only defaults in the project: the CLI builds its
+flags from these fields and never repeats a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_type_hints
+
+from unetseg._atomic import atomic_write_text
+
+__all__ = ["UNetConfig", "DataConfig", "TrainConfig", "RunConfig", "parse_size"]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``"480x320"`` (width x height) into ``(480, 320)``.
+
+    Raises:
+        ValueError: when the text is not two positive integers joined by ``x``.
+    """
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 480x320, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+class _JsonDataclass:
+    """``to_dict`` / ``from_dict`` for flat dataclasses; unknown keys are rejected."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; known keys are {sorted(names)}")
+        hints = get_type_hints(cls)
+        kwargs = {}
+        for key, value in d.items():
+            if isinstance(value, list) and str(hints[key]).startswith("tuple"):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+@dataclass
+class UNetConfig(_JsonDataclass):
+    """The U-Net's architecture. The defaults are the seed's model (31,037,633 parameters).
+
+    Attributes:
+        in_channels: image channels (3 for RGB, 1 for greyscale).
+        num_classes: output channels; 1 means binary (sigmoid + BCE), K >= 2 means softmax over K classes.
+        base_channels: features of the first level; level i has ``base_channels * 2**i``.
+        depth: number of 2x down-samplings; the bottleneck has ``base_channels * 2**depth`` features.
+    """
+
+    in_channels: int = 3
+    num_classes: int = 1
+    base_channels: int = 64
+    depth: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "num_classes", "base_channels", "depth"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class DataConfig(_JsonDataclass):
+    """Where the data is and how it is turned into tensors.
+
+    Attributes:
+        data: dataset folder: Carvana's ``train/`` + ``train_masks/`` or ``images/`` + ``masks/``.
+        image_size: (width, height) the images are resized to for training and inference.
+        val_fraction: share of groups (Carvana: cars) held out for validation.
+        split_seed: seed of the train/validation split.
+        mean, std: per-channel normalisation of images scaled to [0, 1] (the seed: mean 0, std 1).
+        rotate_limit: random rotation in degrees, drawn uniformly from [-limit, limit] (0 turns it off).
+        hflip_p, vflip_p: probabilities of horizontal and vertical flips.
+        mask_values: stored mask value of each class index, found in the data (e.g. [0, 1] for Carvana GIFs,
+            [0, 255] for greyscale PNGs); used in reverse when predictions are written.
+        mask_palette: the training masks' palette (flat RGB list) when they are palette images, else None.
+    """
+
+    data: str = ""
+    image_size: tuple[int, int] = (480, 320)
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    rotate_limit: float = 35.0
+    hflip_p: float = 0.5
+    vflip_p: float = 0.1
+    mask_values: list[int] | None = None
+    mask_palette: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, str):
+            self.image_size = parse_size(self.image_size)
+        self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
+        if len(self.image_size) != 2 or min(self.image_size) < 16:
+            raise ValueError(f"DataConfig.image_size must be (width, height), each >= 16, got {self.image_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"DataConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ValueError(f"DataConfig.mean and std need the same length and std > 0, got {self.mean}, {self.std}")
+        for name in ("hflip_p", "vflip_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"DataConfig.{name} must be a probability, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainConfig(_JsonDataclass):
+    """The optimisation recipe. The defaults are the seed's: batch 16, Adam 1e-4, 20 epochs, BCE,
+    cosine annealing with warm restarts and mixed precision with gradient scaling on CUDA.
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: images per optimiser step.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        restart_epochs: epochs of the first cosine cycle (``T_0`` of CosineAnnealingWarmRestarts);
+            the scheduler is stepped every batch with a fractional epoch.
+        restart_mult: growth of each following cycle (``T_mult``).
+        min_lr: the learning rate at the bottom of each cycle (``eta_min``).
+        amp: "auto" uses fp16 autocast with gradient scaling on CUDA, bf16 on CPUs with native bf16 and fp32
+            otherwise; "off" always trains in fp32.
+        device: "auto" (CUDA when present, else CPU), or a torch device string such as "cuda:1" or "cpu".
+        seed: seed of weights, augmentation and batch order.
+        channels_last: keep activations in NHWC memory format (faster convolutions with oneDNN / cuDNN).
+        progress: show a tqdm bar per epoch (only when stderr is a terminal).
+    """
+
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    restart_epochs: int = 10
+    restart_mult: int = 1
+    min_lr: float = 0.0
+    amp: Literal["auto", "off"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+    channels_last: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "restart_epochs", "restart_mult"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.amp not in ("auto", "off"):
+            raise ValueError(f"TrainConfig.amp must be 'auto' or 'off', got {self.amp!r}")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved as ``config.json`` in the run folder before the first step."""
+
+    model: UNetConfig = field(default_factory=UNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "data": self.data.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        unknown = sorted(set(d) - {"model", "data", "train"})
+        if unknown:
+            raise ValueError(f"RunConfig: unknown key(s) {unknown}; known keys are ['data', 'model', 'train']")
+        return cls(
+            model=UNetConfig.from_dict(d.get("model", {})),
+            data=DataConfig.from_dict(d.get("data", {})),
+            train=TrainConfig.from_dict(d.get("train", {})),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as indented JSON."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        """Read a config written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))

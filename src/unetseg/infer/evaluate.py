@@ -1,0 +1,66 @@
+"""Evaluation at each image's original resolution: Dice and IoU per image, their means, global Dice."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unetseg.data.errors import DataError
+from unetseg.data.io import read_mask
+from unetseg.data.pairing import Pair
+from unetseg.infer.predict import Predictor
+from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, iou_from_counts, logits_to_classes
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """Predict every pair's image and compare with its mask at the mask's original size.
+
+    Dice and IoU are averaged over the foreground classes of each image (for binary data: the foreground).
+    The global Dice pools the pixels of all images.
+
+    Args:
+        predictor: the trained model.
+        pairs: image/mask pairs (e.g. from :func:`unetseg.data.find_pairs`).
+        out_dir: when given, ``per_image.csv`` and ``summary.json`` are written there.
+
+    Returns:
+        ``{"images", "mean_dice", "mean_iou", "global_dice", "per_image": [{"image", "dice", "iou"}, ...]}``
+    """
+    labels = max(2, predictor.config.model.num_classes)
+    total = torch.zeros(labels, 3, dtype=torch.int64)
+    rows = []
+    masks = {p.image: p.mask for p in pairs}
+    for path, logits in predictor.predict_paths([p.image for p in pairs], progress=progress):
+        mask_file = read_mask(masks[path])
+        target = torch.from_numpy(predictor.encoding.to_classes(mask_file.values, masks[path]))
+        pred = logits_to_classes(logits[None])[0].cpu()
+        if pred.shape != target.shape:
+            raise DataError(f"{masks[path]}: mask is {tuple(target.shape[::-1])} (WxH) but the image is "
+                             f"{tuple(pred.shape[::-1])}")
+        counts = confusion_counts(pred[None], target[None], labels)[0]
+        total += counts
+        rows.append({"image": path.name, "dice": float(foreground_mean(dice_from_counts(counts))),
+                     "iou": float(foreground_mean(iou_from_counts(counts)))})
+    summary = {
+        "images": len(rows),
+        "mean_dice": sum(r["dice"] for r in rows) / max(1, len(rows)),
+        "mean_iou": sum(r["iou"] for r in rows) / max(1, len(rows)),
+        "global_dice": float(foreground_mean(dice_from_counts(total))),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "per_image.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["image", "dice", "iou"])
+            writer.writeheader()
+            writer.writerows(rows)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return {**summary, "per_image": rows}

@@ -1,0 +1,171 @@
+"""Inference: masks at each image's original size, written in the training masks' own encoding."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from unetseg._device import autocast_dtype, resolve_device
+from unetseg.checkpoint import load_model
+from unetseg.config import RunConfig
+from unetseg.data.encoding import MaskEncoding
+from unetseg.data.errors import DataError
+from unetseg.data.io import read_image
+from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, list_files
+from unetseg.data.transforms import to_float
+from unetseg.metrics import logits_to_classes
+from unetseg.model import UNet
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Overlay colour of class k (k >= 1) is OVERLAY_COLOURS[(k - 1) % len].
+OVERLAY_COLOURS = np.array([(255, 40, 40), (40, 220, 40), (40, 90, 255), (255, 200, 0), (200, 0, 255),
+                            (0, 220, 220)], dtype=np.float32)
+
+
+def prefetched(items: Sequence[T], load: Callable[[T], object], batch_size: int) -> Iterator[list]:
+    """Yield ``[load(item) ...]`` in batches, decoding the next batch on threads while the caller works."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        pending: list[Future] | None = None
+        for start in range(0, len(items), batch_size):
+            submitted = [pool.submit(load, item) for item in items[start:start + batch_size]]
+            if pending is not None:
+                yield [f.result() for f in pending]
+            pending = submitted
+        if pending is not None:
+            yield [f.result() for f in pending]
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """The images to predict: a file itself, the images of a folder, or the images folder of a dataset.
+
+    Raises:
+        DataError: when ``path`` does not exist or holds no images.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder")
+    images = list_files(path, IMAGE_EXTENSIONS)
+    if not images:
+        images = list_files(find_folders(path)[0], IMAGE_EXTENSIONS)
+    if not images:
+        raise DataError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return images
+
+
+class Predictor:
+    """A trained U-Net with its config, on a device, ready to segment image files.
+
+    Args:
+        model: the network (put in eval mode here).
+        config: the run's config (input size, normalisation, mask encoding).
+        device: "auto", "cpu", "cuda", ...
+        batch_size: images per forward pass.
+
+    Example:
+        >>> predictor = Predictor.from_run("runs/carvana")          # doctest: +SKIP
+        >>> classes = predictor.predict_image("car.jpg")            # (H, W) uint8 at the photo's size
+    """
+
+    def __init__(self, model: UNet, config: RunConfig, device: str = "auto", batch_size: int = 4) -> None:
+        self.device = resolve_device(device)
+        self.config = config
+        self.model = model.to(self.device).eval()
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.batch_size = batch_size
+        self.dtype = autocast_dtype(self.device, config.train.amp)
+        palette = tuple(config.data.mask_palette) if config.data.mask_palette else None
+        self.encoding = MaskEncoding(tuple(config.data.mask_values or (0, 255)), palette)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 4) -> Predictor:
+        """Load the run's best weights (``model.safetensors``) and config."""
+        model, config = load_model(run_dir)
+        return cls(model, config, device, batch_size)
+
+    @torch.inference_mode()
+    def logits(self, images: np.ndarray) -> torch.Tensor:
+        """Raw scores for images already at the model's input size.
+
+        Shape:
+            uint8 (N, H, W, C) -> float32 (N, num_classes, H, W) on the predictor's device
+        """
+        x = to_float(torch.from_numpy(images).to(self.device), self.config.data.mean, self.config.data.std)
+        if self.config.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext():
+            return self.model(x).float()
+
+    def _load(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        with Image.open(path) as header:  # the original size, from the header only
+            size = header.size
+        return read_image(path, self.config.data.image_size, self.config.model.in_channels), size
+
+    def predict_paths(self, paths: Sequence[Path], progress: bool = False) -> Iterator[tuple[Path, torch.Tensor]]:
+        """Yield ``(path, logits)`` per image, logits (num_classes, H, W) resized to the image's original size."""
+        bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
+        done = 0
+        for batch in prefetched(paths, self._load, self.batch_size):
+            logits = self.logits(np.stack([image for image, _ in batch]))
+            for i, (_, (width, height)) in enumerate(batch):
+                yield paths[done + i], F.interpolate(logits[i:i + 1], size=(height, width), mode="bilinear",
+                                                     align_corners=False)[0]
+            done += len(batch)
+            bar.update(len(batch))
+        bar.close()
+
+    def predict_image(self, path: str | Path) -> np.ndarray:
+        """Class indices (H, W) uint8 of one image, at its original size."""
+        _, logits = next(self.predict_paths([Path(path)]))
+        return logits_to_classes(logits[None])[0].to(torch.uint8).cpu().numpy()
+
+
+def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """The image (H, W, C) with each foreground class (H, W) tinted in its colour."""
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    out = rgb.astype(np.float32)
+    fg = classes > 0
+    colours = OVERLAY_COLOURS[(classes[fg].astype(np.int64) - 1) % len(OVERLAY_COLOURS)]
+    out[fg] = (1 - alpha) * out[fg] + alpha * colours
+    return Image.fromarray(out.round().astype(np.uint8))
+
+
+def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path, overlays: bool = True,
+                   progress: bool = False) -> list[Path]:
+    """Segment an image file or a folder of images; write ``out_dir/masks/<stem>.png`` in the training masks'
+    encoding (palette PNG for palette masks) and, with ``overlays``, ``out_dir/overlays/<stem>.jpg``.
+
+    Returns:
+        The mask files written.
+    """
+    paths = list_images(inputs)
+    out = Path(out_dir)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    if overlays:
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, logits in predictor.predict_paths(paths, progress=progress):
+        classes = logits_to_classes(logits[None])[0].to(torch.uint8).cpu().numpy()
+        target = out / "masks" / f"{path.stem}.png"
+        predictor.encoding.to_image(classes).save(target)
+        written.append(target)
+        if overlays:
+            image = read_image(path, None, predictor.config.model.in_channels)
+            overlay(image, classes).save(out / "overlays" / f"{path.stem}.jpg", quality=90)
+    logger.info("wrote %d masks to %s", len(written), out / "masks")
+    return written

@@ -1,0 +1,58 @@
+"""Stateless segmentation metrics on tensors: confusion counts -> Dice / IoU. Used by training and inference."""
+
+from __future__ import annotations
+
+import torch
+
+
+def logits_to_classes(logits: torch.Tensor) -> torch.Tensor:
+    """Class index per pixel: ``logit > 0`` (sigmoid > 0.5) for one channel, argmax otherwise.
+
+    Shape:
+        (N, C, H, W) -> (N, H, W) int64
+    """
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """True positives, false positives and false negatives per image and label.
+
+    Args:
+        pred, target: class indices (N, H, W).
+        num_labels: number of labels (2 for binary).
+
+    Returns:
+        (N, num_labels, 3) int64: tp, fp, fn.
+    """
+    n = pred.shape[0]
+    pred, target = pred.reshape(n, -1), target.reshape(n, -1).to(pred.dtype)
+    counts = torch.empty(n, num_labels, 3, dtype=torch.int64, device=pred.device)
+    for k in range(num_labels):
+        p, t = pred == k, target == k
+        tp = (p & t).sum(1)
+        counts[:, k, 0] = tp
+        counts[:, k, 1] = p.sum(1) - tp
+        counts[:, k, 2] = t.sum(1) - tp
+    return counts
+
+
+def dice_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Dice ``2tp / (2tp + fp + fn)`` per entry of (..., 3) counts; 1.0 where prediction and target are
+    both empty (nothing to find, nothing found)."""
+    tp, fp, fn = counts.double().unbind(-1)
+    denom = 2 * tp + fp + fn
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.ones_like(denom))
+
+
+def iou_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """IoU ``tp / (tp + fp + fn)`` per entry of (..., 3) counts; 1.0 where both are empty."""
+    tp, fp, fn = counts.double().unbind(-1)
+    denom = tp + fp + fn
+    return torch.where(denom > 0, tp / denom.clamp(min=1), torch.ones_like(denom))
+
+
+def foreground_mean(scores: torch.Tensor) -> torch.Tensor:
+    """Mean over the foreground labels (all but label 0) of (..., num_labels) scores."""
+    return scores[..., 1:].mean(-1)

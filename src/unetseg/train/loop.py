@@ -1,0 +1,209 @@
+"""The training loop: ``fit(cfg, out_dir)`` trains a U-Net and writes a run folder.
+
+Every random draw of a step (batch order, rotation angles, flips) comes from a generator seeded by
+(seed, epoch, step), so a run resumed at any step sees the batches and augmentations it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from unetseg._device import autocast_dtype, resolve_device
+from unetseg.checkpoint import (CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, CheckpointError, load_training_state,
+                                save_training_state, save_weights)
+from unetseg.config import RunConfig
+from unetseg.data import ArrayDataset, MaskEncoding, find_pairs, load_dataset, split_by_group
+from unetseg.data.transforms import random_affine, to_float
+from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes
+from unetseg.model import UNet
+from unetseg.train.losses import SegmentationLoss
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FILE = "split.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def _generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of integers (e.g. seed, epoch, step)."""
+    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)
+
+
+def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Create the run folder; a folder that already holds a run is only reused with resume or overwrite.
+
+    Raises:
+        CheckpointError: when ``out_dir`` holds files and neither flag is given.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not resume:
+        if not overwrite:
+            raise CheckpointError(f"{out}: folder is not empty; pass --resume to continue the run there or "
+                                  f"--overwrite to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@dataclass
+class _Data:
+    train: ArrayDataset
+    val: ArrayDataset | None
+
+
+def _load_data(cfg: RunConfig, out: Path, resume: bool) -> _Data:
+    """Pair, split (saved to ``split.json``) and decode the dataset; fills the mask encoding into ``cfg``."""
+    pairs = find_pairs(cfg.data.data)
+    split_path = out / SPLIT_FILE
+    if resume and split_path.is_file():
+        split = json.loads(split_path.read_text())
+        by_name = {p.image.name: i for i, p in enumerate(pairs)}
+        train_idx = [by_name[n] for n in split["train"] if n in by_name]
+        val_idx = [by_name[n] for n in split["val"] if n in by_name]
+    else:
+        train_idx, val_idx = split_by_group(pairs, cfg.data.val_fraction, cfg.data.split_seed)
+        split = {"train": [pairs[i].image.name for i in train_idx], "val": [pairs[i].image.name for i in val_idx]}
+        split_path.write_text(json.dumps(split, indent=1) + "\n")
+    encoding = None
+    if cfg.data.mask_values is not None:
+        palette = tuple(cfg.data.mask_palette) if cfg.data.mask_palette else None
+        encoding = MaskEncoding(tuple(cfg.data.mask_values), palette)
+    data = load_dataset(pairs, cfg.data.image_size, cfg.model.in_channels, cfg.model.num_classes, encoding,
+                        progress=cfg.train.progress)
+    cfg.data.mask_values = list(data.encoding.values)
+    cfg.data.mask_palette = list(data.encoding.palette) if data.encoding.palette else None
+    logger.info("data: %d pairs in %s, %d train / %d validation (split by group, seed %d)", len(pairs),
+                cfg.data.data, len(train_idx), len(val_idx), cfg.data.split_seed)
+    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device: torch.device,
+             batch_size: int | None = None) -> dict[str, float]:
+    """Loss and mean per-image Dice (foreground classes) on decoded data at the training size.
+
+    Returns:
+        ``{"loss": ..., "dice": ...}``
+    """
+    model.eval()
+    dtype = autocast_dtype(device, cfg.train.amp)
+    loss_fn, losses, dices = SegmentationLoss(), [], []
+    labels = max(2, cfg.model.num_classes)
+    for start in range(0, len(data), batch_size or cfg.train.batch_size):
+        sl = slice(start, start + (batch_size or cfg.train.batch_size))
+        x = to_float(torch.from_numpy(data.images[sl]).to(device), cfg.data.mean, cfg.data.std)
+        y = torch.from_numpy(data.masks[sl]).to(device).long()
+        if cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+            logits = model(x)
+        losses.append(loss_fn(logits, y) * len(x))
+        dices.append(foreground_mean(dice_from_counts(confusion_counts(logits_to_classes(logits), y, labels))))
+    return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": float(torch.cat(dices).mean())}
+
+
+def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train a U-Net as ``cfg`` says and write the run folder.
+
+    The folder gets ``config.json`` (before the first step), ``split.json``, ``model.safetensors`` (best
+    validation Dice; every epoch when there is no validation split), ``last.pt`` (resume state, every
+    epoch) and ``metrics.jsonl`` (a line per epoch).
+
+    Args:
+        cfg: the run's configuration; its mask encoding is filled in from the data.
+        out_dir: the run folder.
+        resume: continue the run in ``out_dir`` from ``last.pt`` (its config.json is used).
+        overwrite: replace a non-empty ``out_dir``.
+
+    Returns:
+        The run folder.
+    """
+    out = prepare_run_dir(out_dir, resume, overwrite)
+    state = None
+    if resume:
+        state = load_training_state(out / STATE_FILE)
+        cfg = RunConfig.load(out / CONFIG_FILE)
+    device = resolve_device(cfg.train.device)
+    data = _load_data(cfg, out, resume)
+    cfg.save(out / CONFIG_FILE)
+
+    torch.manual_seed(cfg.train.seed)
+    model = UNet(cfg.model).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=cfg.train.restart_epochs, T_mult=cfg.train.restart_mult, eta_min=cfg.train.min_lr)
+    dtype = autocast_dtype(device, cfg.train.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    start_epoch, best = 0, -math.inf
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best = int(state["epoch"]) + 1, float(state["best_dice"])
+        logger.info("resuming %s after epoch %d", out, start_epoch)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("model: %s, %.2fM parameters; device %s, precision %s", cfg.model, n_params / 1e6, device,
+                dtype or torch.float32)
+
+    images = torch.from_numpy(data.train.images)
+    masks = torch.from_numpy(data.train.masks)
+    steps = math.ceil(len(data.train) / cfg.train.batch_size)
+    loss_fn = SegmentationLoss()
+    for epoch in range(start_epoch, cfg.train.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(data.train), generator=_generator(cfg.train.seed, epoch))
+        total = torch.zeros((), device=device)
+        bar = tqdm(order.split(cfg.train.batch_size), total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                   unit="batch", leave=False, disable=not (cfg.train.progress and sys.stderr.isatty()))
+        for step, idx in enumerate(bar):
+            x = to_float(images[idx].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
+            y = masks[idx].to(device, non_blocking=True)
+            x, y = random_affine(x, y, cfg.data.rotate_limit, cfg.data.hflip_p, cfg.data.vflip_p,
+                                 generator=_generator(cfg.train.seed, epoch, step))
+            if cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step(epoch + (step + 1) / steps)
+            total += loss.detach() * len(idx)
+            if bar.disable is False and step % 4 == 0:  # .item() syncs with the device: not every step
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        train_loss = float(total) / len(data.train)
+        seconds = time.perf_counter() - t0
+        val = evaluate(model, data.val, cfg, device) if data.val is not None else None
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": round(seconds, 2), "images_per_s": round(len(data.train) / seconds, 2)}
+        if val is not None:
+            record.update(val_loss=val["loss"], val_dice=val["dice"])
+        score = val["dice"] if val is not None else -train_loss
+        if score > best:
+            best = score
+            save_weights(model, out / WEIGHTS_FILE)
+        save_training_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scaler": scaler.state_dict(), "epoch": epoch, "best_dice": best}, out / STATE_FILE)
+        with open(out / METRICS_FILE, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, cfg.train.epochs, train_loss,
+                    f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}" if val else "", seconds,
+                    record["images_per_s"])
+    return out
