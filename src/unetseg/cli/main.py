@@ -179,15 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    """One console handler on the current stderr (replacing an earlier call's), at the -v/-q level."""
     logger.setLevel(logging.DEBUG)
-    if not any(type(h) is logging.StreamHandler for h in logger.handlers):
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(console)
-    for h in logger.handlers:
-        if type(h) is logging.StreamHandler:
-            h.setLevel(level)
+    for old in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+        logger.removeHandler(old)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    logger.addHandler(console)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from unetseg.cli import main as cli
+
+
+def test_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "--rotate-limit" in capsys.readouterr().out
+
+
+def test_flags_override_the_config_and_nothing_else(tmp_path):
+    args = cli.build_parser().parse_args(["train", "--data", "d", "--out", "o", "--epochs", "2",
+                                          "--image-size", "240x160", "--no-channels-last", "--base-channels", "8"])
+    cfg = cli.build_config(args)
+    assert (cfg.train.epochs, cfg.data.image_size, cfg.train.channels_last) == (2, (240, 160), False)
+    assert (cfg.model.base_channels, cfg.train.batch_size, cfg.train.lr) == (8, 16, 1e-4)
+
+
+def test_train_subcommand_calls_fit_with_parsed_values(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_fit(cfg, out, resume, overwrite):
+        seen.update(cfg=cfg, out=out, resume=resume, overwrite=overwrite)
+        return out
+
+    monkeypatch.setattr("unetseg.train.fit", fake_fit)
+    assert cli.main(["train", "--data", "d", "--out", str(tmp_path / "r"), "--lr", "0.01", "--overwrite"]) == 0
+    assert seen["cfg"].train.lr == 0.01 and seen["cfg"].data.data == "d" and seen["overwrite"] is True
+
+
+def test_end_to_end_train_evaluate_predict(synthetic_dir, tmp_path, capsys):
+    run, flags = tmp_path / "run", ["--base-channels", "4", "--depth", "3", "--image-size", "64x48", "--epochs", "1",
+                                    "--batch-size", "8"]
+    assert cli.main(["train", "--data", str(synthetic_dir), "--out", str(run), *flags]) == 0
+    assert (run / "train.log").read_text().count("epoch 1/1") == 1
+    assert cli.main(["evaluate", "--model", str(run), "--data", str(synthetic_dir), "--split", "val",
+                     "--out", str(tmp_path / "eval")]) == 0
+    assert "mean Dice" in capsys.readouterr().out
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["images"] == 2
+    assert cli.main(["predict", "--model", str(run), "--input", str(synthetic_dir / "images"),
+                     "--out", str(tmp_path / "pred")]) == 0
+    assert len(list((tmp_path / "pred" / "masks").iterdir())) == 24
+
+
+def test_bad_input_is_one_line_and_exit_code_2(carvana_like, tmp_path, capsys):
+    (carvana_like / "train_masks" / "000abc00000_02_mask.gif").unlink()
+    code = cli.main(["train", "--data", str(carvana_like), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "000abc00000_02.jpg: no mask" in err and "Traceback" not in err
+
+
+def test_demo_data(tmp_path):
+    assert cli.main(["demo-data", "--out", str(tmp_path / "d"), "--count", "3", "--size", "32x32"]) == 0
+    assert len(list((tmp_path / "d" / "masks").iterdir())) == 3

@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.train.test_fit import tiny_config
+from unetseg import Predictor, evaluate_pairs, find_pairs, fit, predict_folder
+from unetseg.data.io import read_mask
+
+
+@pytest.fixture()
+def carvana_run(carvana_like, tmp_path):
+    return fit(tiny_config(carvana_like, epochs=1), tmp_path / "run")
+
+
+def test_predicted_masks_have_the_original_size_and_the_training_palette(carvana_like, carvana_run, tmp_path):
+    predictor = Predictor.from_run(carvana_run, device="cpu", batch_size=5)
+    written = predict_folder(predictor, carvana_like / "train", tmp_path / "pred")
+    assert len(written) == 12
+    for path in written:
+        mask = read_mask(path)
+        assert path.suffix == ".png" and mask.values.shape == (64, 96)  # the images' own size, not 64x48
+        assert mask.mode == "P" and mask.palette[:6] == (0, 0, 0, 255, 255, 255)
+        assert set(np.unique(mask.values)) <= {0, 1}
+    overlays = sorted((tmp_path / "pred" / "overlays").iterdir())
+    assert len(overlays) == 12 and Image.open(overlays[0]).size == (96, 64)
+
+
+def test_predict_image_matches_predict_folder(carvana_like, carvana_run, tmp_path):
+    predictor = Predictor.from_run(carvana_run, device="cpu")
+    image = sorted((carvana_like / "train").iterdir())[3]
+    classes = predictor.predict_image(image)
+    predict_folder(predictor, image, tmp_path / "one", overlays=False)
+    np.testing.assert_array_equal(read_mask(tmp_path / "one" / "masks" / f"{image.stem}.png").values, classes)
+
+
+def test_evaluate_at_original_resolution(carvana_like, carvana_run, tmp_path):
+    predictor = Predictor.from_run(carvana_run, device="cpu")
+    pairs = find_pairs(carvana_like)
+    result = evaluate_pairs(predictor, pairs, tmp_path / "eval")
+    assert result["images"] == 12
+    # Recompute one image's Dice by hand from the written prediction.
+    pair = pairs[0]
+    pred = predictor.predict_image(pair.image).astype(bool)
+    target = read_mask(pair.mask).values.astype(bool)
+    dice = 2 * (pred & target).sum() / (pred.sum() + target.sum())
+    assert abs(result["per_image"][0]["dice"] - dice) < 1e-9
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in result["per_image"]]))
+    assert (tmp_path / "eval" / "per_image.csv").read_text().count("\n") == 13

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+import torch
+
+from unetseg import RunConfig, UNetConfig, fit, load_model
+from unetseg.checkpoint import CheckpointError
+from unetseg.config import DataConfig, TrainConfig
+
+
+def tiny_config(data, **train) -> RunConfig:
+    return RunConfig(UNetConfig(base_channels=4, depth=3), DataConfig(data=str(data), image_size=(64, 48),
+                     val_fraction=0.25), TrainConfig(**{"epochs": 2, "batch_size": 8, "lr": 3e-3, **train}))
+
+
+def test_fit_writes_a_complete_run_folder(synthetic_dir, tmp_path):
+    run = fit(tiny_config(synthetic_dir), tmp_path / "run")
+    assert {p.name for p in run.iterdir()} >= {"config.json", "split.json", "model.safetensors", "last.pt",
+                                              "metrics.jsonl"}
+    cfg = RunConfig.load(run / "config.json")
+    assert cfg.data.mask_values == [0, 255] and cfg.data.mask_palette is None
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert all(0.0 <= r["val_dice"] <= 1.0 and r["train_loss"] > 0 for r in lines)
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]) == 18 and len(split["val"]) == 6
+    model, _ = load_model(run)
+    assert model(torch.zeros(1, 3, 48, 64)).shape == (1, 1, 48, 64)
+
+
+def test_training_lowers_the_loss(synthetic_dir, tmp_path):
+    cfg = tiny_config(synthetic_dir, epochs=6, lr=1e-2)
+    cfg.model.base_channels = 8
+    fit(cfg, tmp_path / "run")
+    losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_a_folder_holding_a_run_is_not_overwritten(synthetic_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="folder is not empty"):
+        fit(tiny_config(synthetic_dir), tmp_path / "run")
+    assert (tmp_path / "run" / "config.json").read_text() == "{}"
+
+
+def test_resume_continues_after_the_last_epoch(synthetic_dir, tmp_path):
+    run = fit(tiny_config(synthetic_dir, epochs=1), tmp_path / "run")
+    cfg = RunConfig.load(run / "config.json")
+    cfg.train.epochs = 2
+    cfg.save(run / "config.json")
+    fit(cfg, run, resume=True)
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
