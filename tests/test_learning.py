@@ -15,7 +15,7 @@ from unetseg.data.dataset import pairs_from_split
 def test_narrow_unet_segments_a_held_out_car(tmp_path):
     data = shared_dataset("carvana_sample")
     cfg = RunConfig(UNetConfig(base_channels=16),
-                    DataConfig(data=str(data), image_size=(144, 96), val_fraction=1 / 6),
+                    DataConfig(data=str(data), image_size=(144, 96), val_fraction=1 / 6, split_seed=1),
                     TrainConfig(epochs=10, batch_size=8, lr=2e-3, restart_epochs=10, progress=False))
     run = fit(cfg, tmp_path / "run")
     split = json.loads((run / "split.json").read_text())
