@@ -145,6 +145,9 @@ class TrainConfig(_JsonDataclass):
         seed: seed of weights, augmentation and batch order.
         channels_last: keep activations in NHWC memory format (faster convolutions with oneDNN / cuDNN).
         progress: show a tqdm bar per epoch (only when stderr is a terminal).
+        checkpoint_steps: write ``last.pt`` every this many steps; 0 means every ``checkpoint_minutes``.
+            It is also written at every epoch end and on SIGINT / SIGTERM.
+        checkpoint_minutes: the time between ``last.pt`` writes within an epoch when checkpoint_steps is 0.
     """
 
     epochs: int = 20
@@ -159,6 +162,8 @@ class TrainConfig(_JsonDataclass):
     seed: int = 0
     channels_last: bool = True
     progress: bool = True
+    checkpoint_steps: int = 0
+    checkpoint_minutes: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "restart_epochs", "restart_mult"):

@@ -193,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``unetseg`` command line; returns the exit code (2 for bad input, with a one-line error)."""
     from unetseg.checkpoint import CheckpointError
     from unetseg.data import DataError
+    from unetseg.train import NonFiniteLossError
 
     args = build_parser().parse_args(argv)
     _configure_logging(args)
@@ -204,9 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         logger.error("error: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
         return 2
-    except KeyboardInterrupt:
-        logger.error("interrupted")
+    except KeyboardInterrupt as err:  # TrainingInterrupted says where the state was saved
+        logger.error("interrupted%s", f": {err}" if str(err) else "")
         return 130
+    except NonFiniteLossError as err:
+        if args.debug:
+            raise
+        logger.error("error: %s", err)
+        return 1
     finally:
         for h in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
             logger.removeHandler(h)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -55,6 +58,8 @@ def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> Path:
                                   f"--overwrite to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):  # left by a kill during an atomic write
+        stale.unlink()
     return out
 
 
@@ -115,6 +120,73 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": float(torch.cat(dices).mean())}
 
 
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after the resume state was saved."""
+
+
+@dataclass
+class _Position:
+    """Where training is: the next (epoch, step) to run, the loss sum of the epoch so far, the best score."""
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    best: float = -math.inf
+
+
+class _StopOnSignal:
+    """Records SIGINT / SIGTERM instead of dying, so the loop can save its state first (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested: int = 0
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = signum
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _rng_state() -> dict:
+    """The global RNG states (Python, NumPy, torch, CUDA) as plain values ``torch.load(weights_only=True)`` reads."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+             "python": list(random.getstate())}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    """Restore the global RNGs saved by :func:`_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Keep the metrics lines of finished epochs only (a kill may have come after a line, before the save)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epochs_done]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
 def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Train a U-Net as ``cfg`` says and write the run folder.
 
@@ -149,61 +221,88 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
         optimizer, T_0=cfg.train.restart_epochs, T_mult=cfg.train.restart_mult, eta_min=cfg.train.min_lr)
     dtype = autocast_dtype(device, cfg.train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    start_epoch, best = 0, -math.inf
+    pos = _Position()
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        start_epoch, best = int(state["epoch"]) + 1, float(state["best_dice"])
-        logger.info("resuming %s after epoch %d", out, start_epoch)
+        pos = _Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
+        _restore_rng(state["rng"])
+        _truncate_metrics(out / METRICS_FILE, pos.epoch)
+        logger.info("resuming %s at epoch %d, step %d", out, pos.epoch + 1, pos.step)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters; device %s, precision %s", cfg.model, n_params / 1e6, device,
                 dtype or torch.float32)
+
+    def save_state() -> None:
+        save_training_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scaler": scaler.state_dict(), "epoch": pos.epoch, "step": pos.step,
+                             "loss_sum": pos.loss_sum, "best": pos.best, "rng": _rng_state()}, out / STATE_FILE)
+        logger.debug("checkpoint saved at epoch %d step %d", pos.epoch + 1, pos.step)
 
     images = torch.from_numpy(data.train.images)
     masks = torch.from_numpy(data.train.masks)
     steps = math.ceil(len(data.train) / cfg.train.batch_size)
     loss_fn = SegmentationLoss()
-    for epoch in range(start_epoch, cfg.train.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(len(data.train), generator=_generator(cfg.train.seed, epoch))
-        total = torch.zeros((), device=device)
-        bar = tqdm(order.split(cfg.train.batch_size), total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   unit="batch", leave=False, disable=not (cfg.train.progress and sys.stderr.isatty()))
-        for step, idx in enumerate(bar):
-            x = to_float(images[idx].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
-            y = masks[idx].to(device, non_blocking=True)
-            x, y = random_affine(x, y, cfg.data.rotate_limit, cfg.data.hflip_p, cfg.data.vflip_p,
-                                 generator=_generator(cfg.train.seed, epoch, step))
-            if cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step(epoch + (step + 1) / steps)
-            total += loss.detach() * len(idx)
-            if bar.disable is False and step % 4 == 0:  # .item() syncs with the device: not every step
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-        train_loss = float(total) / len(data.train)
-        seconds = time.perf_counter() - t0
-        val = evaluate(model, data.val, cfg, device) if data.val is not None else None
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": round(seconds, 2), "images_per_s": round(len(data.train) / seconds, 2)}
-        if val is not None:
-            record.update(val_loss=val["loss"], val_dice=val["dice"])
-        score = val["dice"] if val is not None else -train_loss
-        if score > best:
-            best = score
-            save_weights(model, out / WEIGHTS_FILE)
-        save_training_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scaler": scaler.state_dict(), "epoch": epoch, "best_dice": best}, out / STATE_FILE)
-        with open(out / METRICS_FILE, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, cfg.train.epochs, train_loss,
-                    f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}" if val else "", seconds,
-                    record["images_per_s"])
+    last_save = time.monotonic()
+    with _StopOnSignal() as stop:
+        while pos.epoch < cfg.train.epochs:
+            epoch = pos.epoch
+            model.train()
+            t0 = time.perf_counter()
+            batches = torch.randperm(len(data.train), generator=_generator(cfg.train.seed, epoch)).split(
+                cfg.train.batch_size)
+            bar = tqdm(range(pos.step, steps), initial=pos.step, total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                       unit="batch", leave=False, disable=not (cfg.train.progress and sys.stderr.isatty()))
+            for step in bar:
+                idx = batches[step]
+                x = to_float(images[idx].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
+                y = masks[idx].to(device, non_blocking=True)
+                x, y = random_affine(x, y, cfg.data.rotate_limit, cfg.data.hflip_p, cfg.data.vflip_p,
+                                     generator=_generator(cfg.train.seed, epoch, step))
+                if cfg.train.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+                    loss = loss_fn(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)  # skipped by the scaler itself when fp16 gradients overflowed
+                scaler.update()
+                scheduler.step(epoch + (step + 1) / steps)
+                value = loss.item()  # one sync per step: the non-finite check needs it before the next save
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(f"{out}: loss is {value} at epoch {epoch + 1}, step {step + 1}; stopped, "
+                                             f"{STATE_FILE} keeps the last good state (try a lower --lr)")
+                pos.step, pos.loss_sum = step + 1, pos.loss_sum + value * len(idx)
+                if step % 4 == 0:
+                    bar.set_postfix(loss=f"{value:.4f}")
+                every = cfg.train.checkpoint_steps
+                due = step + 1 < steps and (pos.step % every == 0 if every else
+                                            time.monotonic() - last_save > 60 * cfg.train.checkpoint_minutes)
+                if due or stop.requested:
+                    save_state()
+                    last_save = time.monotonic()
+                if stop.requested:
+                    raise TrainingInterrupted(f"{out}: stopped by signal {stop.requested} at epoch {epoch + 1}, "
+                                              f"step {pos.step}; continue with: unetseg train --resume {out}")
+            bar.close()
+            train_loss = pos.loss_sum / len(data.train)
+            seconds = time.perf_counter() - t0
+            val = evaluate(model, data.val, cfg, device) if data.val is not None else None
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+                      "seconds": round(seconds, 2), "images_per_s": round(len(data.train) / seconds, 2)}
+            if val is not None:
+                record.update(val_loss=val["loss"], val_dice=val["dice"])
+            score = val["dice"] if val is not None else -train_loss
+            if score > pos.best:
+                pos.best = score
+                save_weights(model, out / WEIGHTS_FILE)
+            with open(out / METRICS_FILE, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
+            save_state()
+            last_save = time.monotonic()
+            logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, cfg.train.epochs,
+                        train_loss, f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}" if val else "",
+                        seconds, record["images_per_s"])
     return out
