@@ -64,3 +64,19 @@ def test_greyscale_encoding_and_unknown_values():
     np.testing.assert_array_equal(np.asarray(encoding.to_image(np.array([[0, 1]], np.uint8))), [[0, 255]])
     with pytest.raises(DataError, match=r"m\.png: mask values \[128\]"):
         encoding.to_classes(np.array([[0, 128, 255]], np.uint8), "m.png")
+
+
+def test_decompression_bomb_limit_names_the_file_and_size_and_can_be_raised(tmp_path):
+    from unetseg.data.io import set_max_image_pixels
+
+    Image.fromarray(np.zeros((60, 70), np.uint8)).save(tmp_path / "big.png")
+    default = Image.MAX_IMAGE_PIXELS
+    try:
+        set_max_image_pixels(1000)
+        with pytest.raises(DataError, match=r"big\.png: image of 70 x 60 = 4200 pixels is over the decompression"):
+            read_mask(tmp_path / "big.png")
+        set_max_image_pixels(5000)
+        assert read_mask(tmp_path / "big.png").values.shape == (60, 70)
+    finally:
+        Image.MAX_IMAGE_PIXELS = default
+    assert Image.MAX_IMAGE_PIXELS == default

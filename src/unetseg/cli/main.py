@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
+    parser.add_argument("--max-image-pixels", type=int, metavar="N",
+                        help="raise Pillow's decompression-bomb limit (images over 2N pixels are refused; default "
+                        "about 89 million) for large files you trust")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a U-Net on a folder of image/mask pairs")
@@ -199,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if args.max_image_pixels is not None:
+            from unetseg.data.io import set_max_image_pixels
+
+            set_max_image_pixels(args.max_image_pixels)
         return handler(args)
     except (DataError, CheckpointError, ValueError, FileNotFoundError) as err:
         if args.debug:

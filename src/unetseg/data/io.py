@@ -28,9 +28,30 @@ def _decode(path: Path, mode: str | None = None, target: Size | None = None) -> 
         image.load()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # truncated / corrupt / not an image
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: image of {_pixels(path)} pixels is over the decompression-bomb limit of "
+                        f"{Image.MAX_IMAGE_PIXELS} (x2); raise it with --max-image-pixels if the file is trusted") from None
+    except (OSError, SyntaxError, ValueError) as err:  # truncated / corrupt / not an image
         raise DataError(f"{path}: cannot read image ({err})") from None
     return image
+
+
+def _pixels(path: Path) -> str:
+    """``"W x H = N"`` read from the header alone (the check is off while reading it)."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            return f"{image.width} x {image.height} = {image.width * image.height}"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def set_max_image_pixels(pixels: int) -> None:
+    """Pillow's decompression-bomb limit: images over twice this many pixels are refused (Pillow's default
+    is about 89 million). Raise it only for files you trust."""
+    if pixels < 1:
+        raise ValueError(f"max image pixels must be >= 1, got {pixels}")
+    Image.MAX_IMAGE_PIXELS = pixels
 
 
 def _draft_request(full: Size, target: Size) -> Size:
