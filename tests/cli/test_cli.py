@@ -59,3 +59,12 @@ def test_bad_input_is_one_line_and_exit_code_2(carvana_like, tmp_path, capsys):
 def test_demo_data(tmp_path):
     assert cli.main(["demo-data", "--out", str(tmp_path / "d"), "--count", "3", "--size", "32x32"]) == 0
     assert len(list((tmp_path / "d" / "masks").iterdir())) == 3
+
+
+def test_resume_with_more_epochs_extends_the_run(synthetic_dir, tmp_path):
+    run = tmp_path / "run"
+    flags = ["--base-channels", "4", "--depth", "3", "--image-size", "64x48", "--batch-size", "8"]
+    assert cli.main(["train", "--data", str(synthetic_dir), "--out", str(run), "--epochs", "1", *flags]) == 0
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2

@@ -48,6 +48,5 @@ def test_resume_continues_after_the_last_epoch(synthetic_dir, tmp_path):
     run = fit(tiny_config(synthetic_dir, epochs=1), tmp_path / "run")
     cfg = RunConfig.load(run / "config.json")
     cfg.train.epochs = 2
-    cfg.save(run / "config.json")
     fit(cfg, run, resume=True)
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]

@@ -85,6 +85,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from unetseg.train import fit
 
     out = Path(args.resume or args.out)
+    if args.resume and not args.config:
+        args.config = out / "config.json"  # the run's own config; flags such as --epochs change it
     cfg = build_config(args)
     if not args.resume and not cfg.data.data:
         raise SystemExit("unetseg train: --data DIR is required (or --resume RUN)")
@@ -148,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a U-Net on a folder of image/mask pairs")
     p.add_argument("--out", help="run folder to write (config.json, model.safetensors, last.pt, metrics.jsonl)")
     p.add_argument("--config", help="a config.json to start from (flags override it)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last.pt")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last.pt (its config.json, "
+                   "changed by any flags given, e.g. --epochs 30)")
     p.add_argument("--overwrite", action="store_true", help="replace a run folder that is not empty")
     _add_config_flags(p)
     p.set_defaults(handler=_cmd_train)

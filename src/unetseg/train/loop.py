@@ -197,7 +197,8 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
     Args:
         cfg: the run's configuration; its mask encoding is filled in from the data.
         out_dir: the run folder.
-        resume: continue the run in ``out_dir`` from ``last.pt`` (its config.json is used).
+        resume: continue the run in ``out_dir`` from ``last.pt``; ``cfg`` is normally that run's config.json
+            (``RunConfig.load``), with changes such as more epochs.
         overwrite: replace a non-empty ``out_dir``.
 
     Returns:
@@ -207,7 +208,6 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
     state = None
     if resume:
         state = load_training_state(out / STATE_FILE)
-        cfg = RunConfig.load(out / CONFIG_FILE)
     device = resolve_device(cfg.train.device)
     data = _load_data(cfg, out, resume)
     cfg.save(out / CONFIG_FILE)
@@ -249,7 +249,7 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
         while pos.epoch < cfg.train.epochs:
             epoch = pos.epoch
             model.train()
-            t0 = time.perf_counter()
+            t0, seen = time.perf_counter(), 0
             batches = torch.randperm(len(data.train), generator=_generator(cfg.train.seed, epoch)).split(
                 cfg.train.batch_size)
             bar = tqdm(range(pos.step, steps), initial=pos.step, total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
@@ -273,7 +273,7 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
                 if not math.isfinite(value):
                     raise NonFiniteLossError(f"{out}: loss is {value} at epoch {epoch + 1}, step {step + 1}; stopped, "
                                              f"{STATE_FILE} keeps the last good state (try a lower --lr)")
-                pos.step, pos.loss_sum = step + 1, pos.loss_sum + value * len(idx)
+                pos.step, pos.loss_sum, seen = step + 1, pos.loss_sum + value * len(idx), seen + len(idx)
                 if step % 4 == 0:
                     bar.set_postfix(loss=f"{value:.4f}")
                 every = cfg.train.checkpoint_steps
@@ -290,7 +290,7 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
             seconds = time.perf_counter() - t0
             val = evaluate(model, data.val, cfg, device) if data.val is not None else None
             record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-                      "seconds": round(seconds, 2), "images_per_s": round(len(data.train) / seconds, 2)}
+                      "seconds": round(seconds, 2), "images_per_s": round(seen / seconds, 2)}
             if val is not None:
                 record.update(val_loss=val["loss"], val_dice=val["dice"])
             score = val["dice"] if val is not None else -train_loss
