@@ -86,7 +86,18 @@ class DataConfig(_JsonDataclass):
     """Where the data is and how it is turned into tensors.
 
     Attributes:
-        data: dataset folder: Carvana's ``train/`` + ``train_masks/`` or ``images/`` + ``masks/``.
+        data: dataset folder: Carvana's ``train/`` + ``train_masks/``, or ``images/`` (image/, imgs/) + ``masks/``
+            (mask/, labels/, label/).
+        images, masks: the image and mask folders, named directly (instead of ``data``).
+        image_pattern, mask_pattern: file name patterns with an ``{id}`` placeholder for names that differ,
+            e.g. ``{id}_training.tif`` and ``{id}_manual1.gif``; without them masks pair by stem or stem + ``_mask``.
+        pairs_csv: a CSV with columns ``image,mask`` (paths relative to the CSV) instead of folders.
+        ignore_masks: folder of ignore masks (non-zero = pixels that count, e.g. DRIVE's field of view); pixels
+            outside count in neither the loss nor the metrics.
+        ignore_pattern: file name pattern of the ignore masks, e.g. ``{id}_training_mask.gif`` (default: same stem).
+        invert_mask: for binary masks whose foreground is stored as the lower value (membrane: 0 = membrane).
+        snap_masks: snap mask values that fit no encoding (JPEG-compressed masks) to the nearest label, and log it,
+            instead of refusing the files.
         image_size: (width, height) the images are resized to for training and inference.
         val_fraction: share of groups (Carvana: cars) held out for validation.
         split_seed: seed of the train/validation split.
@@ -96,9 +107,23 @@ class DataConfig(_JsonDataclass):
         mask_values: stored mask value of each class index, found in the data (e.g. [0, 1] for Carvana GIFs,
             [0, 255] for greyscale PNGs); used in reverse when predictions are written.
         mask_palette: the training masks' palette (flat RGB list) when they are palette images, else None.
+        mask_mode: the training masks' kind: "L" (grey levels), "P" (palette indices) or "RGB" (colour map,
+            mask_values then hold 0xRRGGBB colours); found in the data.
+        follow_channels, follow_classes: the model's in_channels / num_classes follow the data (1 channel for
+            greyscale images; 1 output for two labels, K for K > 2); the CLI turns them off when
+            --in-channels / --num-classes are given.
     """
 
     data: str = ""
+    images: str = ""
+    masks: str = ""
+    image_pattern: str = ""
+    mask_pattern: str = ""
+    pairs_csv: str = ""
+    ignore_masks: str = ""
+    ignore_pattern: str = ""
+    invert_mask: bool = False
+    snap_masks: bool = False
     image_size: tuple[int, int] = (480, 320)
     val_fraction: float = 0.1
     split_seed: int = 0
@@ -109,6 +134,9 @@ class DataConfig(_JsonDataclass):
     vflip_p: float = 0.1
     mask_values: list[int] | None = None
     mask_palette: list[int] | None = None
+    mask_mode: str | None = None
+    follow_channels: bool = True
+    follow_classes: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, str):

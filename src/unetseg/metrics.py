@@ -17,7 +17,8 @@ def logits_to_classes(logits: torch.Tensor) -> torch.Tensor:
 
 
 def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """True positives, false positives and false negatives per image and label.
+    """True positives, false positives and false negatives per image and label; target pixels with a value
+    of ``num_labels`` or more (IGNORE, 255: outside an ignore mask) are not counted.
 
     Args:
         pred, target: class indices (N, H, W).
@@ -28,9 +29,10 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_labels: int) 
     """
     n = pred.shape[0]
     pred, target = pred.reshape(n, -1), target.reshape(n, -1).to(pred.dtype)
+    counted = target < num_labels
     counts = torch.empty(n, num_labels, 3, dtype=torch.int64, device=pred.device)
     for k in range(num_labels):
-        p, t = pred == k, target == k
+        p, t = (pred == k) & counted, target == k
         tp = (p & t).sum(1)
         counts[:, k, 0] = tp
         counts[:, k, 1] = p.sum(1) - tp

@@ -31,7 +31,7 @@ def test_palette_gif_mask_keeps_exact_indices_when_resized(tmp_path):
     assert decoded.mode == "P" and decoded.values.shape == (32, 48)
     assert set(np.unique(decoded.values)) == {0, 1}
     assert decoded.palette[:6] == (0, 0, 0, 255, 255, 255)
-    assert decoded.histogram[1] == 60 * 110 and decoded.histogram[0] == 128 * 192 - 60 * 110
+    assert decoded.counts == {1: 60 * 110, 0: 128 * 192 - 60 * 110} and decoded.size == (192, 128)
 
 
 def test_truncated_jpeg_is_an_error_naming_the_file(tmp_path):
@@ -49,7 +49,7 @@ def test_not_an_image_is_an_error_naming_the_file(tmp_path):
 
 
 def test_palette_prediction_round_trips_byte_exact(tmp_path):
-    encoding = MaskEncoding(values=(0, 1), palette=(0, 0, 0, 255, 255, 255))
+    encoding = MaskEncoding(values=(0, 1), mode="P", palette=(0, 0, 0, 255, 255, 255))
     classes = (np.random.default_rng(0).random((40, 60)) > 0.5).astype(np.uint8)
     encoding.to_image(classes).save(tmp_path / "p.png")
     decoded = read_mask(tmp_path / "p.png")

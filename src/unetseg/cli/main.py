@@ -21,7 +21,7 @@ from unetseg.config import DataConfig, RunConfig, TrainConfig, UNetConfig, parse
 logger = logging.getLogger("unetseg")
 
 _SECTIONS = {"model": UNetConfig, "data": DataConfig, "train": TrainConfig}
-_DERIVED = {"mask_values", "mask_palette"}  # found from the data, not set by hand
+_DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "follow_classes"}  # found from the data, not set by hand
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -78,6 +78,11 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         if "." in key:
             section, name = key.split(".")
             base[section][name] = value
+    given = vars(args)
+    if "model.in_channels" in given:
+        base["data"]["follow_channels"] = False
+    if "model.num_classes" in given:
+        base["data"]["follow_classes"] = False
     return RunConfig.from_dict(base)
 
 

@@ -1,8 +1,9 @@
-"""Data: pairing image/mask files, decoding them, mask encodings, augmentation, synthetic data."""
+"""Data: pairing image/mask files, decoding them, mask encodings, checks, augmentation, synthetic data."""
 
-from unetseg.data.dataset import ArrayDataset, load_dataset, split_by_group
-from unetseg.data.encoding import MaskEncoding
+from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset, split_by_group
+from unetseg.data.encoding import IGNORE, MaskEncoding
 from unetseg.data.errors import DataError
-from unetseg.data.pairing import Pair, find_pairs
+from unetseg.data.pairing import Pair, Pairing, find_pairs, pair_files
 
-__all__ = ["ArrayDataset", "DataError", "MaskEncoding", "Pair", "find_pairs", "load_dataset", "split_by_group"]
+__all__ = ["ArrayDataset", "DataError", "DataReport", "IGNORE", "MaskEncoding", "Pair", "Pairing", "find_pairs",
+           "load_dataset", "pair_files", "split_by_group"]

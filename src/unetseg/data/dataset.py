@@ -1,20 +1,22 @@
-"""A dataset held in memory as uint8 arrays at the training size, decoded once with a thread pool."""
+"""A dataset held in memory as uint8 arrays at the training size, decoded once with a thread pool, and the
+checks that run while it is decoded (``unetseg check-data`` prints them; ``unetseg train`` refuses to start on errors)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from unetseg.data.encoding import MaskEncoding, detect_encoding
+from unetseg.data.encoding import IGNORE, MaskEncoding, detect_encoding
 from unetseg.data.errors import DataError
-from unetseg.data.io import Size, read_image, read_mask
-from unetseg.data.pairing import Pair
+from unetseg.data.io import Size, image_info, read_image, read_mask
+from unetseg.data.pairing import Pair, Pairing
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ class ArrayDataset:
 
     Attributes:
         images: (N, H, W, C) uint8.
-        masks: (N, H, W) uint8 class indices.
+        masks: (N, H, W) uint8 class indices; IGNORE (255) where an ignore mask excludes the pixel.
         pairs: the source files, in the same order.
         encoding: how class indices are stored in the mask files.
     """
@@ -43,46 +45,123 @@ class ArrayDataset:
         return ArrayDataset(self.images[indices], self.masks[indices], [self.pairs[i] for i in indices], self.encoding)
 
 
-def load_dataset(pairs: list[Pair], size: Size, channels: int, num_classes: int,
-                 encoding: MaskEncoding | None = None, progress: bool = True) -> ArrayDataset:
-    """Decode every pair once to ``size`` and map mask values to class indices.
+@dataclass
+class DataReport:
+    """What the checks found: facts for the report, errors (training refuses to start) and warnings."""
+
+    rule: str
+    pairs: int = 0
+    image_sizes: Counter = field(default_factory=Counter)
+    channels: int = 3
+    encoding: MaskEncoding | None = None
+    class_pixels: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def raise_errors(self) -> None:
+        """One DataError with every error, the first in front."""
+        if self.errors:
+            shown = "; ".join(self.errors[:10]) + (f"; ... {len(self.errors) - 10} more" if len(self.errors) > 10 else "")
+            raise DataError(shown if len(self.errors) == 1 else f"{len(self.errors)} problems: {shown}")
+
+
+def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None = None, num_classes: int | None = None,
+                 encoding: MaskEncoding | None = None, invert: bool = False, snap: bool = False,
+                 progress: bool = True) -> tuple[ArrayDataset | None, DataReport]:
+    """Check and decode every pair once to ``size``; map mask values to class indices.
 
     Args:
-        pairs: from :func:`unetseg.data.pairing.find_pairs`.
+        pairing: from :func:`unetseg.data.pairing.pair_files` (its problems become errors), or a list of pairs.
         size: (width, height).
-        channels: image channels, 3 or 1.
-        num_classes: the model's output channels (1 = binary).
-        encoding: the mask encoding to use (e.g. from a trained run); found from the masks when None.
+        channels: image channels (3 RGB, 1 greyscale), or None to follow the images (1 when all are greyscale).
+        num_classes: the model's outputs (1 = binary) when fixed, or None to follow the masks.
+        encoding: the mask encoding of a trained run; found from the masks when None.
+        invert, snap: see :func:`unetseg.data.encoding.detect_encoding`.
         progress: show a progress bar.
 
-    Raises:
-        DataError: naming the first file that cannot be read or does not fit the others.
+    Returns:
+        (dataset, report); the dataset is None when the report has errors.
     """
-    width, height = size
-    images = np.empty((len(pairs), height, width, channels), dtype=np.uint8)
-    stored = np.empty((len(pairs), height, width), dtype=np.uint8)
-    histograms = np.empty((len(pairs), 256), dtype=np.int64)
-    modes: list[str] = [""] * len(pairs)
-    palettes: list[tuple[int, ...] | None] = [None] * len(pairs)
+    if not isinstance(pairing, Pairing):
+        pairing = Pairing(list(pairing), "given")
+    pairs = pairing.pairs
+    report = DataReport(pairing.rule, len(pairs), errors=list(pairing.problems))
+    infos: list[tuple[Size, int] | None] = [None] * len(pairs)
+    for i, pair in enumerate(pairs):
+        try:
+            infos[i] = image_info(pair.image)
+        except DataError as err:
+            report.errors.append(str(err))
+    report.image_sizes = Counter(info[0] for info in infos if info)
+    if channels is None:
+        channels = 1 if infos and all(info is not None and info[1] == 1 for info in infos) else 3
+    report.channels = channels
 
-    def decode(i: int) -> None:
-        images[i] = read_image(pairs[i].image, size, channels)
-        mask = read_mask(pairs[i].mask, size)
-        stored[i], histograms[i], modes[i], palettes[i] = mask.values, mask.histogram, mask.mode, mask.palette
+    width, height = size
+    images = np.zeros((len(pairs), height, width, channels), dtype=np.uint8)
+    stored: list[np.ndarray | None] = [None] * len(pairs)
+    valid: list[np.ndarray | None] = [None] * len(pairs)
+    masks_read: list = [None] * len(pairs)
+
+    def decode(i: int) -> str | None:
+        pair = pairs[i]
+        try:
+            images[i] = read_image(pair.image, size, channels)
+            mask = read_mask(pair.mask, size)
+            image_size = infos[i][0] if infos[i] else None
+            if image_size is not None and mask.size != image_size:
+                return f"{pair.mask}: mask is {mask.size[0]}x{mask.size[1]} but its image {pair.image.name} is " \
+                       f"{image_size[0]}x{image_size[1]}"
+            if pair.ignore is not None:
+                keep = read_mask(pair.ignore, size)
+                if keep.size != mask.size:
+                    return f"{pair.ignore}: ignore mask is {keep.size[0]}x{keep.size[1]} but the mask is " \
+                           f"{mask.size[0]}x{mask.size[1]}"
+                valid[i] = keep.values != 0
+            stored[i], masks_read[i] = mask.values, mask
+        except DataError as err:
+            return str(err)
+        return None
 
     # Pillow releases the GIL while decoding, so threads scale with cores.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for _ in tqdm(pool.map(decode, range(len(pairs))), total=len(pairs), desc="decode", unit="img",
-                      disable=None if progress else True, leave=False):
-            pass
+        for problem in tqdm(pool.map(decode, range(len(pairs))), total=len(pairs), desc="decode", unit="img",
+                            disable=None if progress else True, leave=False):
+            if problem:
+                report.errors.append(problem)
+    ok = [i for i in range(len(pairs)) if masks_read[i] is not None]
+    if not ok:
+        report.errors.append(f"{pairs[0].mask.parent if pairs else 'dataset'}: no readable pairs")
+        return None, report
     if encoding is None:
-        encoding = detect_encoding(histograms, modes, palettes, [p.mask for p in pairs], num_classes)
-        logger.info("mask encoding: values %s (class index = position)%s", list(encoding.values),
-                    ", palette masks" if encoding.palette else "")
-    masks = np.empty_like(stored)
-    for i, pair in enumerate(pairs):
-        masks[i] = encoding.to_classes(stored[i], pair.mask)
-    return ArrayDataset(images, masks, list(pairs), encoding)
+        try:
+            encoding, report.notes = detect_encoding([masks_read[i].counts for i in ok], [masks_read[i].mode for i in ok],
+                                                     [masks_read[i].palette for i in ok], [pairs[i].mask for i in ok],
+                                                     num_classes, invert, snap)
+        except DataError as err:
+            report.errors.append(str(err))
+            return None, report
+    report.encoding = encoding
+    classes = np.zeros((len(pairs), height, width), dtype=np.uint8)
+    report.class_pixels = [0] * encoding.num_labels
+    for i in ok:
+        try:
+            classes[i] = encoding.to_classes(stored[i], pairs[i].mask, snap)
+        except DataError as err:
+            report.errors.append(str(err))
+            continue
+        for value, n in masks_read[i].counts.items():
+            k = encoding.values.index(value) if value in encoding.values else None
+            if k is not None:
+                report.class_pixels[k] += n
+        if not (classes[i] > 0).any():
+            report.warnings.append(f"{pairs[i].mask}: empty mask (background only)")
+        if valid[i] is not None:
+            classes[i][~valid[i]] = IGNORE
+    if report.errors:
+        return None, report
+    return ArrayDataset(images, classes, list(pairs), encoding), report
 
 
 def split_by_group(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

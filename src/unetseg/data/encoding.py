@@ -1,5 +1,9 @@
 """How class indices are stored in mask files, found from the training masks and used in reverse when
-predictions are written, so a predicted mask has the encoding and colours of the training masks."""
+predictions are written, so a predicted mask has the encoding and colours of the training masks.
+
+Encodings: palette indices (Carvana's GIFs: {0, 1}), grey levels ({0, 255} for membrane and DRIVE, or class
+indices {0..K-1}), and RGB colour maps (each colour one class). Class index i is stored as ``values[i]``.
+"""
 
 from __future__ import annotations
 
@@ -11,78 +15,150 @@ import numpy as np
 from PIL import Image
 
 from unetseg.data.errors import DataError
+from unetseg.data.io import unpack_rgb
 
-_UNKNOWN = 255
+#: Class index of pixels that count in neither the loss nor the metrics (outside an ignore mask).
+IGNORE = 255
+#: At most this many distinct values are read as labels when the class count follows the data; more means
+#: the masks are not label masks (JPEG-compressed masks have dozens of grey levels).
+MAX_LABELS = 32
+#: With --snap-masks and no --num-classes, the labels are the values that cover at least this share of pixels.
+SNAP_MIN_SHARE = 0.01
 
 
 @dataclass(frozen=True)
 class MaskEncoding:
-    """Stored value of each class index, plus the palette of palette masks.
+    """Stored value of each class index, the masks' mode ("L", "P" or "RGB") and the palette of palette masks.
 
     Example:
-        Carvana's GIFs: ``MaskEncoding(values=(0, 1), palette=(0, 0, 0, 255, 255, 255))``;
-        greyscale PNGs with white foreground: ``MaskEncoding(values=(0, 255))``.
+        Carvana's GIFs: ``MaskEncoding(values=(0, 1), mode="P", palette=(0, 0, 0, 255, 255, 255))``;
+        membrane with --invert-mask: ``MaskEncoding(values=(255, 0))`` (class 1, the membrane, is stored as 0).
     """
 
     values: tuple[int, ...]
+    mode: str = "L"
     palette: tuple[int, ...] | None = None
 
     @property
     def num_labels(self) -> int:
         return len(self.values)
 
-    def lut(self) -> np.ndarray:
-        """(256,) uint8 table from stored value to class index; values not in the encoding map to 255."""
-        table = np.full(256, _UNKNOWN, dtype=np.uint8)
-        table[list(self.values)] = np.arange(len(self.values), dtype=np.uint8)
-        return table
+    def _classes_of(self, found: np.ndarray, snap: bool) -> np.ndarray:
+        """Class index of each stored value in ``found`` (1-D); IGNORE+1 marks values not in the encoding."""
+        values = np.asarray(self.values, dtype=np.int64)
+        exact = found[:, None] == values[None, :]
+        out = np.where(exact.any(1), exact.argmax(1), IGNORE + 1)
+        if snap:
+            if self.mode == "RGB":
+                dist = ((unpack_rgb(found)[:, None].astype(np.int64) - unpack_rgb(values)[None].astype(np.int64)) ** 2).sum(-1)
+            else:
+                dist = np.abs(found[:, None].astype(np.int64) - values[None, :])
+            out = dist.argmin(1)
+        return out
 
-    def to_classes(self, stored: np.ndarray, path: str | Path) -> np.ndarray:
+    def to_classes(self, stored: np.ndarray, path: str | Path, snap: bool = False) -> np.ndarray:
         """Map stored values (H, W) to class indices (H, W) uint8.
 
+        Args:
+            snap: map values that are not in the encoding to the nearest label instead of refusing them.
+
         Raises:
-            DataError: naming ``path`` and the values that are not in the encoding.
+            DataError: naming ``path`` and the values that are not in the encoding (when not snapping).
         """
-        classes = self.lut()[stored]
-        if (classes == _UNKNOWN).any():
-            bad = sorted(set(np.unique(stored).tolist()) - set(self.values))
-            raise DataError(f"{path}: mask values {bad[:10]} are not among the dataset's labels {list(self.values)}")
-        return classes
+        if stored.dtype == np.uint8:
+            table = self._classes_of(np.arange(256), snap)
+            classes = table[stored]
+        else:
+            found, inverse = np.unique(stored, return_inverse=True)
+            classes = self._classes_of(found.astype(np.int64), snap)[inverse.reshape(stored.shape)]
+        if not snap and (classes > IGNORE).any():
+            bad = sorted(set(np.unique(stored[classes > IGNORE]).tolist()))
+            raise DataError(f"{path}: mask values {self.describe(bad[:10])} are not among the dataset's labels "
+                            f"{self.describe(self.values)}")
+        return classes.astype(np.uint8)
+
+    def describe(self, values: Sequence[int]) -> str:
+        """Values as a user reads them: ``[0, 255]`` or, for colour maps, ``[#000000, #ff0000]``."""
+        if self.mode == "RGB":
+            return "[" + ", ".join(f"#{v:06x}" for v in values) + "]"
+        return str(list(values))
+
+    def colour(self, k: int) -> tuple[int, int, int]:
+        """The display colour of class ``k`` in the training masks."""
+        v = self.values[k]
+        if self.mode == "RGB":
+            return tuple(int(c) for c in unpack_rgb(np.array(v)))  # type: ignore[return-value]
+        if self.mode == "P" and self.palette and len(self.palette) >= 3 * v + 3:
+            return tuple(self.palette[3 * v:3 * v + 3])  # type: ignore[return-value]
+        return (v, v, v)
 
     def to_image(self, classes: np.ndarray) -> Image.Image:
-        """A mask image of class indices (H, W) in this encoding: a palette image when the training masks
-        were palette images (same palette), else greyscale with the stored values."""
-        stored = np.asarray(self.values, dtype=np.uint8)[classes]
-        if self.palette is None:
-            return Image.fromarray(stored, mode="L")
-        image = Image.fromarray(stored, mode="P")
-        image.putpalette(list(self.palette))
+        """A mask image of class indices (H, W) in this encoding: the same palette for palette masks, the same
+        colours for colour maps, the same grey levels otherwise."""
+        values = np.asarray(self.values, dtype=np.uint32)[classes]
+        if self.mode == "RGB":
+            return Image.fromarray(unpack_rgb(values), mode="RGB")
+        image = Image.fromarray(values.astype(np.uint8), mode="P" if self.mode == "P" else "L")
+        if self.mode == "P" and self.palette:
+            image.putpalette(list(self.palette))
         return image
 
 
-def detect_encoding(histograms: np.ndarray, modes: Sequence[str], palettes: Sequence[tuple[int, ...] | None],
-                    paths: Sequence[Path], num_classes: int) -> MaskEncoding:
-    """Find the encoding of a set of masks from their value histograms.
+def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], palettes: Sequence[tuple[int, ...] | None],
+                    paths: Sequence[Path], num_classes: int | None, invert: bool = False,
+                    snap: bool = False) -> tuple[MaskEncoding, list[str]]:
+    """Find the encoding of a set of masks from their value counts.
 
     Args:
-        histograms: (N, 256) pixel count of each stored value per mask.
-        modes, palettes, paths: per mask, from :func:`unetseg.data.io.read_mask`.
-        num_classes: the model's output channels (1 = binary).
+        counts: per mask, pixel count of each stored value (from :func:`unetseg.data.io.read_mask`).
+        modes, palettes, paths: per mask.
+        num_classes: the model's outputs (1 = binary) when the user fixed it, None to follow the data.
+        invert: binary masks store the foreground as the lower value.
+        snap: values beyond the labels are snapped to the nearest label (the labels are then the values
+            covering at least 1% of pixels, or the ``num_classes`` most frequent ones).
+
+    Returns:
+        (encoding, notes to log).
 
     Raises:
-        DataError: when modes are mixed, or the values found do not fit ``num_classes``.
+        DataError: naming a file when modes are mixed or the values fit no encoding.
     """
     if any(m != modes[0] for m in modes):
         odd = next(i for i, m in enumerate(modes) if m != modes[0])
-        raise DataError(f"{paths[odd]}: mask mode {modes[odd]} differs from {paths[0]} ({modes[0]})")
-    values = tuple(int(v) for v in np.flatnonzero(histograms.sum(axis=0)))
-    labels = 2 if num_classes == 1 else num_classes
-    if len(values) > labels:
-        raise DataError(f"{paths[0].parent}: masks hold {len(values)} distinct values {list(values)[:20]} but the "
-                        f"model has {labels} labels; set --num-classes to the number of classes")
-    if len(values) < 2 and num_classes == 1:
-        raise DataError(f"{paths[0].parent}: every mask holds only the value {values[0]}; nothing to learn")
+        raise DataError(f"{paths[odd]}: mask mode {modes[odd]} differs from {paths[0]} ({modes[0]}); all masks "
+                        f"need one encoding")
+    total: dict[int, int] = {}
+    for c in counts:
+        for v, n in c.items():
+            total[v] = total.get(v, 0) + n
+    describe = MaskEncoding((), modes[0]).describe
+    values = sorted(total)
+    wanted = None if num_classes is None else max(2, num_classes)
+    limit = wanted or MAX_LABELS
+    notes = []
+    if len(values) > limit:
+        if snap:
+            by_count = sorted(values, key=lambda v: -total[v])
+            pixels = sum(total.values())
+            keep = by_count[:wanted] if wanted else [v for v in by_count if total[v] >= SNAP_MIN_SHARE * pixels]
+            notes.append(f"--snap-masks: {len(values)} distinct mask values snapped to the nearest of {describe(sorted(keep))}")
+            values = sorted(keep[:MAX_LABELS])
+        else:
+            worst = max(range(len(counts)), key=lambda i: len(counts[i]))
+            found = sorted(counts[worst])
+            shown = describe(found[:8])[:-1] + (", ...]" if len(found) > 8 else "]")
+            why = (f"--num-classes {num_classes} takes {wanted} labels" if wanted else
+                   f"more than {MAX_LABELS} is not a label mask (JPEG-compressed?)")
+            raise DataError(f"{paths[worst]}: mask has {len(found)} distinct values {shown}, the masks {len(values)} in "
+                            f"all; {why}; --snap-masks snaps them to the nearest label, or set --num-classes")
+    if len(values) < 2:
+        raise DataError(f"{paths[0].parent}: every mask holds only the value {describe(values)}; nothing to learn")
+    if invert:
+        if len(values) != 2:
+            raise DataError(f"{paths[0].parent}: --invert-mask needs binary masks, found {len(values)} values "
+                            f"{describe(values)}")
+        values = values[::-1]
     palette = None
     if modes[0] == "P":
         palette = max((p for p in palettes if p), key=len, default=None)
-    return MaskEncoding(values=values, palette=palette)
+    return MaskEncoding(tuple(values), modes[0], palette), notes

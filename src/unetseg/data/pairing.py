@@ -1,50 +1,63 @@
 """Find image/mask pairs in a dataset folder, the way datasets ship them.
 
-Layouts found by folder name (first match wins):
+Folders, found by name under ``--data DIR`` (first match wins) or named with ``--images`` / ``--masks``:
     Carvana:  DIR/train/<car>_<NN>.jpg  +  DIR/train_masks/<car>_<NN>_mask.gif
-    generic:  DIR/images/<name>.<ext>   +  DIR/masks/<name>.<ext>      (also image/, imgs/ and mask/, labels/, label/)
-A mask pairs with an image when its stem is the image's stem or the image's stem + ``_mask``.
+    generic:  DIR/{images,image,imgs}/  +  DIR/{masks,mask,labels,label}/
+Pairing rules, tried in this order: same stem (``image/7.png`` + ``label/7.png``), stem + ``_mask`` (Carvana), or, for names
+that differ, user patterns with an ``{id}`` placeholder (DRIVE: ``{id}_training.tif`` + ``{id}_manual1.gif``) or a CSV of
+pairs. Whatever the rule, every image must have exactly one mask and every mask an image.
 """
 
 from __future__ import annotations
 
+import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from unetseg.config import DataConfig
 from unetseg.data.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-MASK_EXTENSIONS = (".png", ".gif", ".tif", ".tiff", ".bmp")
+MASK_EXTENSIONS = (".png", ".gif", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")  # JPEG masks are checked for grey values
 
-#: (images folder, masks folder) names tried in this order.
-LAYOUTS: tuple[tuple[str, str], ...] = (
-    ("train", "train_masks"),
-    ("images", "masks"),
-    ("image", "label"),
-    ("images", "labels"),
-    ("image", "mask"),
-    ("imgs", "masks"),
-)
+IMAGE_FOLDERS = ("train", "images", "image", "imgs")
+MASK_FOLDERS = ("train_masks", "masks", "mask", "labels", "label")
 
 _GROUPED_STEM = re.compile(r"^(.+)_\d+$")
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One training example: image path, mask path and the group it belongs to (Carvana: the car id)."""
+    """One example: image, mask, optional ignore mask (non-zero = pixels that count), and its split group."""
 
     image: Path
     mask: Path
     group: str
+    ignore: Path | None = None
 
     @property
     def stem(self) -> str:
         return self.image.stem
 
 
+@dataclass
+class Pairing:
+    """The pairs found, the rule that paired them, and every problem (one line each, naming the file)."""
+
+    pairs: list[Pair]
+    rule: str
+    problems: list[str] = field(default_factory=list)
+
+    def raise_problems(self) -> None:
+        """Raise one DataError listing the problems, the first one in front."""
+        if self.problems:
+            shown = "; ".join(self.problems[:10]) + (f"; ... {len(self.problems) - 10} more" if len(self.problems) > 10 else "")
+            raise DataError(shown if len(self.problems) == 1 else f"{len(self.problems)} problems: {shown}")
+
+
 def find_folders(root: str | Path) -> tuple[Path, Path]:
-    """Return the (images, masks) folders of a dataset folder, by the layouts in :data:`LAYOUTS`.
+    """Return the (images, masks) folders of a dataset folder, by the names in IMAGE_FOLDERS / MASK_FOLDERS.
 
     Raises:
         DataError: when ``root`` does not exist or holds none of the known layouts.
@@ -52,15 +65,18 @@ def find_folders(root: str | Path) -> tuple[Path, Path]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
-    for images, masks in LAYOUTS:
-        if (root / images).is_dir() and (root / masks).is_dir():
-            return root / images, root / masks
-    names = ", ".join(f"{i}/ + {m}/" for i, m in LAYOUTS)
-    raise DataError(f"{root}: no image and mask folders found; expected one of: {names}")
+    images = next((root / n for n in IMAGE_FOLDERS if (root / n).is_dir()), None)
+    masks = next((root / n for n in MASK_FOLDERS if (root / n).is_dir()), None)
+    if images is None or masks is None:
+        raise DataError(f"{root}: no image and mask folders found; expected one of {'/, '.join(IMAGE_FOLDERS)}/ and one "
+                        f"of {'/, '.join(MASK_FOLDERS)}/, or name them with --images DIR --masks DIR")
+    return images, masks
 
 
 def list_files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
     """Files of ``folder`` (not recursive, hidden files skipped) whose suffix is in ``extensions``, sorted."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
 
@@ -71,38 +87,127 @@ def group_of(stem: str) -> str:
     return match.group(1) if match else stem
 
 
-def find_pairs(root: str | Path) -> list[Pair]:
-    """Pair every image of a dataset folder with its mask.
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """``"{id}_manual1.gif"`` -> a regex on file names with the named group ``id``."""
+    if "{id}" not in pattern:
+        raise DataError(f"pattern {pattern!r} has no {{id}} placeholder, e.g. '{{id}}_manual1.gif'")
+    return re.compile("^" + re.escape(pattern).replace(re.escape("{id}"), "(?P<id>.+?)") + "$", re.IGNORECASE)
+
+
+def _ids(files: list[Path], pattern: str | None, problems: list[str], what: str) -> dict[str, list[Path]]:
+    """``id -> files`` by pattern, or by stem (and stem minus ``_mask`` for masks) without one."""
+    by_id: dict[str, list[Path]] = {}
+    regex = _pattern(pattern) if pattern else None
+    for path in files:
+        if regex is not None:
+            match = regex.match(path.name)
+            if match is None:
+                problems.append(f"{path}: {what} name does not match the pattern {pattern!r}")
+                continue
+            key = match.group("id")
+        else:
+            key = path.stem
+        by_id.setdefault(key, []).append(path)
+    return by_id
+
+
+def _from_csv(csv_path: Path, base: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    rows, problems = [], []
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"image", "mask"} <= set(reader.fieldnames):
+            raise DataError(f"{csv_path}: a pairs CSV needs the header columns 'image' and 'mask'")
+        for i, row in enumerate(reader, start=2):
+            image, mask = (Path(row[k]) if Path(row[k]).is_absolute() else base / row[k] for k in ("image", "mask"))
+            for path in (image, mask):
+                if not path.is_file():
+                    problems.append(f"{path}: file not found ({csv_path} line {i})")
+            rows.append((image, mask))
+    return rows, problems
+
+
+def pair_files(cfg: DataConfig) -> Pairing:
+    """Pair the images and masks that ``cfg`` points at (``data`` folder, or ``images`` / ``masks`` folders, with
+    optional ``image_pattern`` / ``mask_pattern``, or ``pairs_csv``), collecting every problem rather than stopping."""
+    problems: list[str] = []
+    if cfg.pairs_csv:
+        csv_path = Path(cfg.pairs_csv)
+        if not csv_path.is_file():
+            raise DataError(f"{csv_path}: pairs CSV not found")
+        rows, problems = _from_csv(csv_path, csv_path.parent)
+        pairs = [Pair(i, m, group_of(i.stem)) for i, m in rows]
+        rule = f"CSV {csv_path}"
+        seen: dict[Path, int] = {}
+        for image, mask in rows:
+            for path in (image, mask):
+                seen[path] = seen.get(path, 0) + 1
+        problems += [f"{p}: listed {n} times in {csv_path}" for p, n in seen.items() if n > 1]
+    else:
+        if cfg.images or cfg.masks:
+            if not (cfg.images and cfg.masks):
+                raise DataError("--images and --masks go together: name both folders")
+            image_dir, mask_dir = Path(cfg.images), Path(cfg.masks)
+        else:
+            image_dir, mask_dir = find_folders(cfg.data)
+        images = _ids(list_files(image_dir, IMAGE_EXTENSIONS), cfg.image_pattern or None, problems, "image")
+        masks = _ids(list_files(mask_dir, MASK_EXTENSIONS), cfg.mask_pattern or None, problems, "mask")
+        if not images and not problems:
+            raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        pairs, rules, used = [], set(), set()
+        for key, found in sorted(images.items()):
+            if len(found) > 1:
+                problems.append(f"{found[0]}: duplicate stem, also {', '.join(p.name for p in found[1:])}")
+                continue
+            if cfg.image_pattern or cfg.mask_pattern:
+                candidates, rule = masks.get(key, []), f"patterns {cfg.image_pattern or '{id}.*'} + {cfg.mask_pattern or '{id}.*'}"
+            else:
+                same, suffixed = masks.get(key, []), masks.get(key + "_mask", [])
+                candidates, rule = (same, "same stem") if same else (suffixed, "stem + _mask")
+            if len(candidates) > 1:
+                problems.append(f"{found[0]}: more than one mask matches: {', '.join(str(c) for c in candidates)}")
+                used.update(candidates)
+                continue
+            if not candidates:
+                problems.append(f"{found[0]}: no mask in {mask_dir}" + ("" if cfg.mask_pattern else
+                                f" (looked for {key}.* and {key}_mask.*)"))
+                continue
+            used.add(candidates[0])
+            rules.add(rule)
+            pairs.append(Pair(found[0], candidates[0], group_of(key)))
+        problems += [f"{m}: mask without an image in {image_dir}" for ms in masks.values() for m in ms if m not in used]
+        rule = " and ".join(sorted(rules)) or "none"
+    if cfg.ignore_masks:
+        pairs = _attach_ignore(pairs, cfg, problems)
+    return Pairing(pairs, rule, problems)
+
+
+def _attach_ignore(pairs: list[Pair], cfg: DataConfig, problems: list[str]) -> list[Pair]:
+    """Give each pair its ignore mask (``ignore_pattern`` with the image's id, or the image's stem)."""
+    folder = Path(cfg.ignore_masks)
+    files = _ids(list_files(folder, MASK_EXTENSIONS), cfg.ignore_pattern or None, problems, "ignore mask")
+    image_regex = _pattern(cfg.image_pattern) if cfg.image_pattern else None
+    out = []
+    for pair in pairs:
+        key = pair.image.stem
+        if image_regex is not None and (match := image_regex.match(pair.image.name)):
+            key = match.group("id")
+        found = files.get(key, [])
+        if len(found) != 1:
+            problems.append(f"{pair.image}: {'no' if not found else 'more than one'} ignore mask in {folder}")
+            continue
+        out.append(Pair(pair.image, pair.mask, pair.group, found[0]))
+    return out
+
+
+def find_pairs(data: str | Path | DataConfig) -> list[Pair]:
+    """Pair every image with its mask: a dataset folder by its layout, or everything a :class:`DataConfig` names.
 
     Returns:
-        The pairs sorted by image name.
+        The pairs sorted by image id.
 
     Raises:
-        DataError: naming the unpaired files when an image has no mask or a mask no image, or when a
-            stem has two candidate masks.
+        DataError: listing every unpaired, duplicate or ambiguous file, the first one in front.
     """
-    image_dir, mask_dir = find_folders(root)
-    images = list_files(image_dir, IMAGE_EXTENSIONS)
-    if not images:
-        raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    masks_by_stem: dict[str, list[Path]] = {}
-    for mask in list_files(mask_dir, MASK_EXTENSIONS):
-        masks_by_stem.setdefault(mask.stem, []).append(mask)
-
-    pairs, missing, used = [], [], set()
-    for image in images:
-        candidates = masks_by_stem.get(image.stem, []) + masks_by_stem.get(image.stem + "_mask", [])
-        if len(candidates) > 1:
-            raise DataError(f"{image}: more than one mask matches: {', '.join(str(c) for c in candidates)}")
-        if not candidates:
-            missing.append(image)
-            continue
-        used.add(candidates[0])
-        pairs.append(Pair(image, candidates[0], group_of(image.stem)))
-    orphans = sorted(m for ms in masks_by_stem.values() for m in ms if m not in used)
-    problems = [f"{p}: no mask (looked for {p.stem}.* and {p.stem}_mask.* in {mask_dir})" for p in missing]
-    problems += [f"{m}: mask without an image in {image_dir}" for m in orphans]
-    if problems:
-        shown = "; ".join(problems[:10]) + (f"; ... {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise DataError(shown if len(problems) == 1 else f"{len(problems)} unpaired files: {shown}")
-    return pairs
+    pairing = pair_files(data if isinstance(data, DataConfig) else DataConfig(data=str(data)))
+    pairing.raise_problems()
+    return pairing.pairs

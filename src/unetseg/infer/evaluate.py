@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from unetseg.data.encoding import IGNORE
 from unetseg.data.errors import DataError
 from unetseg.data.io import read_mask
 from unetseg.data.pairing import Pair
@@ -23,7 +24,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
                    progress: bool = False) -> dict[str, Any]:
     """Predict every pair's image and compare with its mask at the mask's original size.
 
-    Dice and IoU are averaged over the foreground classes of each image (for binary data: the foreground).
+    Dice and IoU are averaged over the foreground classes of each image (for binary data: the foreground);
+    pixels outside a pair's ignore mask are not scored.
     The global Dice pools the pixels of all images.
 
     Args:
@@ -37,13 +39,17 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     labels = max(2, predictor.config.model.num_classes)
     total = torch.zeros(labels, 3, dtype=torch.int64)
     rows = []
-    masks = {p.image: p.mask for p in pairs}
+    by_image = {p.image: p for p in pairs}
+    snap = predictor.config.data.snap_masks
     for path, logits in predictor.predict_paths([p.image for p in pairs], progress=progress):
-        mask_file = read_mask(masks[path])
-        target = torch.from_numpy(predictor.encoding.to_classes(mask_file.values, masks[path]))
+        pair = by_image[path]
+        classes = predictor.encoding.to_classes(read_mask(pair.mask).values, pair.mask, snap)
+        if pair.ignore is not None:  # pixels outside the ignore mask are not scored
+            classes[read_mask(pair.ignore).values == 0] = IGNORE
+        target = torch.from_numpy(classes)
         pred = logits_to_classes(logits[None])[0].cpu()
         if pred.shape != target.shape:
-            raise DataError(f"{masks[path]}: mask is {tuple(target.shape[::-1])} (WxH) but the image is "
+            raise DataError(f"{pair.mask}: mask is {tuple(target.shape[::-1])} (WxH) but the image is "
                              f"{tuple(pred.shape[::-1])}")
         counts = confusion_counts(pred[None], target[None], labels)[0]
         total += counts

@@ -11,17 +11,18 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from PIL import Image
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm.auto import tqdm
 
 from unetseg._device import autocast_dtype, resolve_device
 from unetseg.checkpoint import load_model
 from unetseg.config import RunConfig
+from unetseg.data.check import encoding_of
 from unetseg.data.encoding import MaskEncoding
 from unetseg.data.errors import DataError
-from unetseg.data.io import read_image
+from unetseg.data.io import image_info, read_image
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, list_files
 from unetseg.data.transforms import to_float
 from unetseg.metrics import logits_to_classes
@@ -89,8 +90,7 @@ class Predictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.batch_size = batch_size
         self.dtype = autocast_dtype(self.device, config.train.amp)
-        palette = tuple(config.data.mask_palette) if config.data.mask_palette else None
-        self.encoding = MaskEncoding(tuple(config.data.mask_values or (0, 255)), palette)
+        self.encoding = encoding_of(config.data) or MaskEncoding((0, 255))
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 4) -> Predictor:
@@ -112,8 +112,7 @@ class Predictor:
             return self.model(x).float()
 
     def _load(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
-        with Image.open(path) as header:  # the original size, from the header only
-            size = header.size
+        size, _ = image_info(path)  # the original size, from the header only
         return read_image(path, self.config.data.image_size, self.config.model.in_channels), size
 
     def predict_paths(self, paths: Sequence[Path], progress: bool = False) -> Iterator[tuple[Path, torch.Tensor]]:
@@ -135,13 +134,18 @@ class Predictor:
         return logits_to_classes(logits[None])[0].to(torch.uint8).cpu().numpy()
 
 
-def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The image (H, W, C) with each foreground class (H, W) tinted in its colour."""
+def overlay(image: np.ndarray, classes: np.ndarray, encoding: MaskEncoding, alpha: float = 0.5) -> Image.Image:
+    """The image (H, W, C) with each foreground class (H, W) tinted: in its colour in the training masks when that
+    colour is not black or white (colour maps, palettes), else in OVERLAY_COLOURS."""
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
     out = rgb.astype(np.float32)
+    table = np.zeros((encoding.num_labels, 3), dtype=np.float32)
+    for k in range(1, encoding.num_labels):
+        colour = encoding.colour(k)
+        plain = len(set(colour)) == 1  # grey levels say nothing about colour
+        table[k] = OVERLAY_COLOURS[(k - 1) % len(OVERLAY_COLOURS)] if plain else colour
     fg = classes > 0
-    colours = OVERLAY_COLOURS[(classes[fg].astype(np.int64) - 1) % len(OVERLAY_COLOURS)]
-    out[fg] = (1 - alpha) * out[fg] + alpha * colours
+    out[fg] = (1 - alpha) * out[fg] + alpha * table[classes[fg]]
     return Image.fromarray(out.round().astype(np.uint8))
 
 
@@ -166,6 +170,6 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
         written.append(target)
         if overlays:
             image = read_image(path, None, predictor.config.model.in_channels)
-            overlay(image, classes).save(out / "overlays" / f"{path.stem}.jpg", quality=90)
+            overlay(image, classes, predictor.encoding).save(out / "overlays" / f"{path.stem}.jpg", quality=90)
     logger.info("wrote %d masks to %s", len(written), out / "masks")
     return written

@@ -27,7 +27,8 @@ from unetseg._device import autocast_dtype, resolve_device
 from unetseg.checkpoint import (CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, CheckpointError, load_training_state,
                                 save_training_state, save_weights)
 from unetseg.config import RunConfig
-from unetseg.data import ArrayDataset, MaskEncoding, find_pairs, load_dataset, split_by_group
+from unetseg.data import ArrayDataset, split_by_group
+from unetseg.data.check import adopt, scan
 from unetseg.data.transforms import random_affine, to_float
 from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes
 from unetseg.model import UNet
@@ -70,8 +71,21 @@ class _Data:
 
 
 def _load_data(cfg: RunConfig, out: Path, resume: bool) -> _Data:
-    """Pair, split (saved to ``split.json``) and decode the dataset; fills the mask encoding into ``cfg``."""
-    pairs = find_pairs(cfg.data.data)
+    """Check, pair, split (saved to ``split.json``) and decode the dataset; writes what the data decides (mask
+    encoding, channels, classes) into ``cfg``.
+
+    Raises:
+        DataError: listing every problem the checks found, the first in front.
+    """
+    data, report = scan(cfg, progress=cfg.train.progress)
+    for note in report.notes:
+        logger.info("%s", note)
+    for warning in report.warnings[:5]:
+        logger.warning("warning: %s", warning)
+    report.raise_errors()
+    assert data is not None
+    adopt(cfg, data, report)
+    pairs = data.pairs
     split_path = out / SPLIT_FILE
     if resume and split_path.is_file():
         split = json.loads(split_path.read_text())
@@ -82,16 +96,10 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool) -> _Data:
         train_idx, val_idx = split_by_group(pairs, cfg.data.val_fraction, cfg.data.split_seed)
         split = {"train": [pairs[i].image.name for i in train_idx], "val": [pairs[i].image.name for i in val_idx]}
         split_path.write_text(json.dumps(split, indent=1) + "\n")
-    encoding = None
-    if cfg.data.mask_values is not None:
-        palette = tuple(cfg.data.mask_palette) if cfg.data.mask_palette else None
-        encoding = MaskEncoding(tuple(cfg.data.mask_values), palette)
-    data = load_dataset(pairs, cfg.data.image_size, cfg.model.in_channels, cfg.model.num_classes, encoding,
-                        progress=cfg.train.progress)
-    cfg.data.mask_values = list(data.encoding.values)
-    cfg.data.mask_palette = list(data.encoding.palette) if data.encoding.palette else None
-    logger.info("data: %d pairs in %s, %d train / %d validation (split by group, seed %d)", len(pairs),
-                cfg.data.data, len(train_idx), len(val_idx), cfg.data.split_seed)
+    enc = data.encoding
+    logger.info("data: %d pairs (%s), %d train / %d validation (split by group, seed %d); %d channel(s), mask values "
+                "%s -> %d classes", len(pairs), report.rule, len(train_idx), len(val_idx), cfg.data.split_seed,
+                cfg.model.in_channels, enc.describe(enc.values), enc.num_labels)
     return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None)
 
 

@@ -1,0 +1,77 @@
+"""The dataset checks for a run's config: ``unetseg check-data`` prints them, ``unetseg train`` refuses to start
+on errors. Both run the same code: :func:`scan`."""
+
+from __future__ import annotations
+
+from unetseg.config import DataConfig, RunConfig
+from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset
+from unetseg.data.encoding import MaskEncoding
+from unetseg.data.pairing import pair_files
+
+
+def encoding_of(cfg: DataConfig) -> MaskEncoding | None:
+    """The mask encoding saved in a config (None before the data has been seen)."""
+    if cfg.mask_values is None:
+        return None
+    palette = tuple(cfg.mask_palette) if cfg.mask_palette else None
+    return MaskEncoding(tuple(cfg.mask_values), cfg.mask_mode or ("P" if palette else "L"), palette)
+
+
+def scan(cfg: RunConfig, progress: bool = True) -> tuple[ArrayDataset | None, DataReport]:
+    """Pair, check and decode the dataset ``cfg.data`` names, at ``cfg.data.image_size``.
+
+    The image channels and class count follow the data unless ``cfg.data.follow_channels`` /
+    ``follow_classes`` are off; a config that already holds a mask encoding (a resumed run) keeps it.
+
+    Returns:
+        (dataset or None when there are errors, report).
+    """
+    pairing = pair_files(cfg.data)
+    return load_dataset(pairing, cfg.data.image_size,
+                        channels=None if cfg.data.follow_channels else cfg.model.in_channels,
+                        num_classes=None if cfg.data.follow_classes else cfg.model.num_classes,
+                        encoding=encoding_of(cfg.data), invert=cfg.data.invert_mask, snap=cfg.data.snap_masks,
+                        progress=progress)
+
+
+def adopt(cfg: RunConfig, data: ArrayDataset, report: DataReport) -> None:
+    """Write what the data decided into ``cfg``: mask encoding, in_channels and num_classes (when following)."""
+    enc = data.encoding
+    cfg.data.mask_values, cfg.data.mask_mode = list(enc.values), enc.mode
+    cfg.data.mask_palette = list(enc.palette) if enc.palette else None
+    if cfg.data.follow_channels:
+        cfg.model.in_channels = report.channels
+    if cfg.data.follow_classes:
+        cfg.model.num_classes = 1 if enc.num_labels == 2 else enc.num_labels
+    if len(cfg.data.mean) != cfg.model.in_channels:  # greyscale data with the RGB default normalisation
+        if len(set(cfg.data.mean)) == 1 and len(set(cfg.data.std)) == 1:
+            cfg.data.mean = (cfg.data.mean[0],) * cfg.model.in_channels
+            cfg.data.std = (cfg.data.std[0],) * cfg.model.in_channels
+        else:
+            raise ValueError(f"--mean/--std have {len(cfg.data.mean)} values but the images have "
+                             f"{cfg.model.in_channels} channel(s)")
+
+
+def format_report(report: DataReport) -> str:
+    """The check-data report: facts first, then every problem with its file."""
+    lines = [f"pairing: {report.rule}, {report.pairs} pairs"]
+    sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in report.image_sizes.most_common(5))
+    more = f", ... {len(report.image_sizes) - 5} more sizes" if len(report.image_sizes) > 5 else ""
+    lines.append(f"image sizes: {sizes or 'none readable'}{more}")
+    lines.append(f"channels: {report.channels} ({'greyscale' if report.channels == 1 else 'RGB'})")
+    enc = report.encoding
+    if enc is not None:
+        kind = {"P": "palette indices", "L": "grey levels", "RGB": "RGB colours"}[enc.mode]
+        lines.append(f"mask encoding: {kind} {enc.describe(enc.values)} -> classes 0..{enc.num_labels - 1}"
+                     f" ({'binary: 1 output, sigmoid + BCE' if enc.num_labels == 2 else f'{enc.num_labels} outputs, softmax + CE'})")
+        total = sum(report.class_pixels) or 1
+        lines.append("class pixel fractions: " + ", ".join(
+            f"{k}: {n / total:.4f}" for k, n in enumerate(report.class_pixels)))
+    lines += [f"note: {n}" for n in report.notes]
+    lines += [f"warning: {w}" for w in report.warnings[:20]]
+    if len(report.warnings) > 20:
+        lines.append(f"warning: ... {len(report.warnings) - 20} more")
+    lines += [f"error: {e}" for e in report.errors]
+    lines.append(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s): "
+                 + ("cannot train" if report.errors else "ready to train"))
+    return "\n".join(lines)
