@@ -21,6 +21,8 @@ from unetseg.config import DataConfig, RunConfig, TrainConfig, UNetConfig, parse
 logger = logging.getLogger("unetseg")
 
 _SECTIONS = {"model": UNetConfig, "data": DataConfig, "train": TrainConfig}
+_LOCATION = {"data", "images", "masks", "pairs_csv"}
+_PAIRING = ("data", "images", "masks", "image_pattern", "mask_pattern", "pairs_csv", "ignore_masks", "ignore_pattern")
 _DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "follow_classes"}  # found from the data, not set by hand
 
 
@@ -37,11 +39,12 @@ def _field_help(cls: type) -> dict[str, str]:
         elif line.strip() and current:
             for name in current:
                 helps[name] += " " + line.strip()
-    return helps
+    return {name: text.replace("``", "") for name, text in helps.items()}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    for section, cls in _SECTIONS.items():
+def _add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] = tuple(_SECTIONS)) -> None:
+    for section in sections:
+        cls = _SECTIONS[section]
         group = parser.add_argument_group(f"{section} config ({cls.__name__})")
         helps, hints = _field_help(cls), typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
@@ -118,7 +121,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, evaluate_pairs
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size)
-    pairs = find_pairs(args.data)
+    data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
+    given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
+    if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
+        for f in _LOCATION | {"ignore_masks"}:
+            setattr(data, f, "")
+    for f, value in given.items():
+        setattr(data, f, value)
+    pairs = find_pairs(data)
     if args.split != "all":
         split = json.loads((Path(args.model) / "split.json").read_text())
         pairs = pairs_from_split(pairs, split[args.split])
@@ -126,6 +136,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
           f"{result['global_dice']:.5f}  ({result['images']} images, {args.split})")
     return 0
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from unetseg.data.check import format_report, scan
+
+    cfg = build_config(args)
+    if args.dir:
+        cfg.data.data = args.dir
+    _, report = scan(cfg, progress=_interactive())
+    print(format_report(report))
+    return 2 if report.errors else 0
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
@@ -174,11 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also write overlays/<name>.jpg")
             p.set_defaults(handler=_cmd_predict)
         else:
-            p.add_argument("--data", required=True, help="dataset folder with images and masks")
+            helps = _field_help(DataConfig)
+            for f in _PAIRING:
+                p.add_argument(f"--{f.replace('_', '-')}", help=helps[f] + " (default: the run's)")
             p.add_argument("--split", choices=("all", "val", "train"), default="all",
                            help="evaluate all pairs, or the run's saved validation or training split")
             p.add_argument("--out", help="folder for per_image.csv and summary.json")
             p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("check-data", help="check a dataset before training: pairing, sizes, channels, mask encoding, "
+                       "classes and every problem with its file (exit 0 when it can train, 2 otherwise)")
+    p.add_argument("dir", nargs="?", help="dataset folder (or name the folders with --images/--masks)")
+    p.add_argument("--config", help="a config.json to start from (flags override it)")
+    _add_config_flags(p, sections=("data", "model"))
+    p.set_defaults(handler=_cmd_check_data)
 
     p = sub.add_parser("demo-data", help="write a synthetic image/mask dataset (no download needed)")
     p.add_argument("--out", required=True, help="dataset folder to write (images/ + masks/)")
