@@ -96,8 +96,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not args.config:
         args.config = out / "config.json"  # the run's own config; flags such as --epochs change it
     cfg = build_config(args)
-    if not args.resume and not cfg.data.data:
-        raise SystemExit("unetseg train: --data DIR is required (or --resume RUN)")
+    if not args.resume and not (cfg.data.data or cfg.data.images or cfg.data.pairs_csv):
+        raise SystemExit("unetseg train: give --data DIR (or --images DIR --masks DIR, or --pairs-csv FILE), "
+                         "or --resume RUN")
     handler = logging.FileHandler(out / "train.log", delay=True)  # opened on the first record, after the run dir is made
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
