@@ -19,10 +19,12 @@ from unetseg.data.io import unpack_rgb
 
 #: Class index of pixels that count in neither the loss nor the metrics (outside an ignore mask).
 IGNORE = 255
-#: At most this many distinct values are read as labels when the class count follows the data; more means
-#: the masks are not label masks (JPEG-compressed masks have dozens of grey levels).
+#: At most this many labels when the class count follows the data.
 MAX_LABELS = 32
-#: With --snap-masks and no --num-classes, the labels are the values that cover at least this share of pixels.
+#: Grey levels (or RGB colours) closer than this are not two labels but compression or resampling noise.
+MIN_LABEL_GAP = 16
+#: With --snap-masks and no --num-classes, the labels are the most frequent values, each covering at least this
+#: share of pixels and MIN_LABEL_GAP apart from the others.
 SNAP_MIN_SHARE = 0.01
 
 
@@ -104,6 +106,21 @@ class MaskEncoding:
         return image
 
 
+def fits_an_encoding(values: Sequence[int], mode: str) -> bool:
+    """Whether sorted stored values read as labels: palette indices, class indices 0..K-1 (all below
+    MAX_LABELS), or grey levels / colours at least MIN_LABEL_GAP apart. JPEG-compressed or bilinearly resized
+    masks fail: they hold values next to their labels."""
+    if len(values) > MAX_LABELS:
+        return False
+    if mode == "P" or max(values) < MAX_LABELS:
+        return True
+    if mode == "RGB":
+        rgb = unpack_rgb(np.asarray(values)).astype(np.int64)
+        dist = np.sqrt(((rgb[:, None] - rgb[None]) ** 2).sum(-1)) + np.eye(len(values)) * 1e9
+        return bool(dist.min() >= MIN_LABEL_GAP)
+    return bool(np.diff(np.asarray(values)).min() >= MIN_LABEL_GAP)
+
+
 def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], palettes: Sequence[tuple[int, ...] | None],
                     paths: Sequence[Path], num_classes: int | None, invert: bool = False,
                     snap: bool = False) -> tuple[MaskEncoding, list[str]]:
@@ -134,13 +151,17 @@ def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], pale
     describe = MaskEncoding((), modes[0]).describe
     values = sorted(total)
     wanted = None if num_classes is None else max(2, num_classes)
-    limit = wanted or MAX_LABELS
     notes = []
-    if len(values) > limit:
+    if (wanted is not None and len(values) > wanted) or (wanted is None and not fits_an_encoding(values, modes[0])):
         if snap:
             by_count = sorted(values, key=lambda v: -total[v])
             pixels = sum(total.values())
-            keep = by_count[:wanted] if wanted else [v for v in by_count if total[v] >= SNAP_MIN_SHARE * pixels]
+            keep: list[int] = []
+            for v in by_count:  # the most frequent values that are labels: frequent and apart from the others
+                if len(keep) == (wanted or MAX_LABELS) or (not wanted and total[v] < SNAP_MIN_SHARE * pixels):
+                    break
+                if fits_an_encoding(sorted(keep + [v]), modes[0]) or wanted:
+                    keep.append(v)
             notes.append(f"--snap-masks: {len(values)} distinct mask values snapped to the nearest of {describe(sorted(keep))}")
             values = sorted(keep[:MAX_LABELS])
         else:
@@ -148,7 +169,7 @@ def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], pale
             found = sorted(counts[worst])
             shown = describe(found[:8])[:-1] + (", ...]" if len(found) > 8 else "]")
             why = (f"--num-classes {num_classes} takes {wanted} labels" if wanted else
-                   f"more than {MAX_LABELS} is not a label mask (JPEG-compressed?)")
+                   "values that close are not labels (JPEG-compressed or resized masks?)")
             raise DataError(f"{paths[worst]}: mask has {len(found)} distinct values {shown}, the masks {len(values)} in "
                             f"all; {why}; --snap-masks snaps them to the nearest label, or set --num-classes")
     if len(values) < 2:
