@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -68,3 +69,29 @@ def test_resume_with_more_epochs_extends_the_run(synthetic_dir, tmp_path):
     assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 0
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+
+
+def test_check_data_exit_codes_and_report(carvana_like, capsys):
+    assert cli.main(["check-data", str(carvana_like), "--image-size", "48x32"]) == 0
+    out = capsys.readouterr().out
+    assert "pairing: stem + _mask, 12 pairs" in out and "palette indices [0, 1]" in out and "ready to train" in out
+    (carvana_like / "train_masks" / "001abc00001_02_mask.gif").write_bytes(b"GIF89a broken")
+    assert cli.main(["check-data", str(carvana_like), "--image-size", "48x32"]) == 2
+    out = capsys.readouterr().out
+    assert "error: " + str(carvana_like / "train_masks" / "001abc00001_02_mask.gif") + ": cannot read image" in out
+
+
+def test_a_file_broken_after_the_run_started_stops_the_resume_and_keeps_last_pt(synthetic_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    run = tmp_path / "run"
+    flags = ["--base-channels", "4", "--depth", "3", "--image-size", "64x48", "--batch-size", "8", "--epochs", "2"]
+    assert cli.main(["train", "--data", str(data), "--out", str(run), *flags, "--epochs", "1"]) == 0
+    before = (run / "last.pt").read_bytes()
+    image = data / "images" / "0005.png"
+    image.write_bytes(image.read_bytes()[:200])
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{image}: cannot read image" in err
+    assert (run / "last.pt").read_bytes() == before

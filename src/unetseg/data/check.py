@@ -67,6 +67,9 @@ def format_report(report: DataReport) -> str:
         total = sum(report.class_pixels) or 1
         lines.append("class pixel fractions: " + ", ".join(
             f"{k}: {n / total:.4f}" for k, n in enumerate(report.class_pixels)))
+    if report.ignore_masks:
+        lines.append(f"ignore masks: {report.ignore_masks}, {report.ignored_share:.1%} of their pixels count in neither "
+                     f"loss nor metrics")
     lines += [f"note: {n}" for n in report.notes]
     lines += [f"warning: {w}" for w in report.warnings[:20]]
     if len(report.warnings) > 20:

@@ -55,6 +55,8 @@ class DataReport:
     channels: int = 3
     encoding: MaskEncoding | None = None
     class_pixels: list[int] = field(default_factory=list)
+    ignore_masks: int = 0
+    ignored_share: float = 0.0  # of the pixels of the pairs that have an ignore mask, at the training size
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -159,6 +161,9 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
             report.warnings.append(f"{pairs[i].mask}: empty mask (background only)")
         if valid[i] is not None:
             classes[i][~valid[i]] = IGNORE
+            report.ignore_masks += 1
+            report.ignored_share += float((~valid[i]).mean())
+    report.ignored_share /= max(1, report.ignore_masks)
     if report.errors:
         return None, report
     return ArrayDataset(images, classes, list(pairs), encoding), report
