@@ -49,6 +49,7 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
-        if x.shape[-2:] != skip.shape[-2:]:
+        # An exported graph serves every input size, so it always resizes (an identity when the sizes agree).
+        if x.shape[-2:] != skip.shape[-2:] or torch.compiler.is_exporting():
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         return self.conv(torch.cat([skip, x], dim=1))
