@@ -167,11 +167,16 @@ class TrainConfig(_JsonDataclass):
             the scheduler is stepped every batch with a fractional epoch.
         restart_mult: growth of each following cycle (``T_mult``).
         min_lr: the learning rate at the bottom of each cycle (``eta_min``).
-        amp: "auto" uses fp16 autocast with gradient scaling on CUDA, bf16 on CPUs with native bf16 and fp32
-            otherwise; "off" always trains in fp32.
+        amp: mixed precision. "auto": on CUDA bf16 autocast where the GPU supports it, else fp16 with gradient
+            scaling; on CPUs bf16 only with native support (amx_bf16 / avx512_bf16), else fp32. "fp16" forces the
+            seed's fp16 + gradient scaling (CUDA only), "bf16" forces bf16, "off" trains in fp32.
         device: "auto" (CUDA when present, else CPU), or a torch device string such as "cuda:1" or "cpu".
         seed: seed of weights, augmentation and batch order.
-        channels_last: keep activations in NHWC memory format (faster convolutions with oneDNN / cuDNN).
+        memory_format: activation layout. "auto": channels_last (NHWC) on CUDA and for CPU inference, contiguous
+            (NCHW) for CPU training, the faster ones measured by benchmarks/ceiling.py.
+        micro_batch: images per forward/backward; gradients are accumulated to the full batch_size. 0 picks the
+            largest that fits in the device's free memory.
+        compile: wrap the model in torch.compile.
         progress: show a tqdm bar per epoch (only when stderr is a terminal).
         checkpoint_steps: write ``last.pt`` every this many steps; 0 means every ``checkpoint_minutes``.
             It is also written at every epoch end and on SIGINT / SIGTERM.
@@ -185,10 +190,12 @@ class TrainConfig(_JsonDataclass):
     restart_epochs: int = 10
     restart_mult: int = 1
     min_lr: float = 0.0
-    amp: Literal["auto", "off"] = "auto"
+    amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     device: str = "auto"
     seed: int = 0
-    channels_last: bool = True
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    micro_batch: int = 0
+    compile: bool = False
     progress: bool = True
     checkpoint_steps: int = 0
     checkpoint_minutes: float = 5.0
@@ -199,8 +206,12 @@ class TrainConfig(_JsonDataclass):
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if self.amp not in ("auto", "off"):
-            raise ValueError(f"TrainConfig.amp must be 'auto' or 'off', got {self.amp!r}")
+        if self.amp not in ("auto", "fp16", "bf16", "off"):
+            raise ValueError(f"TrainConfig.amp must be auto, fp16, bf16 or off, got {self.amp!r}")
+        if self.memory_format not in ("auto", "channels_last", "contiguous"):
+            raise ValueError(f"TrainConfig.memory_format must be auto, channels_last or contiguous, got {self.memory_format!r}")
+        if self.micro_batch < 0:
+            raise ValueError(f"TrainConfig.micro_batch must be >= 0 (0 = automatic), got {self.micro_batch}")
 
 
 @dataclass

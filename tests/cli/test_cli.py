@@ -17,9 +17,9 @@ def test_help_exits_zero(capsys):
 
 def test_flags_override_the_config_and_nothing_else(tmp_path):
     args = cli.build_parser().parse_args(["train", "--data", "d", "--out", "o", "--epochs", "2",
-                                          "--image-size", "240x160", "--no-channels-last", "--base-channels", "8"])
+                                          "--image-size", "240x160", "--memory-format", "contiguous", "--base-channels", "8"])
     cfg = cli.build_config(args)
-    assert (cfg.train.epochs, cfg.data.image_size, cfg.train.channels_last) == (2, (240, 160), False)
+    assert (cfg.train.epochs, cfg.data.image_size, cfg.train.memory_format) == (2, (240, 160), "contiguous")
     assert (cfg.model.base_channels, cfg.train.batch_size, cfg.train.lr) == (8, 16, 1e-4)
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from unetseg._device import autocast_dtype, resolve_device
+from unetseg._device import autocast_dtype, memory_format, resolve_device
 from unetseg.checkpoint import load_model
 from unetseg.config import RunConfig
 from unetseg.data.check import encoding_of
@@ -85,9 +85,8 @@ class Predictor:
     def __init__(self, model: UNet, config: RunConfig, device: str = "auto", batch_size: int = 4) -> None:
         self.device = resolve_device(device)
         self.config = config
-        self.model = model.to(self.device).eval()
-        if config.train.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.layout = memory_format(self.device, config.train.memory_format, training=False)
+        self.model = model.to(self.device, memory_format=self.layout).eval()
         self.batch_size = batch_size
         self.dtype = autocast_dtype(self.device, config.train.amp)
         self.encoding = encoding_of(config.data) or MaskEncoding((0, 255))
@@ -106,8 +105,7 @@ class Predictor:
             uint8 (N, H, W, C) -> float32 (N, num_classes, H, W) on the predictor's device
         """
         x = to_float(torch.from_numpy(images).to(self.device), self.config.data.mean, self.config.data.std)
-        if self.config.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext():
             return self.model(x).float()
 

@@ -1,0 +1,46 @@
+"""Precision, layout and micro-batch choices (the speed itself is measured in benchmarks/, not in tests)."""
+
+import json
+
+import pytest
+import torch
+
+from tests.train.test_fit import tiny_config
+from unetseg import fit
+from unetseg._device import autocast_dtype, cpu_has_native_bf16, memory_format
+from unetseg.train import loop
+
+
+def test_cpu_precision_follows_native_bf16():
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert autocast_dtype(cpu, "off") is None and autocast_dtype(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        autocast_dtype(cpu, "fp16")
+
+
+def test_layouts():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert memory_format(cpu, "auto", training=True) == torch.contiguous_format
+    assert memory_format(cpu, "auto", training=False) == torch.channels_last
+    assert memory_format(cuda, "auto", training=True) == torch.channels_last
+    assert memory_format(cpu, "channels_last", training=True) == torch.channels_last
+
+
+def test_auto_micro_batch_fits_free_memory(synthetic_dir, monkeypatch):
+    cfg = tiny_config(synthetic_dir)
+    cfg.model.base_channels, cfg.data.image_size, cfg.train.batch_size = 64, (480, 320), 16
+    monkeypatch.setattr(loop, "free_memory", lambda device: 24 << 30)
+    assert loop.auto_micro_batch(cfg, torch.device("cpu")) == 16  # 24 GiB hold the seed recipe's batch
+    monkeypatch.setattr(loop, "free_memory", lambda device: 4 << 30)
+    assert loop.auto_micro_batch(cfg, torch.device("cpu")) == 3
+    monkeypatch.setattr(loop, "free_memory", lambda device: 0)
+    assert loop.auto_micro_batch(cfg, torch.device("cpu")) == 1
+
+
+def test_training_with_micro_batches_learns(synthetic_dir, tmp_path):
+    cfg = tiny_config(synthetic_dir, epochs=6, lr=1e-2, micro_batch=3)
+    cfg.model.base_channels = 8
+    fit(cfg, tmp_path / "run")
+    losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.7 * losses[0]
