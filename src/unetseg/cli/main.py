@@ -110,7 +110,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, predict_folder
 
-    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend)
     written = predict_folder(predictor, args.input, args.out, overlays=args.overlay, progress=_interactive())
     print(f"{len(written)} masks written to {Path(args.out) / 'masks'}")
     return 0
@@ -121,7 +121,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.data.dataset import pairs_from_split
     from unetseg.infer import Predictor, evaluate_pairs
 
-    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend)
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
@@ -136,6 +136,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive())
     print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
           f"{result['global_dice']:.5f}  ({result['images']} images, {args.split})")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from unetseg.infer.export import export_onnx
+
+    path, diff = export_onnx(args.model, args.out, args.image)
+    print(f"wrote {path} (dynamic batch, height, width); ONNX Runtime vs PyTorch max abs difference {diff:.3g}")
     return 0
 
 
@@ -189,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", required=True, metavar="RUN", help="a run folder written by unetseg train")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+        p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                       help="onnxruntime runs the run's model.onnx (write it with unetseg export)")
         if name == "predict":
             p.add_argument("--input", required=True, help="an image file or a folder of images")
             p.add_argument("--out", required=True, help="folder for masks/ and overlays/")
@@ -203,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="evaluate all pairs, or the run's saved validation or training split")
             p.add_argument("--out", help="folder for per_image.csv and summary.json")
             p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("export", help="write the run's model as ONNX and check it against PyTorch")
+    p.add_argument("--model", required=True, metavar="RUN", help="a run folder written by unetseg train")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="the export format")
+    p.add_argument("--out", help="the file to write (default: RUN/model.onnx)")
+    p.add_argument("--image", help="an image to compare ONNX Runtime and PyTorch on (default: random input)")
+    p.set_defaults(handler=_cmd_export)
 
     p = sub.add_parser("check-data", help="check a dataset before training: pairing, sizes, channels, mask encoding, "
                        "classes and every problem with its file (exit 0 when it can train, 2 otherwise)")

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -82,19 +82,28 @@ class Predictor:
         >>> classes = predictor.predict_image("car.jpg")            # (H, W) uint8 at the photo's size
     """
 
-    def __init__(self, model: UNet, config: RunConfig, device: str = "auto", batch_size: int = 4) -> None:
+    def __init__(self, model: UNet | Callable[[torch.Tensor], torch.Tensor], config: RunConfig, device: str = "auto",
+                 batch_size: int = 4) -> None:
         self.device = resolve_device(device)
         self.config = config
         self.layout = memory_format(self.device, config.train.memory_format, training=False)
-        self.model = model.to(self.device, memory_format=self.layout).eval()
+        if isinstance(model, torch.nn.Module):
+            model = model.to(self.device, memory_format=self.layout).eval()
+        self.model = model
         self.batch_size = batch_size
         self.dtype = autocast_dtype(self.device, config.train.amp)
         self.encoding = encoding_of(config.data) or MaskEncoding((0, 255))
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 4) -> Predictor:
-        """Load the run's best weights (``model.safetensors``) and config."""
+    def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 4,
+                 backend: Literal["torch", "onnxruntime"] = "torch") -> Predictor:
+        """Load the run's best weights (``model.safetensors``) and config; with ``backend="onnxruntime"`` the
+        run's ``model.onnx`` (written by ``unetseg export``) computes the logits."""
         model, config = load_model(run_dir)
+        if backend == "onnxruntime":
+            from unetseg.infer.export import ONNX_FILE, OnnxModel
+
+            return cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size)
         return cls(model, config, device, batch_size)
 
     @torch.inference_mode()
@@ -107,7 +116,7 @@ class Predictor:
         x = to_float(torch.from_numpy(images).to(self.device), self.config.data.mean, self.config.data.std)
         x = x.contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext():
-            return self.model(x).float()
+            return self.model(x).float().to(self.device)
 
     def _load(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         size, _ = image_info(path)  # the original size, from the header only
