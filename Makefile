@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := runs/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 $(BIN)/unetseg: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The benchmark tables of benchmarks/README.md (needs ../shared/data/carvana_sample; ~20 min on 2 CPU cores).
+bench: install
+	$(BIN)/python benchmarks/ceiling.py
+	$(BIN)/python benchmarks/baseline.py
+	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/decode.py
+	$(BIN)/python benchmarks/onnx_vs_torch.py
+	$(BIN)/python benchmarks/cuda.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

@@ -14,30 +14,11 @@ import platform
 import time
 
 import torch
-from torch import nn
 
 from unetseg import UNet, UNetConfig
 from unetseg._device import autocast_dtype, cpu_has_native_bf16
+from unetseg.model.flops import conv_flops
 from unetseg.config import parse_size
-
-
-def conv_flops(model: nn.Module, shape: tuple[int, ...]) -> float:
-    """Forward FLOPs of the model's Conv2d / ConvTranspose2d layers for one input of ``shape``."""
-    total = 0.0
-
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        k = module.kernel_size[0] * module.kernel_size[1]
-        if isinstance(module, nn.ConvTranspose2d):  # every input pixel meets every kernel tap
-            total += 2.0 * inputs[0][0].numel() * module.out_channels * k
-        else:
-            total += 2.0 * output[0].numel() * module.in_channels * k
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, *shape))
-    for h in handles:
-        h.remove()
-    return total
 
 
 def matmul_gflops(n: int, dtype: torch.dtype, repeat: int) -> float:

@@ -38,3 +38,11 @@ def test_configurable_channels_classes_depth(in_channels, num_classes, depth):
 def test_too_small_input_raises_a_helpful_error():
     with pytest.raises(ValueError, match="at least 16x16"):
         UNet(UNetConfig(base_channels=4))(torch.randn(1, 3, 15, 64))
+
+
+def test_seed_model_costs_226_gflop_per_480x320_forward():
+    from unetseg.model.flops import conv_flops
+
+    model = UNet()
+    assert round(conv_flops(model, (3, 320, 480)) / 1e9, 1) == 225.8
+    assert model.training  # counting leaves the mode as it was
