@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/onnx_vs_torch.py
-	$(BIN)/python benchmarks/cuda.py
+	$(BIN)/python benchmarks/gpu.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

@@ -62,7 +62,7 @@ def main() -> None:
     for name, rate in (("decode JPEG+GIF into the cache (once per run)", decode),
                        (f"augment + normalise, batch {args.batch} (every epoch)", augment),
                        (f"U-Net base {args.base} training step consumes", model_rate)):
-        print(f"{name:44s} {rate:9.1f} {rate / model_rate:7.0f}x")
+        print(f"{name:44s} {rate:9.2f} {rate / model_rate:7.0f}x")
 
 
 if __name__ == "__main__":

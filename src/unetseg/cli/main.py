@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import re
 import sys
 import typing
@@ -244,7 +245,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
         logger.removeHandler(old)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(message)s"))
-    console.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 talks
+    console.setLevel(logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO)
     logger.addHandler(console)
 
 

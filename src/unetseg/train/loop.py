@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import shutil
-import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from unetseg._device import autocast_dtype, free_memory, memory_format, resolve_device
+from unetseg._device import autocast_dtype, free_memory, memory_format
 from unetseg.checkpoint import (CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, CheckpointError, load_training_state,
                                 save_training_state, save_weights)
 from unetseg.config import RunConfig
@@ -32,6 +30,9 @@ from unetseg.data.check import adopt, scan
 from unetseg.data.transforms import random_affine, to_float
 from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes
 from unetseg.model import UNet
+from unetseg.train._state import (LossLog, Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state,
+                                   truncate_metrics)
+from unetseg.train.distributed import World, close_world, init_world
 from unetseg.train.losses import SegmentationLoss
 
 logger = logging.getLogger(__name__)
@@ -46,21 +47,24 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> Path:
+def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool, world: World = World()) -> Path:
     """Create the run folder; a folder that already holds a run is only reused with resume or overwrite.
 
     Raises:
-        CheckpointError: when ``out_dir`` holds files and neither flag is given.
+        CheckpointError: when ``out_dir`` holds files and neither flag is given (on every process alike).
     """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not resume:
-        if not overwrite:
-            raise CheckpointError(f"{out}: folder is not empty; pass --resume to continue the run there or "
-                                  f"--overwrite to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp"):  # left by a kill during an atomic write
-        stale.unlink()
+    if out.exists() and any(out.iterdir()) and not resume and not overwrite:
+        raise CheckpointError(f"{out}: folder is not empty; pass --resume to continue the run there or "
+                              f"--overwrite to replace it")
+    world.barrier()  # every process has looked before the main one changes anything
+    if world.is_main:
+        if overwrite and not resume and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # left by a kill during an atomic write
+            stale.unlink()
+    world.barrier()
     return out
 
 
@@ -70,7 +74,7 @@ class _Data:
     val: ArrayDataset | None
 
 
-def _load_data(cfg: RunConfig, out: Path, resume: bool) -> _Data:
+def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World) -> _Data:
     """Check, pair, split (saved to ``split.json``) and decode the dataset; writes what the data decides (mask
     encoding, channels, classes) into ``cfg``.
 
@@ -95,7 +99,8 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool) -> _Data:
     else:
         train_idx, val_idx = split_by_group(pairs, cfg.data.val_fraction, cfg.data.split_seed)
         split = {"train": [pairs[i].image.name for i in train_idx], "val": [pairs[i].image.name for i in val_idx]}
-        split_path.write_text(json.dumps(split, indent=1) + "\n")
+        if world.is_main:
+            split_path.write_text(json.dumps(split, indent=1) + "\n")
     enc = data.encoding
     logger.info("data: %d pairs (%s), %d train / %d validation (split by group, seed %d); %d channel(s), mask values "
                 "%s -> %d classes", len(pairs), report.rule, len(train_idx), len(val_idx), cfg.data.split_seed,
@@ -128,47 +133,15 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": float(torch.cat(dices).mean())}
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped training after the resume state was saved."""
-
-
-class _LossLog:
-    """Step losses kept on the device and read back in one sync every ``sync_every`` steps (on CPUs every step,
-    where reading is free), so a CUDA step never waits for the host; every loss is checked before any save."""
-
-    def __init__(self, out: Path, sync_every: int) -> None:
-        self.out, self.sync_every = out, sync_every
-        self.pending: list[tuple[int, torch.Tensor, int]] = []
-        self.last = math.nan
-
-    def __len__(self) -> int:
-        return len(self.pending)
-
-    def append(self, step: int, loss: torch.Tensor, n: int) -> None:
-        self.pending.append((step, loss, n))
-
-    def flush(self, epoch: int) -> float:
-        """Check the pending losses; return their sum weighted by batch size.
-
-        Raises:
-            NonFiniteLossError: naming the first step whose loss is NaN or infinite.
-        """
-        if not self.pending:
-            return 0.0
-        values = torch.stack([loss for _, loss, _ in self.pending]).tolist()
-        total = 0.0
-        for (step, _, n), value in zip(self.pending, values):
-            if not math.isfinite(value):
-                raise NonFiniteLossError(f"{self.out}: loss is {value} at epoch {epoch + 1}, step {step + 1}; stopped, "
-                                         f"{STATE_FILE} keeps the last good state (try a lower --lr)")
-            total += value * n
-        self.pending.clear()
-        self.last = values[-1]
-        return total
+def _place_cache(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 training cache as tensors: on a GPU itself when it takes under a quarter of the free memory
+    (Carvana at 480x320 is 2.3 GB), so steps copy nothing from the host; else pinned for asynchronous copies."""
+    images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
+    if device.type != "cuda":
+        return images, masks
+    if images.nbytes + masks.nbytes < free_memory(device) // 4:
+        return images.to(device), masks.to(device)
+    return images.pin_memory(), masks.pin_memory()
 
 
 def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
@@ -180,65 +153,6 @@ def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
     width, height = cfg.data.image_size
     per_image = 90 * cfg.model.base_channels * width * height
     return max(1, min(cfg.train.batch_size, int(0.75 * free_memory(device) // per_image)))
-
-
-@dataclass
-class _Position:
-    """Where training is: the next (epoch, step) to run, the loss sum of the epoch so far, the best score."""
-
-    epoch: int = 0
-    step: int = 0
-    loss_sum: float = 0.0
-    best: float = -math.inf
-
-
-class _StopOnSignal:
-    """Records SIGINT / SIGTERM instead of dying, so the loop can save its state first (main thread only)."""
-
-    def __init__(self) -> None:
-        self.requested: int = 0
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested = signum
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _rng_state() -> dict:
-    """The global RNG states (Python, NumPy, torch, CUDA) as plain values ``torch.load(weights_only=True)`` reads."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached],
-             "python": list(random.getstate())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict) -> None:
-    """Restore the global RNGs saved by :func:`_rng_state`."""
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Keep the metrics lines of finished epochs only (a kill may have come after a line, before the save)."""
-    if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epochs_done]
-        path.write_text("".join(line + "\n" for line in lines))
 
 
 def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
@@ -258,50 +172,63 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
     Returns:
         The run folder.
     """
-    out = prepare_run_dir(out_dir, resume, overwrite)
-    state = None
-    if resume:
-        state = load_training_state(out / STATE_FILE)
-    device = resolve_device(cfg.train.device)
-    data = _load_data(cfg, out, resume)
-    cfg.save(out / CONFIG_FILE)
+    world, device = init_world(cfg.train.device)
+    try:
+        return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device)
+    finally:
+        close_world(world)
+
+
+def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.device) -> Path:
+    state = load_training_state(out / STATE_FILE) if resume else None
+    data = _load_data(cfg, out, resume, world)
+    if world.is_main:
+        cfg.save(out / CONFIG_FILE)
+    if cfg.train.batch_size < world.size:
+        raise ValueError(f"--batch-size {cfg.train.batch_size} is the global batch; it needs at least one image for "
+                         f"each of the {world.size} processes")
 
     torch.manual_seed(cfg.train.seed)
     layout = memory_format(device, cfg.train.memory_format, training=True)
     model = UNet(cfg.model).to(device, memory_format=layout)
-    forward = torch.compile(model) if cfg.train.compile else model  # weights are saved from the plain module
+    forward = DistributedDataParallel(model) if world.size > 1 else model  # weights are saved from the plain module
+    forward = torch.compile(forward) if cfg.train.compile else forward
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=cfg.train.restart_epochs, T_mult=cfg.train.restart_mult, eta_min=cfg.train.min_lr)
     dtype = autocast_dtype(device, cfg.train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    pos = _Position()
+    pos = Position()
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        pos = _Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
-        _restore_rng(state["rng"])
-        _truncate_metrics(out / METRICS_FILE, pos.epoch)
+        pos = Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
+        restore_rng(state["rng"])
+        truncate_metrics(out / METRICS_FILE, pos.epoch)
         logger.info("resuming %s at epoch %d, step %d", out, pos.epoch + 1, pos.step)
     n_params = sum(p.numel() for p in model.parameters())
     micro = cfg.train.micro_batch or auto_micro_batch(cfg, device)
-    logger.info("model: %s, %.2fM parameters; device %s, precision %s, %s, micro-batch %d of %d", cfg.model,
-                n_params / 1e6, device, dtype or torch.float32, str(layout).split(".")[-1], micro, cfg.train.batch_size)
+    logger.info("model: %s, %.2fM parameters; device %s, precision %s, %s, micro-batch %d of %d%s", cfg.model,
+                n_params / 1e6, device, dtype or torch.float32, str(layout).split(".")[-1], micro, cfg.train.batch_size,
+                f", {world.size} processes (torch.distributed)" if world.size > 1 else "")
 
     def save_state() -> None:
+        if not world.is_main:
+            return
         save_training_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scaler": scaler.state_dict(), "epoch": pos.epoch, "step": pos.step,
-                             "loss_sum": pos.loss_sum, "best": pos.best, "rng": _rng_state()}, out / STATE_FILE)
+                             "loss_sum": pos.loss_sum, "best": pos.best, "rng": rng_state()}, out / STATE_FILE)
         logger.debug("checkpoint saved at epoch %d step %d", pos.epoch + 1, pos.step)
 
-    images = torch.from_numpy(data.train.images)
-    masks = torch.from_numpy(data.train.masks)
-    steps = math.ceil(len(data.train) / cfg.train.batch_size)
+    images, masks = _place_cache(data.train, device)
+    # Several processes drop the last partial batch, so that every process has a share of every step.
+    steps = math.ceil(len(data.train) / cfg.train.batch_size) if world.size == 1 else max(
+        1, len(data.train) // cfg.train.batch_size)
     loss_fn = SegmentationLoss()
-    losses = _LossLog(out, sync_every=1 if device.type == "cpu" else 16)
+    losses = LossLog(out, sync_every=1 if device.type == "cpu" else 16, reduce=world.mean)
     last_save = time.monotonic()
-    with _StopOnSignal() as stop:
+    with StopOnSignal() as stop:
         while pos.epoch < cfg.train.epochs:
             epoch = pos.epoch
             model.train()
@@ -311,52 +238,58 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
             bar = tqdm(range(pos.step, steps), initial=pos.step, total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                        unit="batch", leave=False, disable=not (cfg.train.progress and sys.stderr.isatty()))
             for step in bar:
-                idx = batches[step]
+                idx = world.shard(batches[step]).to(images.device)
                 x = to_float(images[idx].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
                 y = masks[idx].to(device, non_blocking=True)
                 x, y = random_affine(x, y, cfg.data.rotate_limit, cfg.data.hflip_p, cfg.data.vflip_p,
-                                     generator=_generator(cfg.train.seed, epoch, step))
+                                     generator=_generator(cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1))))
                 optimizer.zero_grad(set_to_none=True)
                 loss = torch.zeros((), device=device)
-                for xm, ym in zip(x.split(micro), y.split(micro)):  # gradient accumulation over micro-batches
-                    with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                        part = loss_fn(forward(xm.contiguous(memory_format=layout)), ym) * (len(xm) / len(x))
-                    scaler.scale(part).backward()
+                chunks = list(zip(x.split(micro), y.split(micro)))
+                for i, (xm, ym) in enumerate(chunks):  # gradient accumulation over micro-batches
+                    sync = i == len(chunks) - 1 or world.size == 1  # DDP all-reduces on the last backward only
+                    with nullcontext() if sync else forward.no_sync():
+                        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+                            part = loss_fn(forward(xm.contiguous(memory_format=layout)), ym) * (len(xm) / len(x))
+                        scaler.scale(part).backward()
                     loss += part.detach()
                 scaler.step(optimizer)  # skipped by the scaler itself when fp16 gradients overflowed
                 scaler.update()
                 scheduler.step(epoch + (step + 1) / steps)
-                losses.append(step, loss, len(idx))
-                pos.step, seen = step + 1, seen + len(idx)
+                losses.append(step, loss, len(idx) * world.size)
+                pos.step, seen = step + 1, seen + len(idx) * world.size
+                stopping = world.any(stop.requested, device) if world.size > 1 else stop.requested
                 every = cfg.train.checkpoint_steps
                 due = step + 1 < steps and (pos.step % every == 0 if every else
                                             time.monotonic() - last_save > 60 * cfg.train.checkpoint_minutes)
-                if due or stop.requested or len(losses) >= losses.sync_every or not bar.disable and step % 4 == 0:
+                if due or stopping or len(losses) >= losses.sync_every or not bar.disable and step % 4 == 0:
                     pos.loss_sum += losses.flush(epoch)  # the device sync: checks every loss before any save
                     bar.set_postfix(loss=f"{losses.last:.4f}")
-                if due or stop.requested:
+                if due or stopping:
                     save_state()
                     last_save = time.monotonic()
-                if stop.requested:
-                    raise TrainingInterrupted(f"{out}: stopped by signal {stop.requested} at epoch {epoch + 1}, "
+                if stopping:
+                    raise TrainingInterrupted(f"{out}: stopped by signal {stopping} at epoch {epoch + 1}, "
                                               f"step {pos.step}; continue with: unetseg train --resume {out}")
             bar.close()
             pos.loss_sum += losses.flush(epoch)
-            train_loss = pos.loss_sum / len(data.train)
+            train_loss = pos.loss_sum / (len(data.train) if world.size == 1 else steps * cfg.train.batch_size)
             seconds = time.perf_counter() - t0
-            val = evaluate(model, data.val, cfg, device) if data.val is not None else None
+            val = evaluate(model, data.val, cfg, device) if data.val is not None and world.is_main else None
             record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
                       "seconds": round(seconds, 2), "images_per_s": round(seen / seconds, 2)}
             if val is not None:
                 record.update(val_loss=val["loss"], val_dice=val["dice"])
             score = val["dice"] if val is not None else -train_loss
-            if score > pos.best:
+            if score > pos.best and world.is_main:
                 pos.best = score
                 save_weights(model, out / WEIGHTS_FILE)
-            with open(out / METRICS_FILE, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            if world.is_main:
+                with open(out / METRICS_FILE, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
             pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
             save_state()
+            world.barrier()  # the others wait while the main process validates and saves
             last_save = time.monotonic()
             logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, cfg.train.epochs,
                         train_loss, f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}" if val else "",

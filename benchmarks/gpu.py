@@ -1,6 +1,6 @@
 """CUDA training throughput of the U-Net: images/s, MFU against the GPU's dense peak, peak memory.
 
-    python benchmarks/cuda.py [--base 64] [--size 480x320] [--batch 16] [--steps 10]
+    python benchmarks/gpu.py [--base 64] [--size 480x320] [--batch 16] [--steps 10]
 
 Skipped with a message where no GPU is present. Precision is what unetseg picks ("auto": bf16 where supported,
 else fp16 with gradient scaling); layout channels_last.

@@ -1,0 +1,77 @@
+"""Several GPUs or machines through ``torchrun`` and torch.distributed (DistributedDataParallel).
+
+``torchrun --nproc_per_node 4 -m unetseg train ...`` starts one process per GPU; each takes its share of every global
+batch (``--batch-size`` stays the global batch), gradients are averaged by DDP, rank 0 writes the run folder. On CPUs
+the gloo backend runs the same way (used by the tests).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from unetseg._device import resolve_device
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes (a single process is rank 0 of 1)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+    def any(self, flag: int, device: torch.device) -> int:
+        """The largest ``flag`` over all processes (e.g. a signal number), so every process stops together."""
+        if self.size == 1:
+            return flag
+        t = torch.tensor([flag], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """The mean of ``t`` over all processes."""
+        if self.size == 1:
+            return t
+        t = t.clone()
+        dist.all_reduce(t)
+        return t / self.size
+
+    def shard(self, indices: torch.Tensor) -> torch.Tensor:
+        """This process's share of a global batch."""
+        return indices[self.rank::self.size]
+
+
+def init_world(device: str) -> tuple[World, torch.device]:
+    """Join the process group that torchrun set up (WORLD_SIZE > 1) and pick this process's device:
+    ``cuda:LOCAL_RANK`` with NCCL where CUDA is there, else the CPU with gloo."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World(), resolve_device(device)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available() and device in ("auto", "cuda"):
+        chosen = torch.device("cuda", local_rank)
+        torch.cuda.set_device(chosen)
+        backend = "nccl"
+    else:
+        chosen, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return World(rank, size, local_rank), chosen
+
+
+def close_world(world: World) -> None:
+    """Leave the process group."""
+    if world.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
