@@ -93,7 +93,7 @@ def read_image(path: str | Path, size: Size | None = None, channels: int = 3) ->
     image = image.convert("RGB" if channels == 3 else "L")
     if size is not None and image.size != tuple(size):
         image = image.resize(tuple(size), Image.BILINEAR)
-    array = np.asarray(image)
+    array = np.array(image)  # a writable copy: torch.from_numpy warns on read-only arrays
     return array if array.ndim == 3 else array[:, :, None]
 
 
