@@ -96,6 +96,8 @@ class DataConfig(_JsonDataclass):
             outside count in neither the loss nor the metrics.
         ignore_pattern: file name pattern of the ignore masks, e.g. ``{id}_training_mask.gif`` (default: same stem).
         invert_mask: for binary masks whose foreground is stored as the lower value (membrane: 0 = membrane).
+        cache: where the decoded uint8 images live during training: "memory", "disk" (a memory-mapped file in the
+            run folder, deleted at the end) or "auto" (disk when they would take over half the free RAM).
         snap_masks: snap mask values that fit no encoding (JPEG-compressed masks) to the nearest label, and log it,
             instead of refusing the files.
         image_size: (width, height) the images are resized to for training and inference.
@@ -124,6 +126,7 @@ class DataConfig(_JsonDataclass):
     ignore_pattern: str = ""
     invert_mask: bool = False
     snap_masks: bool = False
+    cache: Literal["auto", "memory", "disk"] = "auto"
     image_size: tuple[int, int] = (480, 320)
     val_fraction: float = 0.1
     split_seed: int = 0
@@ -144,6 +147,8 @@ class DataConfig(_JsonDataclass):
         self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
         if len(self.image_size) != 2 or min(self.image_size) < 16:
             raise ValueError(f"DataConfig.image_size must be (width, height), each >= 16, got {self.image_size}")
+        if self.cache not in ("auto", "memory", "disk"):
+            raise ValueError(f"DataConfig.cache must be auto, memory or disk, got {self.cache!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"DataConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):

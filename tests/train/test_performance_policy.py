@@ -44,3 +44,14 @@ def test_training_with_micro_batches_learns(synthetic_dir, tmp_path):
     fit(cfg, tmp_path / "run")
     losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_disk_cache_trains_like_the_memory_cache(synthetic_dir, tmp_path):
+    runs = {}
+    for cache in ("memory", "disk"):
+        cfg = tiny_config(synthetic_dir, epochs=2)
+        cfg.data.cache = cache
+        runs[cache] = fit(cfg, tmp_path / cache)
+    rows = {k: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for k, run in runs.items()}
+    assert [r["train_loss"] for r in rows["disk"]] == [r["train_loss"] for r in rows["memory"]]
+    assert not list(runs["disk"].glob(".cache-*"))  # the memory-mapped file is removed at the end

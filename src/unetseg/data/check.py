@@ -3,10 +3,12 @@ on errors. Both run the same code: :func:`scan`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from unetseg.config import DataConfig, RunConfig
 from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset
 from unetseg.data.encoding import MaskEncoding
-from unetseg.data.pairing import pair_files
+from unetseg.data.pairing import Pairing, pair_files
 
 
 def encoding_of(cfg: DataConfig) -> MaskEncoding | None:
@@ -17,7 +19,8 @@ def encoding_of(cfg: DataConfig) -> MaskEncoding | None:
     return MaskEncoding(tuple(cfg.mask_values), cfg.mask_mode or ("P" if palette else "L"), palette)
 
 
-def scan(cfg: RunConfig, progress: bool = True) -> tuple[ArrayDataset | None, DataReport]:
+def scan(cfg: RunConfig, progress: bool = True, cache_file: Path | None = None,
+         pairing: Pairing | None = None) -> tuple[ArrayDataset | None, DataReport]:
     """Pair, check and decode the dataset ``cfg.data`` names, at ``cfg.data.image_size``.
 
     The image channels and class count follow the data unless ``cfg.data.follow_channels`` /
@@ -26,12 +29,12 @@ def scan(cfg: RunConfig, progress: bool = True) -> tuple[ArrayDataset | None, Da
     Returns:
         (dataset or None when there are errors, report).
     """
-    pairing = pair_files(cfg.data)
+    pairing = pairing or pair_files(cfg.data)
     return load_dataset(pairing, cfg.data.image_size,
                         channels=None if cfg.data.follow_channels else cfg.model.in_channels,
                         num_classes=None if cfg.data.follow_classes else cfg.model.num_classes,
                         encoding=encoding_of(cfg.data), invert=cfg.data.invert_mask, snap=cfg.data.snap_masks,
-                        progress=progress)
+                        progress=progress, cache_file=cache_file)
 
 
 def adopt(cfg: RunConfig, data: ArrayDataset, report: DataReport) -> None:

@@ -23,26 +23,38 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ArrayDataset:
-    """Decoded pairs at one size.
+    """Decoded pairs at one size; a subset shares the arrays (which may be a memory-mapped file) and keeps row numbers.
 
     Attributes:
         images: (N, H, W, C) uint8.
         masks: (N, H, W) uint8 class indices; IGNORE (255) where an ignore mask excludes the pixel.
-        pairs: the source files, in the same order.
+        pairs: the source files of this dataset's examples, in order.
         encoding: how class indices are stored in the mask files.
+        rows: the rows of ``images`` / ``masks`` that are this dataset's examples (None: all of them).
     """
 
     images: np.ndarray
     masks: np.ndarray
     pairs: list[Pair]
     encoding: MaskEncoding
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def row_numbers(self) -> np.ndarray:
+        """The rows of the shared arrays, one per example."""
+        return np.arange(len(self.images)) if self.rows is None else self.rows
+
     def subset(self, indices: list[int]) -> ArrayDataset:
-        """The examples at ``indices`` (copies of the arrays)."""
-        return ArrayDataset(self.images[indices], self.masks[indices], [self.pairs[i] for i in indices], self.encoding)
+        """The examples at ``indices``, sharing the arrays (nothing is copied)."""
+        return ArrayDataset(self.images, self.masks, [self.pairs[i] for i in indices], self.encoding,
+                            self.row_numbers()[np.asarray(indices, dtype=np.int64)])
+
+    def take(self, positions: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(images, masks) of the examples at ``positions``, read from the shared arrays."""
+        rows = self.row_numbers()[positions]
+        return self.images[rows], self.masks[rows]
 
 
 @dataclass
@@ -70,7 +82,7 @@ class DataReport:
 
 def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None = None, num_classes: int | None = None,
                  encoding: MaskEncoding | None = None, invert: bool = False, snap: bool = False,
-                 progress: bool = True) -> tuple[ArrayDataset | None, DataReport]:
+                 progress: bool = True, cache_file: Path | None = None) -> tuple[ArrayDataset | None, DataReport]:
     """Check and decode every pair once to ``size``; map mask values to class indices.
 
     Args:
@@ -81,6 +93,8 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
         encoding: the mask encoding of a trained run; found from the masks when None.
         invert, snap: see :func:`unetseg.data.encoding.detect_encoding`.
         progress: show a progress bar.
+        cache_file: keep the decoded images in this .npy file, memory-mapped, instead of in RAM (datasets larger
+            than memory); None keeps them in RAM.
 
     Returns:
         (dataset, report); the dataset is None when the report has errors.
@@ -101,7 +115,11 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
     report.channels = channels
 
     width, height = size
-    images = np.zeros((len(pairs), height, width, channels), dtype=np.uint8)
+    shape = (len(pairs), height, width, channels)
+    if cache_file is not None:
+        images = np.lib.format.open_memmap(cache_file, mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        images = np.zeros(shape, dtype=np.uint8)
     stored: list[np.ndarray | None] = [None] * len(pairs)
     valid: list[np.ndarray | None] = [None] * len(pairs)
     masks_read: list = [None] * len(pairs)

@@ -27,6 +27,7 @@ from unetseg.checkpoint import (CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, Checkpoin
 from unetseg.config import RunConfig
 from unetseg.data import ArrayDataset, split_by_group
 from unetseg.data.check import adopt, scan
+from unetseg.data.pairing import pair_files
 from unetseg.data.transforms import random_affine, to_float
 from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes
 from unetseg.model import UNet
@@ -81,7 +82,14 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World) -> _Data:
     Raises:
         DataError: listing every problem the checks found, the first in front.
     """
-    data, report = scan(cfg, progress=cfg.train.progress)
+    width, height = cfg.data.image_size
+    pairing = pair_files(cfg.data)
+    pairs_bytes = len(pairing.pairs) * width * height * cfg.model.in_channels
+    on_disk = cfg.data.cache == "disk" or (cfg.data.cache == "auto" and pairs_bytes > free_memory(torch.device("cpu")) // 2)
+    cache_file = out / f".cache-images-{world.rank}.npy" if on_disk else None
+    if on_disk:
+        logger.info("decoded images (%.1f GB) go to a memory-mapped cache: %s", pairs_bytes / 1e9, cache_file)
+    data, report = scan(cfg, progress=cfg.train.progress, cache_file=cache_file, pairing=pairing)
     for note in report.notes:
         logger.info("%s", note)
     for warning in report.warnings[:5]:
@@ -122,9 +130,9 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     loss_fn, losses, dices = SegmentationLoss(), [], []
     labels = max(2, cfg.model.num_classes)
     for start in range(0, len(data), batch_size or cfg.train.batch_size):
-        sl = slice(start, start + (batch_size or cfg.train.batch_size))
-        x = to_float(torch.from_numpy(data.images[sl]).to(device), cfg.data.mean, cfg.data.std)
-        y = torch.from_numpy(data.masks[sl]).to(device).long()
+        images, masks = data.take(slice(start, start + (batch_size or cfg.train.batch_size)))
+        x = to_float(torch.from_numpy(images).to(device), cfg.data.mean, cfg.data.std)
+        y = torch.from_numpy(masks).to(device).long()
         x = x.contiguous(memory_format=layout)
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
             logits = model(x)
@@ -133,15 +141,18 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": float(torch.cat(dices).mean())}
 
 
-def _place_cache(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The uint8 training cache as tensors: on a GPU itself when it takes under a quarter of the free memory
-    (Carvana at 480x320 is 2.3 GB), so steps copy nothing from the host; else pinned for asynchronous copies."""
+def _place_cache(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The uint8 cache as tensors (images, masks, the training rows): on a GPU itself when it takes under a quarter
+    of the free memory (Carvana at 480x320 is 2.3 GB), so steps copy nothing from the host; else on the host
+    (pinned when in RAM), where a memory-mapped cache is read batch by batch."""
     images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
-    if device.type != "cuda":
-        return images, masks
-    if images.nbytes + masks.nbytes < free_memory(device) // 4:
-        return images.to(device), masks.to(device)
-    return images.pin_memory(), masks.pin_memory()
+    rows = torch.from_numpy(data.row_numbers())
+    if device.type == "cuda":
+        if images.nbytes + masks.nbytes < free_memory(device) // 4:
+            return images.to(device), masks.to(device), rows.to(device)
+        if not isinstance(data.images, np.memmap):
+            return images.pin_memory(), masks.pin_memory(), rows
+    return images, masks, rows
 
 
 def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
@@ -176,6 +187,7 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
     try:
         return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device)
     finally:
+        Path(out_dir, f".cache-images-{world.rank}.npy").unlink(missing_ok=True)
         close_world(world)
 
 
@@ -221,7 +233,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                              "loss_sum": pos.loss_sum, "best": pos.best, "rng": rng_state()}, out / STATE_FILE)
         logger.debug("checkpoint saved at epoch %d step %d", pos.epoch + 1, pos.step)
 
-    images, masks = _place_cache(data.train, device)
+    images, masks, rows = _place_cache(data.train, device)
     # Several processes drop the last partial batch, so that every process has a share of every step.
     steps = math.ceil(len(data.train) / cfg.train.batch_size) if world.size == 1 else max(
         1, len(data.train) // cfg.train.batch_size)
@@ -238,7 +250,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             bar = tqdm(range(pos.step, steps), initial=pos.step, total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                        unit="batch", leave=False, disable=not (cfg.train.progress and sys.stderr.isatty()))
             for step in bar:
-                idx = world.shard(batches[step]).to(images.device)
+                idx = rows[world.shard(batches[step]).to(rows.device)]
                 x = to_float(images[idx].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
                 y = masks[idx].to(device, non_blocking=True)
                 x, y = random_affine(x, y, cfg.data.rotate_limit, cfg.data.hflip_p, cfg.data.vflip_p,
