@@ -98,7 +98,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.config = out / "config.json"  # the run's own config; flags such as --epochs change it
     cfg = build_config(args)
     if not args.resume and not (cfg.data.data or cfg.data.images or cfg.data.pairs_csv):
-        raise SystemExit("unetseg train: give --data DIR (or --images DIR --masks DIR, or --pairs-csv FILE), "
+        raise ValueError("unetseg train: give --data DIR (or --images DIR --masks DIR, or --pairs-csv FILE), "
                          "or --resume RUN")
     handler = logging.FileHandler(out / "train.log", delay=True)  # opened on the first record, after the run dir is made
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

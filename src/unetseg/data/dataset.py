@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unetseg.data.encoding import IGNORE, MaskEncoding, detect_encoding
-from unetseg.data.errors import DataError
+from unetseg.data.errors import DataError, raise_problems
 from unetseg.data.io import Size, image_info, read_image, read_mask
 from unetseg.data.pairing import Pair, Pairing
 
@@ -75,9 +75,7 @@ class DataReport:
 
     def raise_errors(self) -> None:
         """One DataError with every error, the first in front."""
-        if self.errors:
-            shown = "; ".join(self.errors[:10]) + (f"; ... {len(self.errors) - 10} more" if len(self.errors) > 10 else "")
-            raise DataError(shown if len(self.errors) == 1 else f"{len(self.errors)} problems: {shown}")
+        raise_problems(self.errors)
 
 
 def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None = None, num_classes: int | None = None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unetseg.config import DataConfig
-from unetseg.data.errors import DataError
+from unetseg.data.errors import DataError, raise_problems
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTENSIONS = (".png", ".gif", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")  # JPEG masks are checked for grey values
@@ -51,9 +51,7 @@ class Pairing:
 
     def raise_problems(self) -> None:
         """Raise one DataError listing the problems, the first one in front."""
-        if self.problems:
-            shown = "; ".join(self.problems[:10]) + (f"; ... {len(self.problems) - 10} more" if len(self.problems) > 10 else "")
-            raise DataError(shown if len(self.problems) == 1 else f"{len(self.problems)} problems: {shown}")
+        raise_problems(self.problems)
 
 
 def find_folders(root: str | Path) -> tuple[Path, Path]:
