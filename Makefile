@@ -17,7 +17,7 @@ $(BIN)/unetseg: pyproject.toml
 
 install: $(BIN)/unetseg
 
-# Synthetic shapes -> train a small U-Net (~2 min on 2 CPU cores) -> evaluate -> predicted masks + overlays.
+# Synthetic shapes -> train a small U-Net (~2-3 min on 2 CPU cores) -> evaluate -> predicted masks + overlays.
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/unetseg demo-data --out $(DEMO)/data --count 120 --size 128x96
