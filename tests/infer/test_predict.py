@@ -49,3 +49,23 @@ def test_evaluate_at_original_resolution(carvana_like, carvana_run, tmp_path):
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in result["per_image"]]))
     assert (tmp_path / "eval" / "per_image.csv").read_text().count("\n") == 13
+
+
+def test_three_class_colour_masks_train_predict_and_score_per_class(tmp_path):
+    from tests.data.test_formats import COLOURS, make_dataset
+
+    root = make_dataset(tmp_path / "d", n=6, mask="rgb3")
+    run = fit(tiny_config(root, epochs=1), tmp_path / "run")
+    predictor = Predictor.from_run(run, device="cpu")
+    assert predictor.config.model.num_classes == 3 and predictor.encoding.mode == "RGB"
+    written = predict_folder(predictor, root / "images", tmp_path / "pred", overlays=False)
+    colours = {tuple(c) for c in COLOURS.tolist()}
+    for path in written:
+        image = Image.open(path)
+        assert image.mode == "RGB" and image.size == (56, 40)
+        assert {tuple(c) for c in np.unique(np.asarray(image).reshape(-1, 3), axis=0).tolist()} <= colours
+    result = evaluate_pairs(predictor, find_pairs(root), tmp_path / "eval")
+    assert set(result["per_image"][0]) == {"image", "dice", "iou", "dice_class1", "dice_class2"}
+    row = result["per_image"][0]
+    assert row["dice"] == pytest.approx((row["dice_class1"] + row["dice_class2"]) / 2)
+    assert "mean_dice_class2" in json.loads((tmp_path / "eval" / "summary.json").read_text())

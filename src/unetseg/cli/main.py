@@ -135,8 +135,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         split = json.loads((Path(args.model) / "split.json").read_text())
         pairs = pairs_from_split(pairs, split[args.split])
     result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive())
+    per_class = "".join(f"  class {k.removeprefix('mean_dice_class')} Dice {v:.5f}" for k, v in result.items()
+                        if k.startswith("mean_dice_class"))
     print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
-          f"{result['global_dice']:.5f}  ({result['images']} images, {args.split})")
+          f"{result['global_dice']:.5f}{per_class}  ({result['images']} images, {args.split})")
     return 0
 
 

@@ -24,8 +24,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
                    progress: bool = False) -> dict[str, Any]:
     """Predict every pair's image and compare with its mask at the mask's original size.
 
-    Dice and IoU are averaged over the foreground classes of each image (for binary data: the foreground);
-    pixels outside a pair's ignore mask are not scored.
+    Dice and IoU are averaged over the foreground classes of each image (for binary data: the foreground), and for
+    more than two labels each class's Dice is reported too; pixels outside a pair's ignore mask are not scored.
     The global Dice pools the pixels of all images.
 
     Args:
@@ -53,19 +53,25 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
                              f"{tuple(pred.shape[::-1])}")
         counts = confusion_counts(pred[None], target[None], labels)[0]
         total += counts
-        rows.append({"image": path.name, "dice": float(foreground_mean(dice_from_counts(counts))),
-                     "iou": float(foreground_mean(iou_from_counts(counts)))})
+        dice = dice_from_counts(counts)
+        row = {"image": path.name, "dice": float(foreground_mean(dice)),
+               "iou": float(foreground_mean(iou_from_counts(counts)))}
+        if labels > 2:  # multi-class: each foreground class too
+            row.update({f"dice_class{k}": float(dice[k]) for k in range(1, labels)})
+        rows.append(row)
+    mean = {key: sum(r[key] for r in rows) / max(1, len(rows)) for key in (rows[0] if rows else {}) if key != "image"}
     summary = {
         "images": len(rows),
-        "mean_dice": sum(r["dice"] for r in rows) / max(1, len(rows)),
-        "mean_iou": sum(r["iou"] for r in rows) / max(1, len(rows)),
+        "mean_dice": mean.get("dice", 0.0),
+        "mean_iou": mean.get("iou", 0.0),
         "global_dice": float(foreground_mean(dice_from_counts(total))),
+        **{f"mean_{key}": value for key, value in mean.items() if key.startswith("dice_class")},
     }
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "per_image.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["image", "dice", "iou"])
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["image", "dice", "iou"])
             writer.writeheader()
             writer.writerows(rows)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
