@@ -69,3 +69,24 @@ def test_three_class_colour_masks_train_predict_and_score_per_class(tmp_path):
     row = result["per_image"][0]
     assert row["dice"] == pytest.approx((row["dice_class1"] + row["dice_class2"]) / 2)
     assert "mean_dice_class2" in json.loads((tmp_path / "eval" / "summary.json").read_text())
+
+
+def test_predict_writes_background_outside_the_ignore_masks(tmp_path):
+    from tests.data.test_formats import make_dataset
+    from unetseg.config import DataConfig
+
+    root = make_dataset(tmp_path / "d", n=4)
+    (root / "fov").mkdir()
+    fov = np.zeros((40, 56), np.uint8)
+    fov[:, :20] = 255
+    for i in range(4):
+        Image.fromarray(fov).save(root / "fov" / f"{i}.png")
+    run = fit(tiny_config(root, epochs=1, lr=0.0001), tmp_path / "run")
+    predictor = Predictor.from_run(run, device="cpu")
+    plain = predict_folder(predictor, root / "images", tmp_path / "plain", overlays=False)
+    blanked = predict_folder(predictor, root / "images", tmp_path / "fov", overlays=False,
+                             ignore=DataConfig(ignore_masks=str(root / "fov")))
+    for a, b in zip(plain, blanked):
+        a, b = read_mask(a).values, read_mask(b).values
+        assert (b[:, 20:] == 0).all() and np.array_equal(a[:, :20], b[:, :20])
+    assert any((read_mask(p).values[:, 20:] > 0).any() for p in plain)  # there was something to blank

@@ -112,7 +112,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, predict_folder
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend)
-    written = predict_folder(predictor, args.input, args.out, overlays=args.overlay, progress=_interactive())
+    ignore = None
+    if args.ignore_masks:  # the run's patterns, unless given
+        ignore = dataclasses.replace(predictor.config.data, ignore_masks=args.ignore_masks)
+        ignore.ignore_pattern = args.ignore_pattern if args.ignore_pattern is not None else ignore.ignore_pattern
+    written = predict_folder(predictor, args.input, args.out, overlays=args.overlay, progress=_interactive(),
+                             ignore=ignore)
     print(f"{len(written)} masks written to {Path(args.out) / 'masks'}")
     return 0
 
@@ -207,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, help="folder for masks/ and overlays/")
             p.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True,
                            help="also write overlays/<name>.jpg")
+            p.add_argument("--ignore-masks", metavar="DIR", help="ignore masks of the inputs (e.g. DRIVE's field of "
+                           "view): predictions outside them are written as background")
+            p.add_argument("--ignore-pattern", help="their file name pattern (default: the run's)")
             p.set_defaults(handler=_cmd_predict)
         else:
             helps = _field_help(DataConfig)

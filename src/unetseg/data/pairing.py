@@ -179,22 +179,28 @@ def pair_files(cfg: DataConfig) -> Pairing:
     return Pairing(pairs, rule, problems)
 
 
-def _attach_ignore(pairs: list[Pair], cfg: DataConfig, problems: list[str]) -> list[Pair]:
-    """Give each pair its ignore mask (``ignore_pattern`` with the image's id, or the image's stem)."""
+def ignore_masks_for(images: list[Path], cfg: DataConfig, problems: list[str]) -> list[Path | None]:
+    """The ignore mask of each image (``ignore_pattern`` with the image's id, or the image's stem) in
+    ``cfg.ignore_masks``; None, with a problem naming the image, where there is not exactly one."""
     folder = Path(cfg.ignore_masks)
     files = _ids(list_files(folder, MASK_EXTENSIONS), cfg.ignore_pattern or None, problems, "ignore mask")
     image_regex = _pattern(cfg.image_pattern) if cfg.image_pattern else None
-    out = []
-    for pair in pairs:
-        key = pair.image.stem
-        if image_regex is not None and (match := image_regex.match(pair.image.name)):
+    out: list[Path | None] = []
+    for image in images:
+        key = image.stem
+        if image_regex is not None and (match := image_regex.match(image.name)):
             key = match.group("id")
         found = files.get(key, [])
         if len(found) != 1:
-            problems.append(f"{pair.image}: {'no' if not found else 'more than one'} ignore mask in {folder}")
-            continue
-        out.append(Pair(pair.image, pair.mask, pair.group, found[0]))
+            problems.append(f"{image}: {'no' if not found else 'more than one'} ignore mask in {folder}")
+        out.append(found[0] if len(found) == 1 else None)
     return out
+
+
+def _attach_ignore(pairs: list[Pair], cfg: DataConfig, problems: list[str]) -> list[Pair]:
+    """Give each pair its ignore mask; pairs without exactly one are left out (and named in ``problems``)."""
+    ignores = ignore_masks_for([p.image for p in pairs], cfg, problems)
+    return [Pair(p.image, p.mask, p.group, ignore) for p, ignore in zip(pairs, ignores) if ignore is not None]
 
 
 def find_pairs(data: str | Path | DataConfig) -> list[Pair]:

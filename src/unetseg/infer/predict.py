@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 
 from unetseg._device import autocast_dtype, memory_format, resolve_device
 from unetseg.checkpoint import load_model
-from unetseg.config import RunConfig
+from unetseg.config import DataConfig, RunConfig
 from unetseg.data.check import encoding_of
 from unetseg.data.encoding import MaskEncoding
-from unetseg.data.errors import DataError
-from unetseg.data.io import image_info, read_image
-from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, list_files
+from unetseg.data.errors import DataError, raise_problems
+from unetseg.data.io import image_info, read_image, read_mask
+from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
 from unetseg.metrics import logits_to_classes
 from unetseg.model import UNet
@@ -157,14 +157,23 @@ def overlay(image: np.ndarray, classes: np.ndarray, encoding: MaskEncoding, alph
 
 
 def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path, overlays: bool = True,
-                   progress: bool = False) -> list[Path]:
+                   progress: bool = False, ignore: DataConfig | None = None) -> list[Path]:
     """Segment an image file or a folder of images; write ``out_dir/masks/<stem>.png`` in the training masks'
     encoding (palette PNG for palette masks) and, with ``overlays``, ``out_dir/overlays/<stem>.jpg``.
+
+    Args:
+        ignore: a DataConfig whose ``ignore_masks`` (and ``ignore_pattern`` / ``image_pattern``) name an ignore mask
+            per image (DRIVE's field of view): pixels outside it are written as background.
 
     Returns:
         The mask files written.
     """
     paths = list_images(inputs)
+    ignores: dict[Path, Path | None] = {}
+    if ignore is not None and ignore.ignore_masks:
+        problems: list[str] = []
+        ignores = dict(zip(paths, ignore_masks_for(paths, ignore, problems)))
+        raise_problems(problems)
     out = Path(out_dir)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     if overlays:
@@ -172,6 +181,8 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
     written = []
     for path, logits in predictor.predict_paths(paths, progress=progress):
         classes = logits_to_classes(logits[None])[0].to(torch.uint8).cpu().numpy()
+        if ignores.get(path) is not None:  # outside the field of view: background, as the model never learnt there
+            classes[read_mask(ignores[path]).values == 0] = 0
         target = out / "masks" / f"{path.stem}.png"
         predictor.encoding.to_image(classes).save(target)
         written.append(target)
