@@ -12,7 +12,7 @@ from unetseg.data.io import pack_rgb
 COLOURS = np.array([(0, 0, 0), (220, 20, 60), (0, 128, 255)], np.uint8)
 
 
-def _classes(rng, h=40, w=56, k=2):
+def _classes(h=40, w=56, k=2):
     classes = np.zeros((h, w), np.uint8)
     classes[8:30, 10:40] = 1
     if k > 2:
@@ -26,7 +26,7 @@ def make_dataset(root, n=4, mask="grey", image="rgb", ext=".png", mask_ext=".png
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for i in range(n):
-        classes = _classes(rng, h, w, 3 if mask == "rgb3" else 2)
+        classes = _classes(h, w, 3 if mask == "rgb3" else 2)
         pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
         img = Image.fromarray(pixels if image == "rgb" else pixels[..., 0])
         img.save(root / "images" / f"{i}{ext}")
@@ -105,7 +105,7 @@ def test_jpeg_mask_with_grey_values_is_refused_naming_the_file_or_snapped(tmp_pa
     _, dataset, report = _scan(data=str(root), snap_masks=True)
     assert not report.errors and report.encoding.values == (0, 255)
     assert "snapped" in report.notes[0]
-    truth = _classes(None)
+    truth = _classes()
     small = np.asarray(Image.fromarray(truth).resize((32, 32), Image.NEAREST))
     assert (dataset.masks[0] == small).mean() > 0.97
 

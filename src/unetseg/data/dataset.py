@@ -4,7 +4,6 @@ checks that run while it is decoded (``unetseg check-data`` prints them; ``unets
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from tqdm.auto import tqdm
 
 from unetseg.data.encoding import IGNORE, MaskEncoding, detect_encoding
 from unetseg.data.errors import DataError, raise_problems
-from unetseg.data.io import Size, image_info, read_image, read_mask
+from unetseg.data.io import DECODE_THREADS, Size, image_info, read_image, read_mask
 from unetseg.data.pairing import Pair, Pairing
 
 logger = logging.getLogger(__name__)
@@ -142,8 +141,7 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
             return str(err)
         return None
 
-    # Pillow releases the GIL while decoding, so threads scale with cores.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         for problem in tqdm(pool.map(decode, range(len(pairs))), total=len(pairs), desc="decode", unit="img",
                             disable=None if progress else True, leave=False):
             if problem:

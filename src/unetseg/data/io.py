@@ -9,6 +9,7 @@ Masks are resized with nearest neighbour only, so their values stay exactly the 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from PIL import Image
 from unetseg.data.errors import DataError
 
 Size = tuple[int, int]  # (width, height)
+
+#: Threads for decoding: Pillow releases the GIL while decoding, so threads scale with cores.
+DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +21,7 @@ from unetseg.config import DataConfig, RunConfig
 from unetseg.data.check import encoding_of
 from unetseg.data.encoding import MaskEncoding
 from unetseg.data.errors import DataError, raise_problems
-from unetseg.data.io import image_info, read_image, read_mask
+from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_mask
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
 from unetseg.metrics import logits_to_classes
@@ -38,7 +37,7 @@ OVERLAY_COLOURS = np.array([(255, 40, 40), (40, 220, 40), (40, 90, 255), (255, 2
 
 def prefetched(items: Sequence[T], load: Callable[[T], object], batch_size: int) -> Iterator[list]:
     """Yield ``[load(item) ...]`` in batches, decoding the next batch on threads while the caller works."""
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         pending: list[Future] | None = None
         for start in range(0, len(items), batch_size):
             submitted = [pool.submit(load, item) for item in items[start:start + batch_size]]
