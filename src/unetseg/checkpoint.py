@@ -15,6 +15,7 @@ from unetseg.model import UNet
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+BEST_FILE = "best.safetensors"
 STATE_FILE = "last.pt"
 
 
@@ -29,26 +30,34 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
         save_file(tensors, str(tmp))
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, RunConfig]:
-    """Build the run's U-Net from its ``config.json`` and load ``model.safetensors`` into it, in eval mode.
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu",
+               weights: str = "final") -> tuple[UNet, RunConfig]:
+    """Build the run's U-Net from its ``config.json`` and load its weights into it, in eval mode.
+
+    Args:
+        weights: "final": ``model.safetensors``, the weights at the end of training (during a run: those of the
+            latest validation); "best": ``best.safetensors``, the best validation Dice.
 
     Raises:
         CheckpointError: when a file is missing or the weights do not fit the config (naming both).
     """
     run_dir = Path(run_dir)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
+    if weights not in ("final", "best"):
+        raise ValueError(f"weights must be final or best, got {weights!r}")
+    weights_file = WEIGHTS_FILE if weights == "final" else BEST_FILE
+    for name in (CONFIG_FILE, weights_file):
         if not (run_dir / name).is_file():
             raise CheckpointError(f"{run_dir / name}: not found; is {run_dir} a finished unetseg run?")
     config = RunConfig.load(run_dir / CONFIG_FILE)
     model = UNet(config.model)
-    state = load_file(str(run_dir / WEIGHTS_FILE))
+    state = load_file(str(run_dir / weights_file))
     expected = model.state_dict()
     bad = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
     if bad or len(state) != len(expected):
         key = bad[0] if bad else sorted(set(state) - set(expected))[0]
         got = tuple(state[key].shape) if key in state else "missing"
         want = tuple(expected[key].shape) if key in expected else "absent"
-        raise CheckpointError(f"{run_dir / WEIGHTS_FILE}: weights do not match {run_dir / CONFIG_FILE} "
+        raise CheckpointError(f"{run_dir / weights_file}: weights do not match {run_dir / CONFIG_FILE} "
                               f"({config.model}): {key} has shape {got}, the config needs {want}")
     model.load_state_dict(state)
     return model.to(device).eval(), config

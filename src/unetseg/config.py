@@ -9,13 +9,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
 from unetseg._atomic import atomic_write_text
 
-__all__ = ["UNetConfig", "DataConfig", "TrainConfig", "RunConfig", "parse_size"]
+__all__ = ["UNetConfig", "DataConfig", "TrainConfig", "RunConfig", "parse_size", "parse_duration"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a duration such as ``"90s"``, ``"45m"``, ``"2h"``, ``"1h30m"`` or ``"1.5h"`` into seconds.
+
+    Raises:
+        ValueError: when the text is not numbers each followed by a unit s, m, h or d, or is not positive.
+    """
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])", text.strip().lower())
+    if not parts or re.sub(r"[\d.\s]+[smhd]", "", text.strip().lower()):
+        raise ValueError(f"duration must be numbers with units s, m, h or d, e.g. 90s, 30m, 2h, 1h30m; got {text!r}")
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {text!r}")
+    return seconds
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -106,6 +124,15 @@ class DataConfig(_JsonDataclass):
         mean, std: per-channel normalisation of images scaled to [0, 1] (the seed: mean 0, std 1).
         rotate_limit: random rotation in degrees, drawn uniformly from [-limit, limit] (0 turns it off).
         hflip_p, vflip_p: probabilities of horizontal and vertical flips.
+        scale_limit: random zoom, a factor drawn log-uniformly from [1 / (1 + limit), 1 + limit] (0 turns it off).
+        brightness: multiply each image by a factor drawn from [1 - b, 1 + b] (0 turns it off).
+        contrast: scale each image's deviations from its mean grey by a factor from [1 - c, 1 + c].
+        saturation: scale each pixel's deviation from its grey by a factor from [1 - s, 1 + s] (RGB only).
+        gamma: raise each image to a power drawn log-uniformly from [1 / (1 + g), 1 + g].
+        channel_shuffle_p: probability of a random permutation of the RGB channels (hue changes, e.g. a red car
+            turns blue; RGB only).
+        grayscale_p: probability of turning an RGB image grey (kept as 3 channels).
+        noise_std: standard deviation of Gaussian noise added to images in [0, 1].
         mask_values: stored mask value of each class index, found in the data (e.g. [0, 1] for Carvana GIFs,
             [0, 255] for greyscale PNGs); used in reverse when predictions are written.
         mask_palette: the training masks' palette (flat RGB list) when they are palette images, else None.
@@ -135,6 +162,14 @@ class DataConfig(_JsonDataclass):
     rotate_limit: float = 35.0
     hflip_p: float = 0.5
     vflip_p: float = 0.1
+    scale_limit: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    gamma: float = 0.0
+    channel_shuffle_p: float = 0.0
+    grayscale_p: float = 0.0
+    noise_std: float = 0.0
     mask_values: list[int] | None = None
     mask_palette: list[int] | None = None
     mask_mode: str | None = None
@@ -153,9 +188,20 @@ class DataConfig(_JsonDataclass):
             raise ValueError(f"DataConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ValueError(f"DataConfig.mean and std need the same length and std > 0, got {self.mean}, {self.std}")
-        for name in ("hflip_p", "vflip_p"):
+        for name in ("hflip_p", "vflip_p", "channel_shuffle_p", "grayscale_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"DataConfig.{name} must be a probability, got {getattr(self, name)}")
+        for name in ("scale_limit", "gamma", "noise_std", "rotate_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DataConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"DataConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def photometric(self) -> bool:
+        """True when any colour / lighting augmentation is on."""
+        return any(getattr(self, n) > 0 for n in ("brightness", "contrast", "saturation", "gamma", "channel_shuffle_p",
+                                                   "grayscale_p", "noise_std"))
 
 
 @dataclass
@@ -168,6 +214,18 @@ class TrainConfig(_JsonDataclass):
         batch_size: images per optimiser step.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
+        budget: train to a wall-clock budget, e.g. "90s", "30m", "2h": the run plans its steps (and, where not
+            given, model width, image size, batch, learning rate and augmentation) to end within it on this
+            device, decoding and validation included; see unetseg.train.plan. Empty: train for ``epochs``.
+        max_steps: stop after this many optimiser steps in all (0: epochs x steps per epoch); a budget sets it.
+        schedule: "restarts": the seed's cosine annealing with warm restarts (restart_epochs, restart_mult);
+            "cosine": linear warm-up for warmup_steps, then one cosine decay to min_lr at the last step.
+        warmup_steps: the warm-up steps of the "cosine" schedule.
+        ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.999) and save it as
+            the final weights; 0 turns it off.
+        bn_recalibrate: before each validation and the final save, recompute the batch-norm statistics of the
+            weights to be saved on the training images (un-augmented), as PreciseBN does.
+        val_every: validate every this many epochs (and after the last).
         restart_epochs: epochs of the first cosine cycle (``T_0`` of CosineAnnealingWarmRestarts);
             the scheduler is stepped every batch with a fractional epoch.
         restart_mult: growth of each following cycle (``T_mult``).
@@ -186,12 +244,20 @@ class TrainConfig(_JsonDataclass):
         checkpoint_steps: write ``last.pt`` every this many steps; 0 means every ``checkpoint_minutes``.
             It is also written at every epoch end and on SIGINT / SIGTERM.
         checkpoint_minutes: the time between ``last.pt`` writes within an epoch when checkpoint_steps is 0.
+        plan: what a budget run chose and measured (written by the plan; read-only).
     """
 
     epochs: int = 20
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 0.0
+    budget: str = ""
+    max_steps: int = 0
+    schedule: Literal["restarts", "cosine"] = "restarts"
+    warmup_steps: int = 0
+    ema_decay: float = 0.0
+    bn_recalibrate: bool = False
+    val_every: int = 1
     restart_epochs: int = 10
     restart_mult: int = 1
     min_lr: float = 0.0
@@ -204,9 +270,18 @@ class TrainConfig(_JsonDataclass):
     progress: bool = True
     checkpoint_steps: int = 0
     checkpoint_minutes: float = 5.0
+    plan: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "restart_epochs", "restart_mult"):
+        if self.budget:
+            parse_duration(self.budget)
+        if self.schedule not in ("restarts", "cosine"):
+            raise ValueError(f"TrainConfig.schedule must be restarts or cosine, got {self.schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.max_steps < 0 or self.warmup_steps < 0:
+            raise ValueError("TrainConfig.max_steps and warmup_steps must be >= 0")
+        for name in ("epochs", "batch_size", "restart_epochs", "restart_mult", "val_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:

@@ -24,7 +24,7 @@ logger = logging.getLogger("unetseg")
 _SECTIONS = {"model": UNetConfig, "data": DataConfig, "train": TrainConfig}
 _LOCATION = {"data", "images", "masks", "pairs_csv"}
 _PAIRING = ("data", "images", "masks", "image_pattern", "mask_pattern", "pairs_csv", "ignore_masks", "ignore_pattern")
-_DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "follow_classes"}  # found from the data, not set by hand
+_DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "follow_classes", "plan"}  # found from the data, not set by hand
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -74,6 +74,16 @@ def _default_text(f: dataclasses.Field) -> str:
     return str(value) if value != "" else "none"
 
 
+def given_settings(args: argparse.Namespace) -> set[str]:
+    """The settings the user gave (``"section.name"``): flags on the command line and keys of a ``--config`` file.
+    A budget run chooses every other one."""
+    given = {key for key in vars(args) if "." in key}
+    if getattr(args, "config", None) and not getattr(args, "resume", None):
+        for section, values in json.loads(Path(args.config).read_text()).items():
+            given |= {f"{section}.{name}" for name in values}
+    return given
+
+
 def build_config(args: argparse.Namespace) -> RunConfig:
     """A RunConfig from ``--config`` (or the defaults) with the flags given on the command line applied."""
     cfg = RunConfig.load(args.config) if args.config else RunConfig()
@@ -103,7 +113,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     handler = logging.FileHandler(out / "train.log", delay=True)  # opened on the first record, after the run dir is made
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
-    run = fit(cfg, out, resume=bool(args.resume), overwrite=args.overwrite)
+    run = fit(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, keep=given_settings(args))
     print(f"run written to {run}")
     return 0
 
@@ -111,7 +121,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, predict_folder
 
-    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend)
+    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
+                                   weights=args.weights)
     ignore = None
     if args.ignore_masks:  # the run's patterns, unless given
         ignore = dataclasses.replace(predictor.config.data, ignore_masks=args.ignore_masks)
@@ -127,7 +138,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.data.dataset import pairs_from_split
     from unetseg.infer import Predictor, evaluate_pairs
 
-    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend)
+    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
+                                   weights=args.weights)
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
@@ -207,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
         p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                        help="onnxruntime runs the run's model.onnx (write it with unetseg export)")
+        p.add_argument("--weights", choices=("final", "best"), default="final",
+                       help="final: model.safetensors, the weights at the end of training (default: with a small "
+                       "validation split the best epoch is often chance); best: best.safetensors, the best "
+                       "validation Dice")
         if name == "predict":
             p.add_argument("--input", required=True, help="an image file or a folder of images")
             p.add_argument("--out", required=True, help="folder for masks/ and overlays/")

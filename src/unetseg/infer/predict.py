@@ -95,10 +95,12 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 4,
-                 backend: Literal["torch", "onnxruntime"] = "torch") -> Predictor:
-        """Load the run's best weights (``model.safetensors``) and config; with ``backend="onnxruntime"`` the
-        run's ``model.onnx`` (written by ``unetseg export``) computes the logits."""
-        model, config = load_model(run_dir)
+                 backend: Literal["torch", "onnxruntime"] = "torch",
+                 weights: Literal["final", "best"] = "final") -> Predictor:
+        """Load the run's final weights (``model.safetensors``; ``weights="best"``: ``best.safetensors``, the best
+        validation Dice) and config; with ``backend="onnxruntime"`` the run's ``model.onnx`` (written by
+        ``unetseg export``) computes the logits."""
+        model, config = load_model(run_dir, weights=weights)
         if backend == "onnxruntime":
             from unetseg.infer.export import ONNX_FILE, OnnxModel
 

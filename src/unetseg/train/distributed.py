@@ -40,6 +40,14 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
+    def broadcast_int(self, value: int, device: torch.device) -> int:
+        """Rank 0's ``value`` on every process (e.g. a re-planned step count)."""
+        if self.size == 1:
+            return value
+        t = torch.tensor([value], device=device)
+        dist.broadcast(t, 0)
+        return int(t.item())
+
     def mean(self, t: torch.Tensor) -> torch.Tensor:
         """The mean of ``t`` over all processes."""
         if self.size == 1:

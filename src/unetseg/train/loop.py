@@ -12,6 +12,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +23,22 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from unetseg._device import autocast_dtype, free_memory, memory_format
-from unetseg.checkpoint import (CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, CheckpointError, load_training_state,
-                                save_training_state, save_weights)
-from unetseg.config import RunConfig
+from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, CheckpointError,
+                                load_training_state, save_training_state, save_weights)
+from unetseg.config import RunConfig, parse_duration
 from unetseg.data import ArrayDataset, split_by_group
 from unetseg.data.check import adopt, scan
-from unetseg.data.pairing import pair_files
-from unetseg.data.transforms import random_affine, to_float
+from unetseg.data.io import image_info
+from unetseg.data.pairing import Pairing, pair_files
+from unetseg.data.transforms import augment, to_float
 from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes
 from unetseg.model import UNet
 from unetseg.train._state import (LossLog, Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state,
                                    truncate_metrics)
 from unetseg.train.distributed import World, close_world, init_world
 from unetseg.train.losses import SegmentationLoss
+from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, BudgetClock, make_plan
+from unetseg.train.weights import WeightAverage, recalibrate_bn
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +79,19 @@ class _Data:
     val: ArrayDataset | None
 
 
-def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World) -> _Data:
+def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
+               before_decode: Callable[[Pairing], None] | None = None) -> _Data:
     """Check, pair, split (saved to ``split.json``) and decode the dataset; writes what the data decides (mask
-    encoding, channels, classes) into ``cfg``.
+    encoding, channels, classes) into ``cfg``. ``before_decode`` sees the pairing first (the budget plan, which
+    chooses the size the images are decoded to).
 
     Raises:
         DataError: listing every problem the checks found, the first in front.
     """
-    width, height = cfg.data.image_size
     pairing = pair_files(cfg.data)
+    if before_decode is not None:
+        before_decode(pairing)
+    width, height = cfg.data.image_size
     pairs_bytes = len(pairing.pairs) * width * height * cfg.model.in_channels
     on_disk = cfg.data.cache == "disk" or (cfg.data.cache == "auto" and pairs_bytes > free_memory(torch.device("cpu")) // 2)
     cache_file = out / f".cache-images-{world.rank}.npy" if on_disk else None
@@ -141,6 +149,15 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": float(torch.cat(dices).mean())}
 
 
+def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
+    """The "cosine" schedule's learning rate for the 0-based optimiser ``step`` of ``total``: linear warm-up over
+    ``warmup`` steps, then one cosine decay that reaches ``min_lr`` at the last step."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _place_cache(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The uint8 cache as tensors (images, masks, the training rows): on a GPU itself when it takes under a quarter
     of the free memory (Carvana at 480x320 is 2.3 GB), so steps copy nothing from the host; else on the host
@@ -166,34 +183,63 @@ def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
     return max(1, min(cfg.train.batch_size, int(0.75 * free_memory(device) // per_image)))
 
 
-def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+        keep: set[str] | frozenset[str] = frozenset()) -> Path:
     """Train a U-Net as ``cfg`` says and write the run folder.
 
-    The folder gets ``config.json`` (before the first step), ``split.json``, ``model.safetensors`` (best
-    validation Dice; every epoch when there is no validation split), ``last.pt`` (resume state, every
-    epoch) and ``metrics.jsonl`` (a line per epoch).
+    The folder gets ``config.json`` (before the first step), ``split.json``, ``model.safetensors`` (the weights of
+    the latest validation; at the end the final weights), ``best.safetensors`` (the best validation Dice),
+    ``last.pt`` (resume state) and ``metrics.jsonl`` (a line per epoch).
 
     Args:
-        cfg: the run's configuration; its mask encoding is filled in from the data.
+        cfg: the run's configuration; its mask encoding is filled in from the data, and with ``cfg.train.budget``
+            the plan fills in what it chooses.
         out_dir: the run folder.
         resume: continue the run in ``out_dir`` from ``last.pt``; ``cfg`` is normally that run's config.json
             (``RunConfig.load``), with changes such as more epochs.
         overwrite: replace a non-empty ``out_dir``.
+        keep: for a budget run, the settings the user gave (dotted names such as ``"model.base_channels"``,
+            ``"data.image_size"``), which the plan leaves as they are; it chooses all others.
 
     Returns:
         The run folder.
     """
+    started = time.monotonic()
     world, device = init_world(cfg.train.device)
     try:
-        return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device)
+        return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, set(keep), started)
     finally:
         Path(out_dir, f".cache-images-{world.rank}.npy").unlink(missing_ok=True)
         close_world(world)
 
 
-def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.device) -> Path:
+def _format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.device, keep: set[str],
+         started: float) -> Path:
     state = load_training_state(out / STATE_FILE) if resume else None
-    data = _load_data(cfg, out, resume, world)
+    dtype = autocast_dtype(device, cfg.train.amp)
+    layout = memory_format(device, cfg.train.memory_format, training=True)
+    budget = parse_duration(cfg.train.budget) if cfg.train.budget else None
+
+    def plan(pairing: Pairing) -> None:
+        if budget is None or cfg.train.plan is not None or not pairing.pairs:
+            return  # no budget, or planned already (a resumed run keeps its plan)
+        n = len(pairing.pairs)
+        n_val = len(split_by_group(pairing.pairs, cfg.data.val_fraction, cfg.data.split_seed)[1])
+        try:
+            native, _ = image_info(pairing.pairs[0].image)
+        except Exception:  # noqa: BLE001 - the checks report unreadable files
+            native = cfg.data.image_size
+        make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started)
+
+    data = _load_data(cfg, out, resume, world, before_decode=plan)
     if world.is_main:
         cfg.save(out / CONFIG_FILE)
     if cfg.train.batch_size < world.size:
@@ -201,20 +247,25 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                          f"each of the {world.size} processes")
 
     torch.manual_seed(cfg.train.seed)
-    layout = memory_format(device, cfg.train.memory_format, training=True)
     model = UNet(cfg.model).to(device, memory_format=layout)
     forward = DistributedDataParallel(model) if world.size > 1 else model  # weights are saved from the plain module
     forward = torch.compile(forward) if cfg.train.compile else forward
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=cfg.train.restart_epochs, T_mult=cfg.train.restart_mult, eta_min=cfg.train.min_lr)
-    dtype = autocast_dtype(device, cfg.train.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    average = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+    # Several processes drop the last partial batch, so that every process has a share of every step.
+    steps = math.ceil(len(data.train) / cfg.train.batch_size) if world.size == 1 else max(
+        1, len(data.train) // cfg.train.batch_size)
+    total = min(cfg.train.max_steps, cfg.train.epochs * steps) if cfg.train.max_steps else cfg.train.epochs * steps
     pos = Position()
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
+        if average is not None and "average" in state:
+            average.load_state_dict(state["average"])
         pos = Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
         restore_rng(state["rng"])
         truncate_metrics(out / METRICS_FILE, pos.epoch)
@@ -224,37 +275,73 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     logger.info("model: %s, %.2fM parameters; device %s, precision %s, %s, micro-batch %d of %d%s", cfg.model,
                 n_params / 1e6, device, dtype or torch.float32, str(layout).split(".")[-1], micro, cfg.train.batch_size,
                 f", {world.size} processes (torch.distributed)" if world.size > 1 else "")
+    clock = BudgetClock(budget, started, total, steps, cfg.train.val_every) if budget and state is None else None
+    shadow = UNet(cfg.model).to(device, memory_format=layout) if average is not None or cfg.train.bn_recalibrate \
+        else None
+
+    def epochs_planned() -> int:
+        return math.ceil(total / steps)
 
     def save_state() -> None:
         if not world.is_main:
             return
         save_training_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scaler": scaler.state_dict(), "epoch": pos.epoch, "step": pos.step,
-                             "loss_sum": pos.loss_sum, "best": pos.best, "rng": rng_state()}, out / STATE_FILE)
+                             "loss_sum": pos.loss_sum, "best": pos.best, "rng": rng_state(),
+                             **({"average": average.state_dict()} if average is not None else {})}, out / STATE_FILE)
         logger.debug("checkpoint saved at epoch %d step %d", pos.epoch + 1, pos.step)
 
+    def weights_to_save() -> torch.nn.Module:
+        """The weights validated and saved: the average (or the training weights), BN statistics recomputed."""
+        if shadow is None:
+            return model
+        shadow.load_state_dict(average.state_dict() if average is not None else model.state_dict())
+        if cfg.train.bn_recalibrate:
+            recalibrate_bn(shadow, data.train, cfg.data.mean, cfg.data.std, device, cfg.train.batch_size, BN_IMAGES,
+                           layout, dtype)
+        return shadow
+
+    def set_total(new: int, why: str) -> None:
+        nonlocal total
+        total = new
+        cfg.train.max_steps = total
+        cfg.train.epochs = math.ceil(total / steps)
+        clock.total = total
+        if cfg.train.plan is not None:
+            cfg.train.plan["corrected_steps"] = total
+        if world.is_main:
+            cfg.save(out / CONFIG_FILE)
+        logger.info("%s: %d steps in all (%d epochs), ending about %s", why, total, cfg.train.epochs,
+                    time.strftime("%H:%M:%S", time.localtime(time.time() + (clock.budget * 0.96 - (
+                        time.monotonic() - clock.started)) if clock else 0)))
+
     images, masks, rows = _place_cache(data.train, device)
-    # Several processes drop the last partial batch, so that every process has a share of every step.
-    steps = math.ceil(len(data.train) / cfg.train.batch_size) if world.size == 1 else max(
-        1, len(data.train) // cfg.train.batch_size)
     loss_fn = SegmentationLoss()
     losses = LossLog(out, sync_every=1 if device.type == "cpu" else 16, reduce=world.mean)
     last_save = time.monotonic()
+    step_clock: list[float] = []  # seconds of the steps timed so far in this process (the first one is warm-up)
+    forecast_logged = False
     with StopOnSignal() as stop:
-        while pos.epoch < cfg.train.epochs:
+        while pos.epoch < epochs_planned():
             epoch = pos.epoch
             model.train()
             t0, seen = time.perf_counter(), 0
             batches = torch.randperm(len(data.train), generator=_generator(cfg.train.seed, epoch)).split(
                 cfg.train.batch_size)
-            bar = tqdm(range(pos.step, steps), initial=pos.step, total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                       unit="batch", leave=False, disable=not (cfg.train.progress and sys.stderr.isatty()))
+            end = min(steps, total - epoch * steps)
+            bar = tqdm(range(pos.step, end), initial=pos.step, total=end,
+                       desc=f"epoch {epoch + 1}/{epochs_planned()}", unit="batch", leave=False,
+                       disable=not (cfg.train.progress and sys.stderr.isatty()))
+            step_start = time.perf_counter()
             for step in bar:
+                global_step = epoch * steps + step
+                if cfg.train.schedule == "cosine":
+                    for group in optimizer.param_groups:
+                        group["lr"] = cosine_lr(global_step, total, cfg.train.warmup_steps, cfg.train.lr,
+                                                cfg.train.min_lr)
                 idx = rows[world.shard(batches[step]).to(rows.device)]
-                x = to_float(images[idx].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
-                y = masks[idx].to(device, non_blocking=True)
-                x, y = random_affine(x, y, cfg.data.rotate_limit, cfg.data.hflip_p, cfg.data.vflip_p,
-                                     generator=_generator(cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1))))
+                x, y = augment(images[idx].to(device, non_blocking=True), masks[idx].to(device, non_blocking=True),
+                               cfg.data, _generator(cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1))))
                 optimizer.zero_grad(set_to_none=True)
                 loss = torch.zeros((), device=device)
                 chunks = list(zip(x.split(micro), y.split(micro)))
@@ -267,43 +354,106 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                     loss += part.detach()
                 scaler.step(optimizer)  # skipped by the scaler itself when fp16 gradients overflowed
                 scaler.update()
-                scheduler.step(epoch + (step + 1) / steps)
+                if cfg.train.schedule == "restarts":
+                    scheduler.step(epoch + (step + 1) / steps)
+                if average is not None:
+                    average.update(global_step)
                 losses.append(step, loss, len(idx) * world.size)
                 pos.step, seen = step + 1, seen + len(idx) * world.size
                 stopping = world.any(stop.requested, device) if world.size > 1 else stop.requested
                 every = cfg.train.checkpoint_steps
-                due = step + 1 < steps and (pos.step % every == 0 if every else
-                                            time.monotonic() - last_save > 60 * cfg.train.checkpoint_minutes)
-                if due or stopping or len(losses) >= losses.sync_every or not bar.disable and step % 4 == 0:
+                due = step + 1 < end and (pos.step % every == 0 if every else
+                                          time.monotonic() - last_save > 60 * cfg.train.checkpoint_minutes)
+                timing = len(step_clock) < 12  # steps are timed one by one at the start, then by the epoch
+                if due or stopping or len(losses) >= losses.sync_every or not bar.disable and step % 4 == 0 or timing:
                     pos.loss_sum += losses.flush(epoch)  # the device sync: checks every loss before any save
                     bar.set_postfix(loss=f"{losses.last:.4f}")
+                if timing:
+                    now = time.perf_counter()
+                    step_clock.append(now - step_start)
+                    if clock is not None and len(step_clock) > 1:
+                        clock.step_time(now - step_start)
+                    step_start = now
+                if clock is not None and not clock.corrected:
+                    new = clock.maybe_correct(global_step + 1, _validation_estimate(data, cfg, clock), False)
+                    if new is not None:
+                        set_total(world.broadcast_int(new, device), f"budget: measured {clock.t_steps / clock.n_steps:.2f}"
+                                  f" s/step")
+                        end = min(steps, total - epoch * steps)
+                        bar.total = end
+                if not forecast_logged and len(step_clock) >= 6:
+                    forecast_logged = True
+                    _log_forecast(step_clock[1:], total - global_step - 1, cfg, data, steps)
                 if due or stopping:
                     save_state()
                     last_save = time.monotonic()
                 if stopping:
                     raise TrainingInterrupted(f"{out}: stopped by signal {stopping} at epoch {epoch + 1}, "
                                               f"step {pos.step}; continue with: unetseg train --resume {out}")
+                if pos.step >= end:
+                    break
             bar.close()
             pos.loss_sum += losses.flush(epoch)
-            train_loss = pos.loss_sum / (len(data.train) if world.size == 1 else steps * cfg.train.batch_size)
+            done_steps = pos.step
+            train_loss = pos.loss_sum / (min(len(data.train), done_steps * cfg.train.batch_size) if world.size == 1
+                                         else done_steps * cfg.train.batch_size)
             seconds = time.perf_counter() - t0
-            val = evaluate(model, data.val, cfg, device) if data.val is not None and world.is_main else None
+            last_epoch = epoch + 1 >= epochs_planned()
+            validate = data.val is not None and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch)
+            val, v0 = None, time.perf_counter()
+            if clock is not None and clock.corrected:
+                clock.step_time(seconds, done_steps)
+            if world.is_main and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
+                final = weights_to_save()
+                if validate:
+                    val = evaluate(final, data.val, cfg, device)
+                save_weights(final, out / WEIGHTS_FILE)
+                model.train()
+            if clock is not None and validate:
+                clock.validation_time(time.perf_counter() - v0)
             record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
                       "seconds": round(seconds, 2), "images_per_s": round(seen / seconds, 2)}
             if val is not None:
                 record.update(val_loss=val["loss"], val_dice=val["dice"])
-            score = val["dice"] if val is not None else -train_loss
-            if score > pos.best and world.is_main:
-                pos.best = score
-                save_weights(model, out / WEIGHTS_FILE)
+                if val["dice"] > pos.best and world.is_main:
+                    pos.best = val["dice"]
+                    save_weights(final, out / BEST_FILE)
             if world.is_main:
                 with open(out / METRICS_FILE, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
             pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
+            if clock is not None and clock.corrected and not last_epoch:
+                new = clock.maybe_correct(pos.epoch * steps, _validation_estimate(data, cfg, clock), True)
+                if new is not None:
+                    set_total(world.broadcast_int(new, device), "budget: speed drifted, re-planned")
             save_state()
             world.barrier()  # the others wait while the main process validates and saves
             last_save = time.monotonic()
-            logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, cfg.train.epochs,
+            logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, epochs_planned(),
                         train_loss, f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}" if val else "",
                         seconds, record["images_per_s"])
+    if budget is not None and world.is_main:
+        logger.info("budget %s: ran %s in all (%.1f%% of the budget)", cfg.train.budget,
+                    _format_duration(time.monotonic() - started), 100 * (time.monotonic() - started) / budget)
     return out
+
+
+def _validation_estimate(data: _Data, cfg: RunConfig, clock: BudgetClock) -> float:
+    """Seconds of one validation before any was timed: the BN pass and the validation forward passes."""
+    per_image = clock.t_steps / max(1, clock.n_steps) / cfg.train.batch_size
+    n_val = len(data.val) if data.val is not None else 0
+    bn = min(len(data.train), BN_IMAGES) if cfg.train.bn_recalibrate else 0
+    return FORWARD_SHARE * per_image * (n_val + bn) + 0.5
+
+
+def _log_forecast(step_seconds: list[float], steps_left: int, cfg: RunConfig, data: _Data, steps: int) -> None:
+    """Log the run's expected duration from its first timed steps; hint at --budget when it runs past a day."""
+    per_step = sorted(step_seconds)[len(step_seconds) // 2]
+    n_val = len(data.val) if data.val is not None else 0
+    validations = math.ceil(steps_left / steps / cfg.train.val_every) + 1
+    left = steps_left * per_step + validations * FORWARD_SHARE * per_step / cfg.train.batch_size * n_val
+    logger.info("expected: %.2f s/step, %d steps left, about %s more (ends about %s)", per_step, steps_left,
+                _format_duration(left), time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + left)))
+    if left > 86400 and not cfg.train.budget:
+        logger.warning("warning: this run would take %s on this device; unetseg train --budget 2h (any duration) plans "
+                       "a model, size and step count that end in time, or use a GPU", _format_duration(left))

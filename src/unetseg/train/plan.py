@@ -1,0 +1,259 @@
+"""Training to a wall-clock budget (``unetseg train --budget 30m``).
+
+Before decoding, the plan measures a few training steps of candidate models on this device and picks, among the
+settings the user did not give, the model width, training size, batch, learning rate, schedule and augmentation
+that serve the budget best; it then sets the number of optimiser steps so the run ends within the budget, decoding,
+validation and the final batch-norm pass included. Once the run's own first steps are timed, the step count is
+corrected (:class:`BudgetClock`); the learning-rate schedule is over the planned steps, so it always completes.
+
+The rule (measured on a 2-core CPU, benchmarks/README.md "Training to a budget"): held-out Dice depends more on
+how many training images the model sees than on its size, up to about ``MIN_IMAGES``; so the plan takes the
+costliest candidate of ``LADDER`` that still sees ``MIN_IMAGES`` images in the budget, and the smallest otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from unetseg.config import RunConfig, parse_duration
+from unetseg.model import UNet
+from unetseg.train.losses import SegmentationLoss
+
+logger = logging.getLogger(__name__)
+
+#: Candidate (base channels, pixel count relative to the seed's 480x320), in order of cost.
+LADDER: tuple[tuple[int, float], ...] = ((8, 0.12), (8, 0.25), (16, 0.25), (16, 0.44), (32, 0.44), (32, 1.0),
+                                         (64, 1.0))
+SEED_PIXELS = 480 * 320
+#: Training images (passes) the chosen candidate must see within the budget.
+MIN_IMAGES = 5000
+#: The augmentation a budget run adds to the seed's rotation and flips: colour and lighting changes, so a model
+#: trained on a few dark cars also finds white ones (benchmarks/README.md).
+STRONG_AUGMENTATION = {"brightness": 0.3, "contrast": 0.3, "saturation": 0.5, "gamma": 0.25,
+                       "channel_shuffle_p": 0.5, "grayscale_p": 0.1, "scale_limit": 0.1}
+#: The share of the budget the plan aims at, leaving room for the machine's noise.
+TARGET = 0.96
+#: Budget runs validate about this many times.
+VALIDATIONS = 8
+#: Images used to recompute batch-norm statistics.
+BN_IMAGES = 256
+#: A forward pass costs about this share of a training step.
+FORWARD_SHARE = 0.35
+
+
+def size_for(aspect: float, scale: float) -> tuple[int, int]:
+    """(width, height), multiples of 16, with about ``scale`` x 480x320 pixels and the given width/height ratio."""
+    height = math.sqrt(scale * SEED_PIXELS / aspect)
+    width = aspect * height
+    return max(32, 16 * round(width / 16)), max(32, 16 * round(height / 16))
+
+
+def measure_step(cfg: RunConfig, device: torch.device, dtype: torch.dtype | None, layout: torch.memory_format,
+                 batch: int, steps: int = 2) -> float:
+    """Seconds per training image of ``cfg.model`` at ``cfg.data.image_size`` on ``device``: one warm-up step, then
+    the mean of ``steps`` timed ones (random data, a throwaway model)."""
+    width, height = cfg.data.image_size
+    model = UNet(cfg.model).to(device, memory_format=layout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    x = torch.randn(batch, cfg.model.in_channels, height, width, device=device).contiguous(memory_format=layout)
+    classes = max(2, cfg.model.num_classes)
+    y = torch.randint(0, classes, (batch, height, width), device=device)
+    loss_fn = SegmentationLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / (steps * batch)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _flops(base: int, size: tuple[int, int]) -> float:
+    """Relative cost of a candidate: convolution FLOPs scale with base^2 x pixels."""
+    return base * base * size[0] * size[1]
+
+
+@dataclass
+class Choice:
+    base: int
+    size: tuple[int, int]
+    seconds_per_image: float
+    measured: bool
+
+
+def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int], device: torch.device,
+              dtype: torch.dtype | None, layout: torch.memory_format, keep: set[str], started: float) -> None:
+    """Fill ``cfg`` for a budget run (``cfg.train.budget``): every setting not named in ``keep`` (dotted names such
+    as ``"model.base_channels"``) may be chosen; the choices, measurements and reasons go to ``cfg.train.plan``.
+
+    Args:
+        n_train, n_val: training and validation images.
+        native: the images' (width, height): the training size keeps its aspect ratio and is never larger.
+        started: ``time.monotonic()`` when the run started (the budget's clock).
+    """
+    budget = parse_duration(cfg.train.budget)
+    t, d, m = cfg.train, cfg.data, cfg.model
+    chosen: list[str] = []
+    if "train.batch_size" not in keep:
+        t.batch_size = max(2, min(16 if device.type == "cuda" else 8, n_train // 4 or 2))
+        chosen.append("batch_size")
+    batch = t.batch_size
+    ladder = []
+    aspect, native_scale = native[0] / native[1], native[0] * native[1] / SEED_PIXELS
+    for base, scale in LADDER:
+        b = m.base_channels if "model.base_channels" in keep else base
+        s = d.image_size if "data.image_size" in keep else size_for(aspect, min(scale, native_scale))
+        if (b, s) not in [(c[0], c[1]) for c in ladder]:
+            ladder.append((b, s))
+    ladder.sort(key=lambda c: _flops(*c))
+    choices: list[Choice] = []
+    probe_spent, probe_limit = 0.0, 0.03 * budget
+    for b, s in ladder:
+        measured = [c for c in choices if c.measured]
+        est = measured[-1].seconds_per_image * _flops(b, s) / _flops(measured[-1].base, measured[-1].size) \
+            if measured else None
+        if est is None or probe_spent + 3 * batch * est < probe_limit:
+            trial = RunConfig.from_dict(cfg.to_dict())
+            trial.model.base_channels, trial.data.image_size = b, s
+            t0 = time.perf_counter()
+            sec = measure_step(trial, device, dtype, layout, batch)
+            probe_spent += time.perf_counter() - t0
+            choices.append(Choice(b, s, sec, True))
+        else:
+            choices.append(Choice(b, s, est, False))
+    available = TARGET * budget - (time.monotonic() - started)
+    best = choices[0]
+    for c in choices:
+        train_s = available - reserve_seconds(n_train, n_val, c.seconds_per_image, VALIDATIONS) - decode_seconds(n_train + n_val)
+        if train_s / c.seconds_per_image >= MIN_IMAGES:
+            best = c
+    m.base_channels, d.image_size = best.base, best.size
+    if "model.base_channels" not in keep:
+        chosen.append("base_channels")
+    if "data.image_size" not in keep:
+        chosen.append("image_size")
+    if "train.lr" not in keep:
+        t.lr = 1e-3
+        chosen.append("lr")
+    if "train.schedule" not in keep:
+        t.schedule = "cosine"
+        chosen.append("schedule")
+    if "train.bn_recalibrate" not in keep:
+        t.bn_recalibrate = True
+        chosen.append("bn_recalibrate")
+    augmentation = {k: v for k, v in STRONG_AUGMENTATION.items() if f"data.{k}" not in keep}
+    for k, v in augmentation.items():
+        setattr(d, k, v)
+    steps_per_epoch = math.ceil(n_train / batch)
+    train_s = available - reserve_seconds(n_train, n_val, best.seconds_per_image, VALIDATIONS) - \
+        decode_seconds(n_train + n_val)
+    total = max(1, int(train_s / (best.seconds_per_image * batch)))
+    t.max_steps = total
+    t.epochs = math.ceil(total / steps_per_epoch)
+    if "train.val_every" not in keep:
+        t.val_every = max(1, t.epochs // VALIDATIONS)
+    if "train.warmup_steps" not in keep:
+        t.warmup_steps = max(5, min(200, total // 30))
+    t.plan = {
+        "budget_s": budget, "device": str(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
+        "chosen": chosen, "augmentation": augmentation, "train_images": n_train, "val_images": n_val,
+        "candidates": [{"base_channels": c.base, "image_size": list(c.size), "s_per_image": round(c.seconds_per_image, 5),
+                        "measured": c.measured} for c in choices],
+        "probe_s": round(probe_spent, 2), "rule": f"costliest candidate seeing >= {MIN_IMAGES} training images",
+        "planned_steps": total, "corrected_steps": None,
+    }
+    images_seen = total * batch
+    logger.info("budget %s: plan on %s (%s): U-Net base %d at %dx%d, batch %d, lr %g, cosine schedule over %d steps "
+                "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s), BN recalibrated; "
+                "measured %.3f s/image; augmentation %s; chosen: %s", cfg.train.budget, device, t.plan["precision"],
+                m.base_channels, *d.image_size, batch, t.lr, total, t.epochs, n_train, images_seen, t.warmup_steps,
+                t.val_every, best.seconds_per_image,
+                ", ".join(f"{k} {v}" for k, v in augmentation.items()) or "as given", ", ".join(chosen) or "nothing")
+
+
+def decode_seconds(n: int) -> float:
+    """A generous estimate of decoding ``n`` images into the cache (about 10 ms each on 2 threads)."""
+    return 0.01 * n
+
+
+def reserve_seconds(n_train: int, n_val: int, seconds_per_image: float, validations: int) -> float:
+    """Time outside training steps: each validation (a batch-norm pass over up to BN_IMAGES training images and a
+    forward pass over the validation images), the final one included, plus checkpoint writes."""
+    per_validation = FORWARD_SHARE * seconds_per_image * (min(n_train, BN_IMAGES) + n_val)
+    return (validations + 1) * per_validation + 2.0
+
+
+class BudgetClock:
+    """Corrects a budget run's step count from its own measured speed: once after ``first`` timed steps, and again
+    at an epoch end when the projected end has drifted by more than ``drift`` of the budget.
+
+    Args:
+        budget: seconds.
+        started: ``time.monotonic()`` when the run started.
+        total: the planned number of steps.
+    """
+
+    def __init__(self, budget: float, started: float, total: int, steps_per_epoch: int, val_every: int,
+                 first: int = 8, drift: float = 0.02) -> None:
+        self.budget, self.started, self.total = budget, started, total
+        self.steps_per_epoch, self.val_every, self.first, self.drift = steps_per_epoch, val_every, first, drift
+        self.t_steps, self.n_steps = 0.0, 0
+        self.t_val, self.n_val = 0.0, 0
+        self.corrected = False
+
+    def step_time(self, seconds: float, steps: int = 1) -> None:
+        self.t_steps += seconds
+        self.n_steps += steps
+
+    def validation_time(self, seconds: float) -> None:
+        self.t_val += seconds
+        self.n_val += 1
+
+    def projected_total(self, done: int, val_estimate: float) -> int:
+        """The step count that ends at TARGET x budget, given ``done`` steps so far."""
+        per_step = self.t_steps / self.n_steps
+        per_val = self.t_val / self.n_val if self.n_val else val_estimate
+        left = TARGET * self.budget - (time.monotonic() - self.started) - 2.0
+        # validations left: about one every val_every epochs, the last one included
+        steps_left = max(0.0, (left - per_val) / (per_step + per_val / (self.val_every * self.steps_per_epoch)))
+        return max(done + 1, done + int(steps_left))
+
+    def maybe_correct(self, done: int, val_estimate: float, at_epoch_end: bool) -> int | None:
+        """A new total when a correction is due, else None."""
+        if self.n_steps == 0:
+            return None
+        if not self.corrected and self.n_steps >= self.first:
+            self.corrected = True
+            new = self.projected_total(done, val_estimate)
+        elif at_epoch_end and self.corrected:
+            new = self.projected_total(done, val_estimate)
+            per_step = self.t_steps / self.n_steps
+            if abs(new - self.total) * per_step < self.drift * self.budget:
+                return None
+        else:
+            return None
+        if new == self.total:
+            return None
+        self.total = new
+        return new
