@@ -38,7 +38,7 @@ def write_carvana_like(root: Path, cars: int = 3, angles: int = 4, size: tuple[i
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     for c in range(cars):
-        car = f"{c:03x}abc{c:05d}"
+        car = f"{c:03x}abc{c:06d}"  # 12 hex digits, as Carvana's car ids
         for a in range(1, angles + 1):
             cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.4, 0.6) * h
             inside = ((xx - cx) / (0.3 * w)) ** 2 + ((yy - cy) / (0.25 * h)) ** 2 < 1

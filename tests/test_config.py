@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,12 @@ def test_parse_size():
     assert parse_size("480x320") == (480, 320)
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
         parse_size("480")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = RunConfig.load(path)
+    assert cfg.to_dict()["train"]["batch_size"] >= 1
+    if path.name == "carvana.json":  # the seed's recipe, written out
+        assert cfg.to_dict() == RunConfig().to_dict()

@@ -25,10 +25,17 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """True on GPUs with bf16 in hardware (compute capability 8.0+: A100, H100, RTX 30xx and later); V100 and T4
+    only emulate it, slowly, though ``torch.cuda.is_bf16_supported()`` says yes there by default."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The autocast dtype for a TrainConfig.amp setting on ``device``; None means fp32.
 
-    "auto": CUDA -> bf16 where supported, else fp16 (with gradient scaling); CPU -> bf16 only with native bf16.
+    "auto": CUDA -> bf16 where the GPU has it natively (compute capability 8.0+), else fp16 (with gradient
+    scaling); CPU -> bf16 only with native bf16.
     """
     if amp == "off":
         return None
@@ -39,7 +46,7 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     if amp == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None

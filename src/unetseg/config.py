@@ -119,7 +119,10 @@ class DataConfig(_JsonDataclass):
         snap_masks: snap mask values that fit no encoding (JPEG-compressed masks) to the nearest label, and log it,
             instead of refusing the files.
         image_size: (width, height) the images are resized to for training and inference.
-        val_fraction: share of groups (Carvana: cars) held out for validation.
+        val_fraction: share of groups held out for validation (Carvana: cars; else images, or group_pattern's).
+        group_pattern: a regular expression whose first group (or whole match) in an image's file stem names its
+            split group, e.g. "^(scan\\d+)_" keeps all slices of a scan on one side; default: Carvana's car id for
+            Carvana's names (<12 hex digits>_<NN>), else each image is its own group.
         split_seed: seed of the train/validation split.
         mean, std: per-channel normalisation of images scaled to [0, 1] (the seed: mean 0, std 1).
         rotate_limit: random rotation in degrees, drawn uniformly from [-limit, limit] (0 turns it off).
@@ -156,6 +159,7 @@ class DataConfig(_JsonDataclass):
     cache: Literal["auto", "memory", "disk"] = "auto"
     image_size: tuple[int, int] = (480, 320)
     val_fraction: float = 0.1
+    group_pattern: str = ""
     split_seed: int = 0
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
@@ -230,15 +234,16 @@ class TrainConfig(_JsonDataclass):
             the scheduler is stepped every batch with a fractional epoch.
         restart_mult: growth of each following cycle (``T_mult``).
         min_lr: the learning rate at the bottom of each cycle (``eta_min``).
-        amp: mixed precision. "auto": on CUDA bf16 autocast where the GPU supports it, else fp16 with gradient
+        amp: mixed precision. "auto": on CUDA bf16 autocast where the GPU has it natively, else fp16 with gradient
             scaling; on CPUs bf16 only with native support (amx_bf16 / avx512_bf16), else fp32. "fp16" forces the
             seed's fp16 + gradient scaling (CUDA only), "bf16" forces bf16, "off" trains in fp32.
         device: "auto" (CUDA when present, else CPU), or a torch device string such as "cuda:1" or "cpu".
         seed: seed of weights, augmentation and batch order.
         memory_format: activation layout. "auto": channels_last (NHWC) on CUDA and for CPU inference, contiguous
             (NCHW) for CPU training, the faster ones measured by benchmarks/ceiling.py.
-        micro_batch: images per forward/backward; gradients are accumulated to the full batch_size. 0 picks the
-            largest that fits in the device's free memory.
+        micro_batch: the most images per forward/backward; gradients are accumulated to the full batch_size over
+            parts of even size (16 by at most 3: 3,3,3,3,2,2). 0 picks the largest that fits in the device's free
+            memory when the run starts and records it in config.json (a resumed run reuses it).
         compile: wrap the model in torch.compile.
         progress: show a tqdm bar per epoch (only when stderr is a terminal).
         checkpoint_steps: write ``last.pt`` every this many steps; 0 means every ``checkpoint_minutes``.

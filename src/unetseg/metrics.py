@@ -41,20 +41,28 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_labels: int) 
 
 
 def dice_from_counts(counts: torch.Tensor) -> torch.Tensor:
-    """Dice ``2tp / (2tp + fp + fn)`` per entry of (..., 3) counts; 1.0 where prediction and target are
-    both empty (nothing to find, nothing found)."""
+    """Dice ``2tp / (2tp + fp + fn)`` per entry of (..., 3) counts; NaN (left out of means) where prediction and
+    target are both empty: there was nothing to find and nothing was found, which says nothing about the model
+    (nnU-Net's convention; an empty target with a false positive scores 0)."""
     tp, fp, fn = counts.double().unbind(-1)
     denom = 2 * tp + fp + fn
-    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.ones_like(denom))
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.full_like(denom, float("nan")))
 
 
 def iou_from_counts(counts: torch.Tensor) -> torch.Tensor:
-    """IoU ``tp / (tp + fp + fn)`` per entry of (..., 3) counts; 1.0 where both are empty."""
+    """IoU ``tp / (tp + fp + fn)`` per entry of (..., 3) counts; NaN where both are empty (as Dice)."""
     tp, fp, fn = counts.double().unbind(-1)
     denom = tp + fp + fn
-    return torch.where(denom > 0, tp / denom.clamp(min=1), torch.ones_like(denom))
+    return torch.where(denom > 0, tp / denom.clamp(min=1), torch.full_like(denom, float("nan")))
 
 
 def foreground_mean(scores: torch.Tensor) -> torch.Tensor:
-    """Mean over the foreground labels (all but label 0) of (..., num_labels) scores."""
-    return scores[..., 1:].mean(-1)
+    """Mean over the foreground labels (all but label 0) of (..., num_labels) scores, leaving out NaN (classes
+    absent from both target and prediction); NaN when every foreground label is NaN."""
+    return torch.nanmean(scores[..., 1:], dim=-1)
+
+
+def nan_mean(values: list[float] | torch.Tensor) -> float:
+    """The mean of the values that are not NaN (the images with something to find or found); NaN if none is."""
+    t = torch.as_tensor(values, dtype=torch.float64)
+    return float(torch.nanmean(t)) if t.numel() else float("nan")

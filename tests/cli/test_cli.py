@@ -26,7 +26,7 @@ def test_flags_override_the_config_and_nothing_else(tmp_path):
 def test_train_subcommand_calls_fit_with_parsed_values(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_fit(cfg, out, resume, overwrite):
+    def fake_fit(cfg, out, resume, overwrite, keep=None):
         seen.update(cfg=cfg, out=out, resume=resume, overwrite=overwrite)
         return out
 
@@ -50,11 +50,11 @@ def test_end_to_end_train_evaluate_predict(synthetic_dir, tmp_path, capsys):
 
 
 def test_bad_input_is_one_line_and_exit_code_2(carvana_like, tmp_path, capsys):
-    (carvana_like / "train_masks" / "000abc00000_02_mask.gif").unlink()
+    (carvana_like / "train_masks" / "000abc000000_02_mask.gif").unlink()
     code = cli.main(["train", "--data", str(carvana_like), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err.count("\n") == 0 and "000abc00000_02.jpg: no mask" in err and "Traceback" not in err
+    assert err.count("\n") == 0 and "000abc000000_02.jpg: no mask" in err and "Traceback" not in err
 
 
 def test_demo_data(tmp_path):
@@ -75,10 +75,10 @@ def test_check_data_exit_codes_and_report(carvana_like, capsys):
     assert cli.main(["check-data", str(carvana_like), "--image-size", "48x32"]) == 0
     out = capsys.readouterr().out
     assert "pairing: stem + _mask, 12 pairs" in out and "palette indices [0, 1]" in out and "ready to train" in out
-    (carvana_like / "train_masks" / "001abc00001_02_mask.gif").write_bytes(b"GIF89a broken")
+    (carvana_like / "train_masks" / "001abc000001_02_mask.gif").write_bytes(b"GIF89a broken")
     assert cli.main(["check-data", str(carvana_like), "--image-size", "48x32"]) == 2
     out = capsys.readouterr().out
-    assert "error: " + str(carvana_like / "train_masks" / "001abc00001_02_mask.gif") + ": cannot read image" in out
+    assert "error: " + str(carvana_like / "train_masks" / "001abc000001_02_mask.gif") + ": cannot read image" in out
 
 
 def test_a_file_broken_after_the_run_started_stops_the_resume_and_keeps_last_pt(synthetic_dir, tmp_path, capsys):

@@ -80,3 +80,17 @@ def test_decompression_bomb_limit_names_the_file_and_size_and_can_be_raised(tmp_
     finally:
         Image.MAX_IMAGE_PIXELS = default
     assert Image.MAX_IMAGE_PIXELS == default
+
+
+def test_16_bit_images_scale_by_the_type_range_not_per_image(tmp_path):
+    from unetseg.data.io import read_image
+
+    dark = np.full((8, 8), 1000, dtype=np.uint16)
+    dark[0, 0] = 2000
+    bright = np.full((8, 8), 1000, dtype=np.uint16)
+    bright[0, 0] = 60000
+    for name, array in (("dark.png", dark), ("bright.png", bright)):
+        Image.fromarray(array).save(tmp_path / name)
+    a, b = read_image(tmp_path / "dark.png", channels=1), read_image(tmp_path / "bright.png", channels=1)
+    assert a[1, 1, 0] == b[1, 1, 0] == round(1000 / 257)  # the same value reads the same in both images
+    assert a[0, 0, 0] == round(2000 / 257) and b[0, 0, 0] == round(60000 / 257)

@@ -15,14 +15,14 @@ def test_carvana_layout_pairs_every_image_with_its_mask(carvana_like):
 
 
 def test_missing_mask_is_an_error_naming_the_file(carvana_like):
-    (carvana_like / "train_masks" / "001abc00001_03_mask.gif").unlink()
-    with pytest.raises(DataError, match=r"001abc00001_03\.jpg: no mask"):
+    (carvana_like / "train_masks" / "001abc000001_03_mask.gif").unlink()
+    with pytest.raises(DataError, match=r"001abc000001_03\.jpg: no mask"):
         find_pairs(carvana_like)
 
 
 def test_mask_without_image_is_an_error_naming_the_file(carvana_like):
-    (carvana_like / "train" / "002abc00002_01.jpg").unlink()
-    with pytest.raises(DataError, match=r"002abc00002_01_mask\.gif: mask without an image"):
+    (carvana_like / "train" / "002abc000002_01.jpg").unlink()
+    with pytest.raises(DataError, match=r"002abc000002_01_mask\.gif: mask without an image"):
         find_pairs(carvana_like)
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from unetseg.data.transforms import random_affine, to_float
@@ -49,3 +50,57 @@ def test_to_float_normalises_nhwc_uint8():
     out = to_float(x, (0.0, 0.5, 0.0), (1.0, 0.5, 0.2))
     assert out.shape == (1, 3, 1, 1)
     torch.testing.assert_close(out.flatten(), torch.tensor([0.0, 1.0, 1.0]))
+
+
+def _config(**kw):
+    from unetseg.config import DataConfig
+
+    return DataConfig(**{"rotate_limit": 0.0, "hflip_p": 0.0, "vflip_p": 0.0, **kw})
+
+
+def test_augment_without_photometric_draws_what_the_seed_recipe_drew():
+    from unetseg.config import DataConfig
+    from unetseg.data.transforms import augment
+
+    images = (torch.rand(4, 24, 40, 3, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    masks = (images[..., 0] > 128).long()
+    cfg = DataConfig()  # the seed's rotation and flips
+    x, y = augment(images, masks, cfg, torch.Generator().manual_seed(5))
+    ref_x, ref_y = random_affine(to_float(images, cfg.mean, cfg.std), masks, cfg.rotate_limit, cfg.hflip_p,
+                                 cfg.vflip_p, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(y, ref_y) and torch.allclose(x, ref_x, atol=1e-6)
+
+
+def test_photometric_changes_colours_not_masks_and_stays_in_range():
+    from unetseg.data.transforms import augment
+
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(8, 16, 16, 3, generator=g) * 255).to(torch.uint8)
+    masks = (images[..., 0] > 128).long()
+    cfg = _config(brightness=0.3, contrast=0.3, saturation=0.5, gamma=0.3, grayscale_p=0.5, noise_std=0.05)
+    x, y = augment(images, masks, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(y, masks) and x.min() >= 0 and x.max() <= 1
+    plain = images.permute(0, 3, 1, 2).float() / 255
+    assert (x - plain).abs().mean() > 0.02
+    x2, _ = augment(images, masks, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(x, x2)  # all draws come from the step's generator
+
+
+def test_channel_shuffle_permutes_channels_and_greyscale_equalises_them():
+    from unetseg.data.transforms import photometric
+
+    x = torch.stack([torch.full((8, 8), v) for v in (0.1, 0.5, 0.9)])[None].repeat(16, 1, 1, 1)
+    out = photometric(x.clone(), _config(channel_shuffle_p=1.0), torch.Generator().manual_seed(0))
+    assert all(sorted(out[i, :, 0, 0].tolist()) == pytest.approx([0.1, 0.5, 0.9]) for i in range(16))
+    assert len({tuple(out[i, :, 0, 0].tolist()) for i in range(16)}) > 2  # several permutations drawn
+    grey = photometric(x.clone(), _config(grayscale_p=1.0), torch.Generator().manual_seed(0))
+    assert torch.allclose(grey[:, 0], grey[:, 2]) and grey[0, 0, 0, 0] == pytest.approx(0.299 * 0.1 + 0.587 * 0.5 + 0.114 * 0.9)
+
+
+def test_zoom_enlarges_the_centre():
+    images = torch.zeros(1, 1, 33, 33)
+    images[..., 12:21, 12:21] = 1.0
+    masks = images[:, 0].long()
+    out, out_m = random_affine(images, masks, 0.0, 0.0, 0.0, generator=torch.Generator().manual_seed(0),
+                               scale_limit=1.0)
+    assert out_m.sum() != masks.sum()  # zoomed in or out: the square changed size

@@ -45,15 +45,28 @@ def _assert_same_final_state(a: Path, b: Path) -> None:
     assert (sa["epoch"], sa["step"]) == (sb["epoch"], sb["step"]) == (3, 0)
     diffs = {k: (sa["model"][k].double() - sb["model"][k].double()).abs().max().item() for k in sa["model"]}
     assert max(diffs.values()) == 0.0, {k: d for k, d in diffs.items() if d}
+    assert sa.keys() == sb.keys()
+    for name in ("model.safetensors", "best.safetensors"):  # final (averaged, recalibrated) and best weights
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    if "average" in sa:
+        assert all(torch.equal(sa["average"][k], sb["average"][k]) for k in sa["average"])
     assert _metrics(a) == _metrics(b)
 
 
-def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(synthetic_dir, tmp_path):
-    reference = _unetseg("train", "--data", str(synthetic_dir), "--out", str(tmp_path / "ref"), *FLAGS)
+#: The budget plan's kind of run: colour and lighting augmentation, zoom, weight averaging, BN recalibration,
+#: warm-up + cosine schedule.
+STRONG = ["--brightness", "0.3", "--contrast", "0.3", "--saturation", "0.5", "--gamma", "0.25", "--channel-shuffle-p",
+          "0.5", "--grayscale-p", "0.2", "--noise-std", "0.02", "--scale-limit", "0.1", "--ema-decay", "0.9",
+          "--bn-recalibrate", "--schedule", "cosine", "--warmup-steps", "3"]
+
+
+@pytest.mark.parametrize("extra", [[], STRONG], ids=["seed-recipe", "strong-augmentation-ema-bn"])
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(synthetic_dir, tmp_path, extra):
+    reference = _unetseg("train", "--data", str(synthetic_dir), "--out", str(tmp_path / "ref"), *FLAGS, *extra)
     reference.communicate()
     assert reference.returncode == 0
 
-    killed = _unetseg("train", "--data", str(synthetic_dir), "--out", str(tmp_path / "run"), *FLAGS)
+    killed = _unetseg("train", "--data", str(synthetic_dir), "--out", str(tmp_path / "run"), *FLAGS, *extra)
     _run_until(killed, "checkpoint saved at epoch 2 step 2")
     killed.kill()  # SIGKILL: no handler runs
     killed.communicate()

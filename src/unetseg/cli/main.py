@@ -27,6 +27,20 @@ _PAIRING = ("data", "images", "masks", "image_pattern", "mask_pattern", "pairs_c
 _DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "follow_classes", "plan"}  # found from the data, not set by hand
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where to look, not the whole usage text."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _field_help(cls: type) -> dict[str, str]:
     """``name -> text`` from the "Attributes:" section of a dataclass docstring."""
     helps: dict[str, str] = {}
@@ -55,7 +69,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] =
             if hint is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif f.name == "image_size":
-                kwargs.update(type=parse_size, metavar="WxH")
+                kwargs.update(type=_size, metavar="WxH")
             elif typing.get_origin(hint) is tuple:
                 kwargs.update(type=float, nargs="+")
             elif typing.get_origin(hint) is typing.Literal:
@@ -101,11 +115,17 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from unetseg.checkpoint import CheckpointError
     from unetseg.train import fit
 
+    if not (args.resume or args.out):
+        raise ValueError("unetseg train: give --out RUN (the run folder to write), or --resume RUN")
     out = Path(args.resume or args.out)
     if args.resume and not args.config:
         args.config = out / "config.json"  # the run's own config; flags such as --epochs change it
+        if not args.config.is_file():
+            raise CheckpointError(f"{args.config}: not found, nothing to resume in {out}"
+                                  + ("; start the run again with --out" if out.is_dir() else ""))
     cfg = build_config(args)
     if not args.resume and not (cfg.data.data or cfg.data.images or cfg.data.pairs_csv):
         raise ValueError("unetseg train: give --data DIR (or --images DIR --masks DIR, or --pairs-csv FILE), "
@@ -122,7 +142,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, predict_folder
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights)
+                                   weights=args.weights, amp=args.amp)
     ignore = None
     if args.ignore_masks:  # the run's patterns, unless given
         ignore = dataclasses.replace(predictor.config.data, ignore_masks=args.ignore_masks)
@@ -139,7 +159,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, evaluate_pairs
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights)
+                                   weights=args.weights, amp=args.amp)
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
@@ -154,8 +174,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive())
     per_class = "".join(f"  class {k.removeprefix('mean_dice_class')} Dice {v:.5f}" for k, v in result.items()
                         if k.startswith("mean_dice_class"))
+    scored = "" if result["scored_images"] == result["images"] else \
+        f", {result['images'] - result['scored_images']} with nothing to find and nothing found left out of the means"
     print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
-          f"{result['global_dice']:.5f}{per_class}  ({result['images']} images, {args.split})")
+          f"{result['global_dice']:.5f}{per_class}  ({result['images']} images, {args.split}{scored})")
     return 0
 
 
@@ -192,7 +214,7 @@ def _interactive() -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``unetseg`` argument parser."""
-    parser = argparse.ArgumentParser(prog="unetseg", description="U-Net semantic segmentation: train, predict, "
+    parser = _Parser(prog="unetseg", description="U-Net semantic segmentation: train, predict, "
                                      "evaluate.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -200,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-image-pixels", type=int, metavar="N",
                         help="raise Pillow's decompression-bomb limit (images over 2N pixels are refused; default "
                         "about 89 million) for large files you trust")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a U-Net on a folder of image/mask pairs")
     p.add_argument("--out", help="run folder to write (config.json, model.safetensors, last.pt, metrics.jsonl)")
@@ -219,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
         p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                        help="onnxruntime runs the run's model.onnx (write it with unetseg export)")
+        p.add_argument("--amp", choices=("auto", "fp16", "bf16", "off"), default="auto",
+                       help="precision of this device, whatever the run was trained with: auto = bf16 where the "
+                       "device has it natively (CUDA: else fp16), fp32 on other CPUs")
         p.add_argument("--weights", choices=("final", "best"), default="final",
                        help="final: model.safetensors, the weights at the end of training (default: with a small "
                        "validation split the best epoch is often chance); best: best.safetensors, the best "
@@ -258,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-data", help="write a synthetic image/mask dataset (no download needed)")
     p.add_argument("--out", required=True, help="dataset folder to write (images/ + masks/)")
     p.add_argument("--count", type=int, default=120, help="number of pairs")
-    p.add_argument("--size", type=parse_size, default=(128, 96), metavar="WxH", help="image size")
+    p.add_argument("--size", type=_size, default=(128, 96), metavar="WxH", help="image size")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(handler=_cmd_demo_data)
     return parser

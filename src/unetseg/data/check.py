@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from unetseg.config import DataConfig, RunConfig
-from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset
+from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset, split_by_group
 from unetseg.data.encoding import MaskEncoding
-from unetseg.data.pairing import Pairing, pair_files
+from unetseg.data.pairing import Pair, Pairing, pair_files
 
 
 def encoding_of(cfg: DataConfig) -> MaskEncoding | None:
@@ -30,11 +30,33 @@ def scan(cfg: RunConfig, progress: bool = True, cache_file: Path | None = None,
         (dataset or None when there are errors, report).
     """
     pairing = pairing or pair_files(cfg.data)
-    return load_dataset(pairing, cfg.data.image_size,
-                        channels=None if cfg.data.follow_channels else cfg.model.in_channels,
-                        num_classes=None if cfg.data.follow_classes else cfg.model.num_classes,
-                        encoding=encoding_of(cfg.data), invert=cfg.data.invert_mask, snap=cfg.data.snap_masks,
-                        progress=progress, cache_file=cache_file)
+    data, report = load_dataset(pairing, cfg.data.image_size,
+                                channels=None if cfg.data.follow_channels else cfg.model.in_channels,
+                                num_classes=None if cfg.data.follow_classes else cfg.model.num_classes,
+                                encoding=encoding_of(cfg.data), invert=cfg.data.invert_mask, snap=cfg.data.snap_masks,
+                                progress=progress, cache_file=cache_file)
+    if pairing.pairs:
+        check_split(pairing.pairs, cfg.data, report)
+    return data, report
+
+
+def check_split(pairs: list[Pair], cfg: DataConfig, report: DataReport) -> None:
+    """Add the train/validation split the run would make to the report's notes, and a warning when validation
+    comes out empty or far from ``val_fraction`` (too few groups)."""
+    train_idx, val_idx = split_by_group(pairs, cfg.val_fraction, cfg.split_seed)
+    groups = len({p.group for p in pairs})
+    rule = f"groups by --group-pattern {cfg.group_pattern!r}" if cfg.group_pattern else \
+        "Carvana car ids" if groups < len(pairs) else "each image its own group"
+    report.notes.append(f"split: {len(train_idx)} train / {len(val_idx)} validation images ({groups} groups: {rule}; "
+                        f"--val-fraction {cfg.val_fraction:g}, --split-seed {cfg.split_seed})")
+    share = len(val_idx) / len(pairs)
+    if cfg.val_fraction > 0 and not val_idx:
+        report.warnings.insert(0, f"{pairs[0].image.parent}: no validation split ({len(pairs)} images in {groups} "
+                               f"group(s)): no validation Dice, and the final weights are the only ones; give more "
+                               f"images or a --group-pattern with more groups")
+    elif cfg.val_fraction > 0 and abs(share - cfg.val_fraction) > 0.5 * cfg.val_fraction:
+        report.warnings.insert(0, f"{pairs[0].image.parent}: validation holds {share:.0%} of the images, not the "
+                               f"{cfg.val_fraction:.0%} asked: only {groups} groups ({rule}) to split")
 
 
 def adopt(cfg: RunConfig, data: ArrayDataset, report: DataReport) -> None:

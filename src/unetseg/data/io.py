@@ -77,6 +77,20 @@ def _draft_request(full: Size, target: Size) -> Size:
     return full
 
 
+def to_8bit(array: np.ndarray, mode: str) -> np.ndarray:
+    """Greyscale deeper than 8 bits -> uint8 by the type's range, the same for every image (so the same tissue keeps
+    the same value across images, in training and prediction): 16-bit (and 32-bit integer files whose values fit
+    16 bits) / 257; larger integers / (2^32 - 1) * 255; floats in [0, 1] x 255, other floats clipped to [0, 255]."""
+    a = array.astype(np.float64)
+    if mode == "F":
+        scaled = a * 255.0 if a.size and a.min() >= 0 and a.max() <= 1.0 else a
+    elif mode.startswith("I;16") or (a.size and a.min() >= 0 and a.max() <= 65535):
+        scaled = a / 257.0
+    else:
+        scaled = (a - np.iinfo(np.int32).min) / (2**32 - 1) * 255.0 if a.min() < 0 else a / (2**32 - 1) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def read_image(path: str | Path, size: Size | None = None, channels: int = 3) -> np.ndarray:
     """Decode an image to ``(H, W, channels)`` uint8, resized (bilinear) to ``size`` when given.
 
@@ -90,10 +104,8 @@ def read_image(path: str | Path, size: Size | None = None, channels: int = 3) ->
     """
     path = Path(path)
     image = _decode(path, "RGB" if channels == 3 else "L", size)
-    if image.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit / float greyscale: scale the range to 8 bits
-        array = np.asarray(image, dtype=np.float32)
-        low, high = float(array.min()), float(array.max())
-        image = Image.fromarray(((array - low) * (255.0 / max(high - low, 1e-6))).astype(np.uint8))
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "F"):  # deeper than 8 bits: scale by the type's range
+        image = Image.fromarray(to_8bit(np.asarray(image), image.mode))
     image = image.convert("RGB" if channels == 3 else "L")
     if size is not None and image.size != tuple(size):
         image = image.resize(tuple(size), Image.BILINEAR)

@@ -24,7 +24,8 @@ MASK_EXTENSIONS = (".png", ".gif", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")  # 
 IMAGE_FOLDERS = ("train", "images", "image", "imgs")
 MASK_FOLDERS = ("train_masks", "masks", "mask", "labels", "label")
 
-_GROUPED_STEM = re.compile(r"^(.+)_\d+$")
+#: Carvana's file names: a 12-hex-digit car id and the angle, ``0cdf5b5d0ce1_01``.
+_CARVANA_STEM = re.compile(r"^([0-9a-f]{12})_\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,21 @@ def list_files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
 
 
-def group_of(stem: str) -> str:
-    """The split group of an image: ``<car>`` for Carvana's ``<car>_<NN>``, else the stem itself."""
-    match = _GROUPED_STEM.match(stem)
+def group_of(stem: str, pattern: str = "") -> str:
+    """The split group of an image, so that related images stay on one side of the split: with ``pattern`` (a
+    regular expression searched in the stem) its first group, or the whole match; else the car id for Carvana's
+    ``<car id>_<NN>`` names; else the stem itself (every image its own group).
+
+    Raises:
+        DataError: when ``pattern`` is not a valid regular expression.
+    """
+    if pattern:
+        try:
+            match = re.search(pattern, stem)
+        except re.error as err:
+            raise DataError(f"--group-pattern {pattern!r} is not a regular expression: {err}") from None
+        return (match.group(1) if match.groups() else match.group(0)) if match else stem
+    match = _CARVANA_STEM.match(stem)
     return match.group(1) if match else stem
 
 
@@ -133,7 +146,7 @@ def pair_files(cfg: DataConfig) -> Pairing:
         if not csv_path.is_file():
             raise DataError(f"{csv_path}: pairs CSV not found")
         rows, problems = _from_csv(csv_path, csv_path.parent)
-        pairs = [Pair(i, m, group_of(i.stem)) for i, m in rows]
+        pairs = [Pair(i, m, group_of(i.stem, cfg.group_pattern)) for i, m in rows]
         rule = f"CSV {csv_path}"
         seen: dict[Path, int] = {}
         for image, mask in rows:
@@ -171,7 +184,8 @@ def pair_files(cfg: DataConfig) -> Pairing:
                 continue
             used.add(candidates[0])
             rules.add(rule)
-            pairs.append(Pair(found[0], candidates[0], group_of(key)))
+            group = group_of(found[0].stem if cfg.image_pattern else key, cfg.group_pattern)
+            pairs.append(Pair(found[0], candidates[0], group))
         problems += [f"{m}: mask without an image in {image_dir}" for ms in masks.values() for m in ms if m not in used]
         rule = " and ".join(sorted(rules)) or "none"
     if cfg.ignore_masks:

@@ -15,7 +15,8 @@ from unetseg.data.errors import DataError
 from unetseg.data.io import read_mask
 from unetseg.data.pairing import Pair
 from unetseg.infer.predict import Predictor
-from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, iou_from_counts, logits_to_classes
+from unetseg.metrics import (confusion_counts, dice_from_counts, foreground_mean, iou_from_counts, logits_to_classes,
+                             nan_mean)
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,12 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
 
     Dice and IoU are averaged over the foreground classes of each image (for binary data: the foreground), and for
     more than two labels each class's Dice is reported too; pixels outside a pair's ignore mask are not scored.
-    The global Dice pools the pixels of all images.
+    A class absent from both an image's mask and its prediction scores NaN and is left out of the means (an image
+    with nothing to find and nothing found is left out of the mean over images). The global Dice pools the pixels
+    of all images.
+
+    Raises:
+        DataError: when ``pairs`` is empty, or a mask or ignore mask does not fit its image.
 
     Args:
         predictor: the trained model.
@@ -36,6 +42,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     Returns:
         ``{"images", "mean_dice", "mean_iou", "global_dice", "per_image": [{"image", "dice", "iou"}, ...]}``
     """
+    if not pairs:
+        raise DataError("nothing to evaluate: no image/mask pairs (check --data, --images/--masks or --split)")
     labels = max(2, predictor.config.model.num_classes)
     total = torch.zeros(labels, 3, dtype=torch.int64)
     rows = []
@@ -45,7 +53,11 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         pair = by_image[path]
         classes = predictor.encoding.to_classes(read_mask(pair.mask).values, pair.mask, snap)
         if pair.ignore is not None:  # pixels outside the ignore mask are not scored
-            classes[read_mask(pair.ignore).values == 0] = IGNORE
+            keep = read_mask(pair.ignore).values
+            if keep.shape != classes.shape:
+                raise DataError(f"{pair.ignore}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the mask "
+                                f"{pair.mask.name} is {classes.shape[1]}x{classes.shape[0]}")
+            classes[keep == 0] = IGNORE
         target = torch.from_numpy(classes)
         pred = logits_to_classes(logits[None])[0].cpu()
         if pred.shape != target.shape:
@@ -59,11 +71,12 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         if labels > 2:  # multi-class: each foreground class too
             row.update({f"dice_class{k}": float(dice[k]) for k in range(1, labels)})
         rows.append(row)
-    mean = {key: sum(r[key] for r in rows) / max(1, len(rows)) for key in (rows[0] if rows else {}) if key != "image"}
+    mean = {key: nan_mean([r[key] for r in rows]) for key in rows[0] if key != "image"}
     summary = {
         "images": len(rows),
-        "mean_dice": mean.get("dice", 0.0),
-        "mean_iou": mean.get("iou", 0.0),
+        "scored_images": sum(r["dice"] == r["dice"] for r in rows),  # not NaN
+        "mean_dice": mean["dice"],
+        "mean_iou": mean["iou"],
         "global_dice": float(foreground_mean(dice_from_counts(total))),
         **{f"mean_{key}": value for key, value in mean.items() if key.startswith("dice_class")},
     }

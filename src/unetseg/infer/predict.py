@@ -82,7 +82,7 @@ class Predictor:
     """
 
     def __init__(self, model: UNet | Callable[[torch.Tensor], torch.Tensor], config: RunConfig, device: str = "auto",
-                 batch_size: int = 4) -> None:
+                 batch_size: int = 4, amp: str = "auto") -> None:
         self.device = resolve_device(device)
         self.config = config
         self.layout = memory_format(self.device, config.train.memory_format, training=False)
@@ -90,22 +90,23 @@ class Predictor:
             model = model.to(self.device, memory_format=self.layout).eval()
         self.model = model
         self.batch_size = batch_size
-        self.dtype = autocast_dtype(self.device, config.train.amp)
+        self.dtype = autocast_dtype(self.device, amp)  # this device's precision, not the training run's
         self.encoding = encoding_of(config.data) or MaskEncoding((0, 255))
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 4,
                  backend: Literal["torch", "onnxruntime"] = "torch",
-                 weights: Literal["final", "best"] = "final") -> Predictor:
+                 weights: Literal["final", "best"] = "final", amp: str = "auto") -> Predictor:
         """Load the run's final weights (``model.safetensors``; ``weights="best"``: ``best.safetensors``, the best
         validation Dice) and config; with ``backend="onnxruntime"`` the run's ``model.onnx`` (written by
-        ``unetseg export``) computes the logits."""
+        ``unetseg export``) computes the logits. ``amp`` is the precision on this device ("auto": bf16 where it is
+        native, fp16 on other GPUs, fp32 on other CPUs), whatever the run was trained with."""
         model, config = load_model(run_dir, weights=weights)
         if backend == "onnxruntime":
             from unetseg.infer.export import ONNX_FILE, OnnxModel
 
-            return cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size)
-        return cls(model, config, device, batch_size)
+            return cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size, "off")
+        return cls(model, config, device, batch_size, amp)
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray) -> torch.Tensor:
@@ -183,7 +184,11 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
     for path, logits in predictor.predict_paths(paths, progress=progress):
         classes = logits_to_classes(logits[None])[0].to(torch.uint8).cpu().numpy()
         if ignores.get(path) is not None:  # outside the field of view: background, as the model never learnt there
-            classes[read_mask(ignores[path]).values == 0] = 0
+            keep = read_mask(ignores[path]).values
+            if keep.shape != classes.shape:
+                raise DataError(f"{ignores[path]}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the image "
+                                f"{path.name} is {classes.shape[1]}x{classes.shape[0]}")
+            classes[keep == 0] = 0
         target = out / "masks" / f"{path.stem}.png"
         predictor.encoding.to_image(classes).save(target)
         written.append(target)

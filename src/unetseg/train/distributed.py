@@ -48,6 +48,14 @@ class World:
         dist.broadcast(t, 0)
         return int(t.item())
 
+    def broadcast_object(self, obj: object) -> object:
+        """Rank 0's ``obj`` (picklable) on every process (e.g. a budget plan)."""
+        if self.size == 1:
+            return obj
+        payload = [obj]
+        dist.broadcast_object_list(payload, src=0)
+        return payload[0]
+
     def mean(self, t: torch.Tensor) -> torch.Tensor:
         """The mean of ``t`` over all processes."""
         if self.size == 1:

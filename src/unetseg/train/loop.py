@@ -31,18 +31,19 @@ from unetseg.data.check import adopt, scan
 from unetseg.data.io import image_info
 from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.transforms import augment, to_float
-from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes
+from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes, nan_mean
 from unetseg.model import UNet
 from unetseg.train._state import (LossLog, Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state,
                                    truncate_metrics)
 from unetseg.train.distributed import World, close_world, init_world
 from unetseg.train.losses import SegmentationLoss
-from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, BudgetClock, make_plan
+from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, BudgetClock, make_plan, size_for
 from unetseg.train.weights import WeightAverage, recalibrate_bn
 
 logger = logging.getLogger(__name__)
 
 SPLIT_FILE = "split.json"
+CARVANA_SIZE = (1918, 1280)  # the seed's 480x320 is made for these photos
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -52,21 +53,42 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+#: Files a run writes before its first saved state; a folder holding nothing else never started training.
+_PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE}
+
+
+def _never_started(out: Path) -> bool:
+    """True when ``out`` holds only what a run writes before its first saved state (a run that failed early, e.g.
+    on a typo in --data), so the corrected command may start afresh there."""
+    return all(p.name in _PRE_START_FILES or (p.name.startswith(".") and p.suffix in (".tmp", ".npy"))
+               for p in out.iterdir())
+
+
 def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool, world: World = World()) -> Path:
-    """Create the run folder; a folder that already holds a run is only reused with resume or overwrite.
+    """Create the run folder; a folder that already holds a run is only reused with resume or overwrite. A folder
+    left by a run that failed before saving any state (only its log, config or split) is started afresh.
 
     Raises:
         CheckpointError: when ``out_dir`` holds files and neither flag is given (on every process alike).
     """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not resume and not overwrite:
+    restart = out.is_dir() and any(out.iterdir()) and not resume and not overwrite and _never_started(out)
+    if out.exists() and any(out.iterdir()) and not resume and not overwrite and not restart:
         raise CheckpointError(f"{out}: folder is not empty; pass --resume to continue the run there or "
                               f"--overwrite to replace it")
+    if resume and not (out / STATE_FILE).is_file():
+        raise CheckpointError(f"{out / STATE_FILE}: not found, nothing to resume"
+                              + ("; the run stopped before its first checkpoint: start it again with --out"
+                                 if out.is_dir() else ""))
     world.barrier()  # every process has looked before the main one changes anything
     if world.is_main:
         if overwrite and not resume and out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
+        if restart:  # the log stays, and tells both attempts
+            for name in _PRE_START_FILES - {"train.log"}:
+                (out / name).unlink(missing_ok=True)
+            logger.info("%s: a run that stopped before its first checkpoint; starting afresh", out)
         for stale in out.glob(".*.tmp"):  # left by a kill during an atomic write
             stale.unlink()
     world.barrier()
@@ -146,7 +168,7 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
             logits = model(x)
         losses.append(loss_fn(logits, y) * len(x))
         dices.append(foreground_mean(dice_from_counts(confusion_counts(logits_to_classes(logits), y, labels))))
-    return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": float(torch.cat(dices).mean())}
+    return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": nan_mean(torch.cat(dices))}
 
 
 def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -184,7 +206,7 @@ def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
 
 
 def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-        keep: set[str] | frozenset[str] = frozenset()) -> Path:
+        keep: set[str] | frozenset[str] | None = None) -> Path:
     """Train a U-Net as ``cfg`` says and write the run folder.
 
     The folder gets ``config.json`` (before the first step), ``split.json``, ``model.safetensors`` (the weights of
@@ -198,19 +220,29 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
         resume: continue the run in ``out_dir`` from ``last.pt``; ``cfg`` is normally that run's config.json
             (``RunConfig.load``), with changes such as more epochs.
         overwrite: replace a non-empty ``out_dir``.
-        keep: for a budget run, the settings the user gave (dotted names such as ``"model.base_channels"``,
-            ``"data.image_size"``), which the plan leaves as they are; it chooses all others.
+        keep: the settings the user gave (dotted names such as ``"model.base_channels"``, ``"data.image_size"``):
+            a budget plan leaves them as they are and chooses all others, and without ``data.image_size`` the
+            training size follows the images' aspect ratio. None (the default): the settings that differ from the
+            defaults.
 
     Returns:
         The run folder.
     """
     started = time.monotonic()
+    keep = set(keep) if keep is not None else changed_settings(cfg)
     world, device = init_world(cfg.train.device)
     try:
-        return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, set(keep), started)
+        return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, keep, started)
     finally:
         Path(out_dir, f".cache-images-{world.rank}.npy").unlink(missing_ok=True)
         close_world(world)
+
+
+def changed_settings(cfg: RunConfig) -> set[str]:
+    """The settings of ``cfg`` that differ from the defaults, as ``"section.name"``."""
+    ours, defaults = cfg.to_dict(), RunConfig().to_dict()
+    return {f"{section}.{name}" for section, values in ours.items() for name, value in values.items()
+            if value != defaults[section][name]}
 
 
 def _format_duration(seconds: float) -> str:
@@ -229,17 +261,28 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     budget = parse_duration(cfg.train.budget) if cfg.train.budget else None
 
     def plan(pairing: Pairing) -> None:
-        if budget is None or cfg.train.plan is not None or not pairing.pairs:
-            return  # no budget, or planned already (a resumed run keeps its plan)
-        n = len(pairing.pairs)
-        n_val = len(split_by_group(pairing.pairs, cfg.data.val_fraction, cfg.data.split_seed)[1])
+        """Before decoding: the budget plan, or a training size that keeps the images' aspect ratio."""
+        if resume or not pairing.pairs:
+            return  # a resumed run keeps its plan and size
         try:
             native, _ = image_info(pairing.pairs[0].image)
         except Exception:  # noqa: BLE001 - the checks report unreadable files
-            native = cfg.data.image_size
-        make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started)
+            return
+        if budget is not None and cfg.train.plan is None:
+            n = len(pairing.pairs)
+            n_val = len(split_by_group(pairing.pairs, cfg.data.val_fraction, cfg.data.split_seed)[1])
+            if world.is_main:
+                make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started)
+            planned = RunConfig.from_dict(world.broadcast_object(cfg.to_dict()))  # one plan for every process
+            cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
+        elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
+            cfg.data.image_size = size_for(native[0] / native[1], min(1.0, native[0] * native[1] / SEED_PIXELS))
+            logger.info("training size %dx%d: about the seed's 480x320 pixel count (never more than the images'), "
+                        "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *native)
 
     data = _load_data(cfg, out, resume, world, before_decode=plan)
+    if not cfg.train.micro_batch:  # chosen once and recorded, so a resumed run accumulates exactly as before
+        cfg.train.micro_batch = auto_micro_batch(cfg, device)
     if world.is_main:
         cfg.save(out / CONFIG_FILE)
     if cfg.train.batch_size < world.size:
@@ -271,7 +314,14 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         truncate_metrics(out / METRICS_FILE, pos.epoch)
         logger.info("resuming %s at epoch %d, step %d", out, pos.epoch + 1, pos.step)
     n_params = sum(p.numel() for p in model.parameters())
-    micro = cfg.train.micro_batch or auto_micro_batch(cfg, device)
+    per_process = max(1, cfg.train.batch_size // world.size)
+    micro = min(cfg.train.micro_batch, per_process)
+    n_chunks = math.ceil(per_process / micro)
+    if n_chunks > 1:
+        logger.info("gradients accumulate over %d micro-batches of %s images per step (split evenly); batch-norm "
+                    "statistics come from each micro-batch, not from the batch of %d", n_chunks,
+                    "/".join(sorted({str(len(c)) for c in torch.arange(per_process).tensor_split(n_chunks)},
+                                    reverse=True)), cfg.train.batch_size)
     logger.info("model: %s, %.2fM parameters; device %s, precision %s, %s, micro-batch %d of %d%s", cfg.model,
                 n_params / 1e6, device, dtype or torch.float32, str(layout).split(".")[-1], micro, cfg.train.batch_size,
                 f", {world.size} processes (torch.distributed)" if world.size > 1 else "")
@@ -301,7 +351,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                            layout, dtype)
         return shadow
 
-    def set_total(new: int, why: str) -> None:
+    def set_total(new: int, why: str, loud: bool) -> None:
         nonlocal total
         total = new
         cfg.train.max_steps = total
@@ -311,7 +361,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             cfg.train.plan["corrected_steps"] = total
         if world.is_main:
             cfg.save(out / CONFIG_FILE)
-        logger.info("%s: %d steps in all (%d epochs), ending about %s", why, total, cfg.train.epochs,
+        logger.log(logging.INFO if loud else logging.DEBUG, "%s: %d steps in all (%d epochs), ending about %s", why, total, cfg.train.epochs,
                     time.strftime("%H:%M:%S", time.localtime(time.time() + (clock.budget * 0.96 - (
                         time.monotonic() - clock.started)) if clock else 0)))
 
@@ -344,7 +394,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                                cfg.data, _generator(cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1))))
                 optimizer.zero_grad(set_to_none=True)
                 loss = torch.zeros((), device=device)
-                chunks = list(zip(x.split(micro), y.split(micro)))
+                parts = math.ceil(len(x) / micro)  # even parts: 16 by at most 3 is 3,3,3,3,2,2, never a part of 1
+                chunks = list(zip(x.tensor_split(parts), y.tensor_split(parts)))
                 for i, (xm, ym) in enumerate(chunks):  # gradient accumulation over micro-batches
                     sync = i == len(chunks) - 1 or world.size == 1  # DDP all-reduces on the last backward only
                     with nullcontext() if sync else forward.no_sync():
@@ -374,11 +425,12 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                     if clock is not None and len(step_clock) > 1:
                         clock.step_time(now - step_start)
                     step_start = now
-                if clock is not None and not clock.corrected:
+                if clock is not None and not clock.corrected and clock.n_steps >= clock.first:
+                    # the same step on every process: rank 0's measurement decides for all
                     new = clock.maybe_correct(global_step + 1, _validation_estimate(data, cfg, clock), False)
-                    if new is not None:
-                        set_total(world.broadcast_int(new, device), f"budget: measured {clock.t_steps / clock.n_steps:.2f}"
-                                  f" s/step")
+                    new = world.broadcast_int(new or 0, device)
+                    if new:
+                        set_total(new, f"budget: measured {clock.t_steps / clock.n_steps:.2f} s/step", True)
                         end = min(steps, total - epoch * steps)
                         bar.total = end
                 if not forecast_logged and len(step_clock) >= 6:
@@ -415,7 +467,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                       "seconds": round(seconds, 2), "images_per_s": round(seen / seconds, 2)}
             if val is not None:
                 record.update(val_loss=val["loss"], val_dice=val["dice"])
-                if val["dice"] > pos.best and world.is_main:
+                if val["dice"] > pos.best and world.is_main:  # False for NaN (nothing to find in validation)
                     pos.best = val["dice"]
                     save_weights(final, out / BEST_FILE)
             if world.is_main:
@@ -423,9 +475,11 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                     fh.write(json.dumps(record) + "\n")
             pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
             if clock is not None and clock.corrected and not last_epoch:
-                new = clock.maybe_correct(pos.epoch * steps, _validation_estimate(data, cfg, clock), True)
-                if new is not None:
-                    set_total(world.broadcast_int(new, device), "budget: speed drifted, re-planned")
+                new = clock.maybe_correct(pos.epoch * steps, _validation_estimate(data, cfg, clock), True) \
+                    if world.is_main else None
+                new = world.broadcast_int(new or 0, device)
+                if new:
+                    set_total(new, "budget: the speed drifted, re-planned", False)
             save_state()
             world.barrier()  # the others wait while the main process validates and saves
             last_save = time.monotonic()
