@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import torch
+
 from unetseg import load_model
 
 
@@ -23,3 +25,28 @@ def test_torchrun_two_processes_trains_one_run(synthetic_dir, tmp_path):
     assert all(0 <= r["val_dice"] <= 1 for r in rows)
     model, cfg = load_model(run)
     assert cfg.model.base_channels == 4
+
+
+def test_one_step_of_two_processes_equals_one_process_on_the_same_global_batch(synthetic_dir, tmp_path):
+    """Two processes of 4 images each vs one process accumulating two micro-batches of 4 (the same images per batch
+    norm): the same loss, and Adam's first step (lr x the gradient's sign) moves the weights the same way."""
+    common = ["--data", str(synthetic_dir), "--base-channels", "4", "--depth", "3", "--image-size", "64x48",
+              "--batch-size", "8", "--max-steps", "1", "--val-fraction", "0", "--rotate-limit", "0", "--hflip-p", "0",
+              "--vflip-p", "0", "--lr", "1e-3", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                          "unetseg", "train", "--out", str(tmp_path / "two"), *common], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "unetseg", "train", "--out", str(tmp_path / "one"), "--micro-batch", "4",
+                          *common], capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    loss = [json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])["train_loss"]
+            for name in ("two", "one")]
+    assert abs(loss[0] - loss[1]) < 1e-5, loss
+    a = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
+    weights = [k for k in a if a[k].is_floating_point() and "running" not in k]
+    diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in weights])
+    assert diff.max() <= 2.1e-3  # at most opposite signs of a gradient that is ~0 either way
+    assert (diff < 1e-6).float().mean() > 0.999, (diff > 1e-6).sum()

@@ -65,8 +65,9 @@ class World:
         return t / self.size
 
     def shard(self, indices: torch.Tensor) -> torch.Tensor:
-        """This process's share of a global batch."""
-        return indices[self.rank::self.size]
+        """This process's share of a global batch: a contiguous part, so that N processes see the same images per
+        batch-norm batch as one process accumulating N micro-batches."""
+        return indices.tensor_split(self.size)[self.rank]
 
 
 def init_world(device: str) -> tuple[World, torch.device]:
