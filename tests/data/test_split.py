@@ -54,3 +54,10 @@ def test_check_data_reports_the_split_and_warns_when_validation_is_off(tmp_path,
     assert main(["check-data", str(root), "--group-pattern", r"^(scan\d+)_"]) == 0
     out = capsys.readouterr().out
     assert "split: 6 train / 0 validation images" in out and "warning: " in out and "no validation split" in out
+
+
+def test_two_groups_for_a_tenth_is_a_warning(tmp_path, capsys):
+    root = _pairs_named(tmp_path / "d", [f"scan{s:02d}_slice_{i:02d}" for s in (1, 2) for i in range(5)])
+    assert main(["check-data", str(root), "--group-pattern", r"^(scan\d+)_"]) == 0
+    out = capsys.readouterr().out
+    assert "split: 5 train / 5 validation images" in out and "validation holds 50% of the images, not the 10%" in out

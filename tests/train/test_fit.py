@@ -39,9 +39,11 @@ def test_training_lowers_the_loss(synthetic_dir, tmp_path):
 def test_a_folder_holding_a_run_is_not_overwritten(synthetic_dir, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
+    (tmp_path / "run" / "last.pt").write_bytes(b"state")
     with pytest.raises(CheckpointError, match="folder is not empty"):
         fit(tiny_config(synthetic_dir), tmp_path / "run")
     assert (tmp_path / "run" / "config.json").read_text() == "{}"
+    assert (tmp_path / "run" / "last.pt").read_bytes() == b"state"
 
 
 def test_resume_continues_after_the_last_epoch(synthetic_dir, tmp_path):
@@ -50,3 +52,15 @@ def test_resume_continues_after_the_last_epoch(synthetic_dir, tmp_path):
     cfg.train.epochs = 2
     fit(cfg, run, resume=True)
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_without_an_image_size_the_training_size_keeps_the_aspect_ratio(tmp_path):
+    from unetseg.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "wide", count=8, size=(200, 100), seed=0)
+    cfg = RunConfig(UNetConfig(base_channels=4, depth=3), DataConfig(data=str(data), val_fraction=0.25),
+                    TrainConfig(epochs=1, batch_size=4))
+    run = fit(cfg, tmp_path / "run")
+    w, h = RunConfig.load(run / "config.json").data.image_size
+    assert (w, h) != (480, 320) and w % 16 == 0 and h % 16 == 0
+    assert abs(w / h - 2.0) < 0.1 and w <= 200 and h <= 100  # the images' 2:1, never upscaled

@@ -19,6 +19,16 @@ def test_cpu_precision_follows_native_bf16():
         autocast_dtype(cpu, "fp16")
 
 
+@pytest.mark.parametrize("capability, emulated_says, expected", [((7, 0), True, torch.float16),  # V100
+                                                                   ((7, 5), True, torch.float16),  # T4
+                                                                   ((8, 0), True, torch.bfloat16),  # A100
+                                                                   ((9, 0), True, torch.bfloat16)])  # H100
+def test_cuda_bf16_only_where_it_is_native(monkeypatch, capability, emulated_says, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: emulated_says)  # what it says by default
+    assert autocast_dtype(torch.device("cuda"), "auto") == expected
+
+
 def test_layouts():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert memory_format(cpu, "auto", training=True) == torch.contiguous_format

@@ -54,7 +54,7 @@ def check_split(pairs: list[Pair], cfg: DataConfig, report: DataReport) -> None:
         report.warnings.insert(0, f"{pairs[0].image.parent}: no validation split ({len(pairs)} images in {groups} "
                                f"group(s)): no validation Dice, and the final weights are the only ones; give more "
                                f"images or a --group-pattern with more groups")
-    elif cfg.val_fraction > 0 and abs(share - cfg.val_fraction) > 0.5 * cfg.val_fraction:
+    elif cfg.val_fraction > 0 and not 0.5 * cfg.val_fraction <= share <= 2 * cfg.val_fraction:
         report.warnings.insert(0, f"{pairs[0].image.parent}: validation holds {share:.0%} of the images, not the "
                                f"{cfg.val_fraction:.0%} asked: only {groups} groups ({rule}) to split")
 

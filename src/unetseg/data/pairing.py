@@ -184,7 +184,8 @@ def pair_files(cfg: DataConfig) -> Pairing:
                 continue
             used.add(candidates[0])
             rules.add(rule)
-            group = group_of(found[0].stem if cfg.image_pattern else key, cfg.group_pattern)
+            # a --group-pattern searches the file's stem; else the pattern's {id} (the stem without a pattern) decides
+            group = group_of(found[0].stem, cfg.group_pattern) if cfg.group_pattern else group_of(key)
             pairs.append(Pair(found[0], candidates[0], group))
         problems += [f"{m}: mask without an image in {image_dir}" for ms in masks.values() for m in ms if m not in used]
         rule = " and ".join(sorted(rules)) or "none"

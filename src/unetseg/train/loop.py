@@ -37,7 +37,7 @@ from unetseg.train._state import (LossLog, Position, StopOnSignal, TrainingInter
                                    truncate_metrics)
 from unetseg.train.distributed import World, close_world, init_world
 from unetseg.train.losses import SegmentationLoss
-from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, BudgetClock, make_plan, size_for
+from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, TARGET, BudgetClock, make_plan, size_for
 from unetseg.train.weights import WeightAverage, recalibrate_bn
 
 logger = logging.getLogger(__name__)
@@ -120,11 +120,11 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
     if on_disk:
         logger.info("decoded images (%.1f GB) go to a memory-mapped cache: %s", pairs_bytes / 1e9, cache_file)
     data, report = scan(cfg, progress=cfg.train.progress, cache_file=cache_file, pairing=pairing)
+    report.raise_errors()  # before the notes: a run that cannot start says why in one line
     for note in report.notes:
         logger.info("%s", note)
     for warning in report.warnings[:5]:
         logger.warning("warning: %s", warning)
-    report.raise_errors()
     assert data is not None
     adopt(cfg, data, report)
     pairs = data.pairs
@@ -262,8 +262,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
 
     def plan(pairing: Pairing) -> None:
         """Before decoding: the budget plan, or a training size that keeps the images' aspect ratio."""
-        if resume or not pairing.pairs:
-            return  # a resumed run keeps its plan and size
+        if resume or not pairing.pairs or pairing.problems:
+            return  # a resumed run keeps its plan and size; files in error are reported first
         try:
             native, _ = image_info(pairing.pairs[0].image)
         except Exception:  # noqa: BLE001 - the checks report unreadable files
@@ -277,10 +277,14 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
         elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
             cfg.data.image_size = size_for(native[0] / native[1], min(1.0, native[0] * native[1] / SEED_PIXELS))
-            logger.info("training size %dx%d: about the seed's 480x320 pixel count (never more than the images'), "
-                        "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *native)
+            derived.append(native)
 
+    derived: list[tuple[int, int]] = []
     data = _load_data(cfg, out, resume, world, before_decode=plan)
+    if derived:  # logged once the data has passed its checks, so a run that cannot start says only why
+        logger.info("training size %dx%d: about the seed's 480x320 pixel count (never more than the images'), "
+                    "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *derived[0])
+    layout = memory_format(device, cfg.train.memory_format, training=True)  # the plan may have measured it
     if not cfg.train.micro_batch:  # chosen once and recorded, so a resumed run accumulates exactly as before
         cfg.train.micro_batch = auto_micro_batch(cfg, device)
     if world.is_main:
@@ -361,9 +365,9 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             cfg.train.plan["corrected_steps"] = total
         if world.is_main:
             cfg.save(out / CONFIG_FILE)
-        logger.log(logging.INFO if loud else logging.DEBUG, "%s: %d steps in all (%d epochs), ending about %s", why, total, cfg.train.epochs,
-                    time.strftime("%H:%M:%S", time.localtime(time.time() + (clock.budget * 0.96 - (
-                        time.monotonic() - clock.started)) if clock else 0)))
+        ends = time.time() + TARGET * clock.budget - (time.monotonic() - clock.started)
+        logger.log(logging.INFO if loud else logging.DEBUG, "%s: %d steps in all (%d epochs), ending about %s", why,
+                   total, cfg.train.epochs, time.strftime("%H:%M:%S", time.localtime(ends)))
 
     images, masks, rows = _place_cache(data.train, device)
     loss_fn = SegmentationLoss()
@@ -376,13 +380,14 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             epoch = pos.epoch
             model.train()
             t0, seen = time.perf_counter(), 0
+            timed_by_epoch = clock is not None and clock.corrected  # else its steps were timed one by one
             batches = torch.randperm(len(data.train), generator=_generator(cfg.train.seed, epoch)).split(
                 cfg.train.batch_size)
             end = min(steps, total - epoch * steps)
             bar = tqdm(range(pos.step, end), initial=pos.step, total=end,
                        desc=f"epoch {epoch + 1}/{epochs_planned()}", unit="batch", leave=False,
                        disable=not (cfg.train.progress and sys.stderr.isatty()))
-            step_start = time.perf_counter()
+            step_start, start_step = time.perf_counter(), pos.step
             for step in bar:
                 global_step = epoch * steps + step
                 if cfg.train.schedule == "cosine":
@@ -453,8 +458,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             last_epoch = epoch + 1 >= epochs_planned()
             validate = data.val is not None and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch)
             val, v0 = None, time.perf_counter()
-            if clock is not None and clock.corrected:
-                clock.step_time(seconds, done_steps)
+            if timed_by_epoch:
+                clock.step_time(seconds, done_steps - start_step)
             if world.is_main and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
                 final = weights_to_save()
                 if validate:

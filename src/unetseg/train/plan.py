@@ -145,10 +145,20 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     available = TARGET * budget - (time.monotonic() - started)
     best = choices[0]
     for c in choices:
-        train_s = available - reserve_seconds(n_train, n_val, c.seconds_per_image, VALIDATIONS) - decode_seconds(n_train + n_val)
+        train_s = available - reserve_seconds(n_train, n_val, c.seconds_per_image, VALIDATIONS) - \
+            decode_seconds(n_train + n_val)
         if train_s / c.seconds_per_image >= MIN_IMAGES:
             best = c
     m.base_channels, d.image_size = best.base, best.size
+    if "train.memory_format" not in keep and best.measured:  # the faster layout for this model on this device
+        other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
+        t0 = time.perf_counter()
+        sec = measure_step(cfg, device, dtype, other, batch)
+        probe_spent += time.perf_counter() - t0
+        if sec < 0.97 * best.seconds_per_image:
+            t.memory_format = "channels_last" if other == torch.channels_last else "contiguous"
+            best.seconds_per_image = sec
+            chosen.append("memory_format")
     if "model.base_channels" not in keep:
         chosen.append("base_channels")
     if "data.image_size" not in keep:
@@ -184,11 +194,12 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         "planned_steps": total, "corrected_steps": None,
     }
     images_seen = total * batch
-    logger.info("budget %s: plan on %s (%s): U-Net base %d at %dx%d, batch %d, lr %g, cosine schedule over %d steps "
-                "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s), BN recalibrated; "
-                "measured %.3f s/image; augmentation %s; chosen: %s", cfg.train.budget, device, t.plan["precision"],
-                m.base_channels, *d.image_size, batch, t.lr, total, t.epochs, n_train, images_seen, t.warmup_steps,
-                t.val_every, best.seconds_per_image,
+    logger.info("budget %s: plan on %s (%s): U-Net base %d at %dx%d, batch %d, lr %g, %s schedule over %d steps "
+                "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s)%s; "
+                "measured %.3f s/image (%s); augmentation %s; chosen: %s", cfg.train.budget, device,
+                t.plan["precision"], m.base_channels, *d.image_size, batch, t.lr, t.schedule, total, t.epochs, n_train,
+                images_seen, t.warmup_steps, t.val_every, ", BN recalibrated" if t.bn_recalibrate else "",
+                best.seconds_per_image, t.memory_format,
                 ", ".join(f"{k} {v}" for k, v in augmentation.items()) or "as given", ", ".join(chosen) or "nothing")
 
 
