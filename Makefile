@@ -28,7 +28,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# The benchmark tables of benchmarks/README.md (needs ../shared/data/carvana_sample; ~20 min on 2 CPU cores).
+# The benchmark tables of benchmarks/README.md (needs ../shared/data/carvana_sample; ~35 min on 2 CPU cores).
 bench: install
 	$(BIN)/python benchmarks/ceiling.py
 	$(BIN)/python benchmarks/baseline.py
@@ -36,6 +36,8 @@ bench: install
 	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/onnx_vs_torch.py
 	$(BIN)/python benchmarks/gpu.py
+	$(BIN)/python benchmarks/plan_speed.py
+	$(BIN)/python benchmarks/budget.py --budget 5m
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

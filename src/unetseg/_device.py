@@ -9,10 +9,20 @@ import torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; any other name is passed to :class:`torch.device`."""
+    """``"auto"`` -> CUDA when present, else CPU; any other name is passed to :class:`torch.device`.
+
+    Raises:
+        ValueError: for a name torch does not know, or a CUDA device this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} found)")
+    return device
 
 
 @functools.cache

@@ -47,6 +47,9 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu",
     weights_file = WEIGHTS_FILE if weights == "final" else BEST_FILE
     for name in (CONFIG_FILE, weights_file):
         if not (run_dir / name).is_file():
+            if name == BEST_FILE and (run_dir / WEIGHTS_FILE).is_file():
+                raise CheckpointError(f"{run_dir / name}: not found: the run had no validation Dice to choose by "
+                                      f"(no validation split, or nothing to find in it); use the final weights")
             raise CheckpointError(f"{run_dir / name}: not found; is {run_dir} a finished unetseg run?")
     config = RunConfig.load(run_dir / CONFIG_FILE)
     model = UNet(config.model)

@@ -40,11 +40,19 @@ def _cases(data, run, tmp):
         "train, bad size": ["train", "--data", str(data), "--out", str(tmp / "d"), "--image-size", "big"],
         "train, unknown flag": ["train", "--data", str(data), "--out", str(tmp / "e"), "--learning-rate", "1"],
         "train, bad group pattern": ["train", "--data", str(data), "--out", str(tmp / "f"), "--group-pattern", "(x"],
+        "train, no such CUDA device": ["train", "--data", str(data), "--out", str(tmp / "g"), *TINY, "--device", "cuda:7"],
+        "train, not a device": ["train", "--data", str(data), "--out", str(tmp / "h"), *TINY, "--device", "gpu"],
+        "train, --out is a file": ["train", "--data", str(data), "--out", str(tmp / "empty.csv"), *TINY],
+        "train, resume of nothing with a config": ["train", "--resume", missing, "--config", str(run / "config.json")],
+        "train, a new budget on resume": ["train", "--resume", str(run), "--budget", "5m"],
         "predict, no model": ["predict", "--model", missing, "--input", str(data / "images"), "--out", str(tmp / "p")],
         "predict, no input": ["predict", "--model", str(run), "--input", missing, "--out", str(tmp / "p")],
         "predict, ignore masks of the wrong size": ["predict", "--model", str(run), "--input", str(data / "images"),
                                                     "--out", str(tmp / "p2"), "--ignore-masks", str(tmp / "ign")],
         "predict, missing --out": ["predict", "--model", str(run), "--input", str(data / "images")],
+        "predict, onnxruntime with the best weights": ["predict", "--model", str(run), "--input", str(data / "images"),
+                                                       "--out", str(tmp / "p3"), "--backend", "onnxruntime",
+                                                       "--weights", "best"],
         "evaluate, no model": ["evaluate", "--model", missing],
         "evaluate, no data": ["evaluate", "--model", str(run), "--data", missing],
         "evaluate, ignore masks of the wrong size": ["evaluate", "--model", str(run), "--ignore-masks", str(tmp / "ign")],
@@ -105,5 +113,10 @@ def test_auto_micro_batch_is_recorded_split_evenly_and_reused(synthetic_dir, tmp
     assert "accumulate over 3 micro-batches of 3/2 images" in (run / "train.log").read_text()
     auto = tmp_path / "auto"
     assert main(["train", "--data", str(synthetic_dir), "--out", str(auto), *TINY]) == 0
-    recorded = json.loads((auto / "config.json").read_text())["train"]["micro_batch"]
-    assert recorded == 8  # a tiny model: the whole batch fits; the choice is in config.json for --resume
+    cfg = json.loads((auto / "config.json").read_text())
+    assert cfg["train"]["micro_batch"] == 8  # a tiny model: the whole batch fits; the choice is in config.json
+    cfg["train"]["micro_batch"] = 4  # as if memory had been tighter when the run started
+    (auto / "config.json").write_text(json.dumps(cfg))
+    assert main(["train", "--resume", str(auto), "--epochs", "2"]) == 0
+    assert "accumulate over 2 micro-batches of 4 images" in (auto / "train.log").read_text()  # reused, not re-picked
+    assert json.loads((auto / "config.json").read_text())["train"]["micro_batch"] == 4

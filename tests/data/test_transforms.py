@@ -97,10 +97,12 @@ def test_channel_shuffle_permutes_channels_and_greyscale_equalises_them():
     assert torch.allclose(grey[:, 0], grey[:, 2]) and grey[0, 0, 0, 0] == pytest.approx(0.299 * 0.1 + 0.587 * 0.5 + 0.114 * 0.9)
 
 
-def test_zoom_enlarges_the_centre():
-    images = torch.zeros(1, 1, 33, 33)
-    images[..., 12:21, 12:21] = 1.0
+def test_zoom_scales_the_centre_within_its_limit_both_ways():
+    images = torch.zeros(64, 1, 65, 65)
+    images[..., 24:41, 24:41] = 1.0  # a 17x17 square in the middle
     masks = images[:, 0].long()
-    out, out_m = random_affine(images, masks, 0.0, 0.0, 0.0, generator=torch.Generator().manual_seed(0),
-                               scale_limit=1.0)
-    assert out_m.sum() != masks.sum()  # zoomed in or out: the square changed size
+    _, out_m = random_affine(images, masks, 0.0, 0.0, 0.0, generator=torch.Generator().manual_seed(0),
+                             scale_limit=1.0)  # zoom in [1/2, 2]: the square's area in [1/4, 4] x
+    ratio = out_m.sum(dim=(1, 2)).float() / masks[0].sum()
+    assert (ratio > 1.5).any() and (ratio < 0.67).any()  # zoomed in and out
+    assert ratio.min() > 0.25 * 0.8 and ratio.max() < 4 * 1.2

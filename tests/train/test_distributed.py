@@ -29,7 +29,8 @@ def test_torchrun_two_processes_trains_one_run(synthetic_dir, tmp_path):
 
 def test_one_step_of_two_processes_equals_one_process_on_the_same_global_batch(synthetic_dir, tmp_path):
     """Two processes of 4 images each vs one process accumulating two micro-batches of 4 (the same images per batch
-    norm): the same loss, and Adam's first step (lr x the gradient's sign) moves the weights the same way."""
+    norm): the same loss, the same gradient, and Adam's first step (lr x the gradient's sign) moves the weights the
+    same way."""
     common = ["--data", str(synthetic_dir), "--base-channels", "4", "--depth", "3", "--image-size", "64x48",
               "--batch-size", "8", "--max-steps", "1", "--val-fraction", "0", "--rotate-limit", "0", "--hflip-p", "0",
               "--vflip-p", "0", "--lr", "1e-3", "--no-progress"]
@@ -50,3 +51,10 @@ def test_one_step_of_two_processes_equals_one_process_on_the_same_global_batch(s
     diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in weights])
     assert diff.max() <= 2.1e-3  # at most opposite signs of a gradient that is ~0 either way
     assert (diff < 1e-6).float().mean() > 0.999, (diff > 1e-6).sum()
+    # Adam's step is blind to the gradient's scale; its first moment (0.1 x the gradient after one step) is not:
+    # a wrong average over the processes (a sum, or shards weighed unevenly) shows here
+    ga = torch.cat([s["exp_avg"].flatten() for s in torch.load(tmp_path / "two" / "last.pt",
+                                                                 weights_only=True)["optimizer"]["state"].values()])
+    gb = torch.cat([s["exp_avg"].flatten() for s in torch.load(tmp_path / "one" / "last.pt",
+                                                                 weights_only=True)["optimizer"]["state"].values()])
+    assert ga.abs().max() > 0 and (ga - gb).abs().max() <= 1e-4 * ga.abs().max(), (ga - gb).abs().max()

@@ -114,6 +114,15 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(base)
 
 
+class _RunLog(logging.FileHandler):
+    """The run's train.log: records before the run folder exists (a refused start) go to the console only."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None and not Path(self.baseFilename).parent.is_dir():
+            return
+        super().emit(record)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from unetseg.checkpoint import CheckpointError
     from unetseg.train import fit
@@ -130,7 +139,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.resume and not (cfg.data.data or cfg.data.images or cfg.data.pairs_csv):
         raise ValueError("unetseg train: give --data DIR (or --images DIR --masks DIR, or --pairs-csv FILE), "
                          "or --resume RUN")
-    handler = logging.FileHandler(out / "train.log", delay=True)  # opened on the first record, after the run dir is made
+    if args.resume and "train.budget" in vars(args):
+        raise ValueError(f"--budget with --resume: the run in {out} keeps its planned steps; give --epochs or "
+                         f"--max-steps to change them")
+    handler = _RunLog(out / "train.log", delay=True)  # opened on the first record, after the run dir is made
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     run = fit(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, keep=given_settings(args))
@@ -316,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             set_max_image_pixels(args.max_image_pixels)
         return handler(args)
-    except (DataError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except (DataError, CheckpointError, ValueError, OSError) as err:
         if args.debug:
             raise
         logger.error("error: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)

@@ -78,16 +78,12 @@ def _draft_request(full: Size, target: Size) -> Size:
 
 
 def to_8bit(array: np.ndarray, mode: str) -> np.ndarray:
-    """Greyscale deeper than 8 bits -> uint8 by the type's range, the same for every image (so the same tissue keeps
-    the same value across images, in training and prediction): 16-bit (and 32-bit integer files whose values fit
-    16 bits) / 257; larger integers / (2^32 - 1) * 255; floats in [0, 1] x 255, other floats clipped to [0, 255]."""
+    """Greyscale deeper than 8 bits -> uint8 by the file's mode alone, never by an image's own values, so the same
+    tissue keeps the same value across images, in training and prediction: integer images (16-bit, and Pillow's
+    32-bit mode "I", which is how it opens 16-bit PNGs) are taken as 16-bit data, / 257, clipped; float images as
+    values in [0, 1], x 255, clipped."""
     a = array.astype(np.float64)
-    if mode == "F":
-        scaled = a * 255.0 if a.size and a.min() >= 0 and a.max() <= 1.0 else a
-    elif mode.startswith("I;16") or (a.size and a.min() >= 0 and a.max() <= 65535):
-        scaled = a / 257.0
-    else:
-        scaled = (a - np.iinfo(np.int32).min) / (2**32 - 1) * 255.0 if a.min() < 0 else a / (2**32 - 1) * 255.0
+    scaled = a * 255.0 if mode == "F" else a / 257.0
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 

@@ -93,7 +93,7 @@ def group_of(stem: str, pattern: str = "") -> str:
             match = re.search(pattern, stem)
         except re.error as err:
             raise DataError(f"--group-pattern {pattern!r} is not a regular expression: {err}") from None
-        return (match.group(1) if match.groups() else match.group(0)) if match else stem
+        return ((match.group(1) if match.groups() else None) or match.group(0)) if match else stem
     match = _CARVANA_STEM.match(stem)
     return match.group(1) if match else stem
 

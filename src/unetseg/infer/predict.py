@@ -85,7 +85,9 @@ class Predictor:
                  batch_size: int = 4, amp: str = "auto") -> None:
         self.device = resolve_device(device)
         self.config = config
-        self.layout = memory_format(self.device, config.train.memory_format, training=False)
+        # a layout the budget plan measured for training says nothing about inference on this device
+        planned = config.train.plan is not None and "memory_format" in config.train.plan.get("chosen", [])
+        self.layout = memory_format(self.device, "auto" if planned else config.train.memory_format, training=False)
         if isinstance(model, torch.nn.Module):
             model = model.to(self.device, memory_format=self.layout).eval()
         self.model = model
@@ -101,6 +103,9 @@ class Predictor:
         validation Dice) and config; with ``backend="onnxruntime"`` the run's ``model.onnx`` (written by
         ``unetseg export``) computes the logits. ``amp`` is the precision on this device ("auto": bf16 where it is
         native, fp16 on other GPUs, fp32 on other CPUs), whatever the run was trained with."""
+        if backend == "onnxruntime" and weights != "final":
+            raise ValueError("--backend onnxruntime runs model.onnx, exported from the final weights; "
+                             "--weights best needs the torch backend")
         model, config = load_model(run_dir, weights=weights)
         if backend == "onnxruntime":
             from unetseg.infer.export import ONNX_FILE, OnnxModel

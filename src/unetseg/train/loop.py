@@ -6,6 +6,7 @@ Every random draw of a step (batch order, rotation angles, flips) comes from a g
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -59,9 +60,10 @@ _PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE}
 
 def _never_started(out: Path) -> bool:
     """True when ``out`` holds only what a run writes before its first saved state (a run that failed early, e.g.
-    on a typo in --data), so the corrected command may start afresh there."""
-    return all(p.name in _PRE_START_FILES or (p.name.startswith(".") and p.suffix in (".tmp", ".npy"))
-               for p in out.iterdir())
+    on a typo in --data), so the corrected command may start afresh there. Its train.log tells it from a folder
+    holding only a config.json the user wrote."""
+    return (out / "train.log").is_file() and all(
+        p.name in _PRE_START_FILES or (p.name.startswith(".") and p.suffix in (".tmp", ".npy")) for p in out.iterdir())
 
 
 def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool, world: World = World()) -> Path:
@@ -176,7 +178,7 @@ def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> f
     ``warmup`` steps, then one cosine decay that reaches ``min_lr`` at the last step."""
     if step < warmup:
         return lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup - 1))
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -268,15 +270,16 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             native, _ = image_info(pairing.pairs[0].image)
         except Exception:  # noqa: BLE001 - the checks report unreadable files
             return
-        if budget is not None and cfg.train.plan is None:
+        if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
             n = len(pairing.pairs)
             n_val = len(split_by_group(pairing.pairs, cfg.data.val_fraction, cfg.data.split_seed)[1])
             if world.is_main:
-                make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started)
+                make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started, world.size)
             planned = RunConfig.from_dict(world.broadcast_object(cfg.to_dict()))  # one plan for every process
             cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
         elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
-            cfg.data.image_size = size_for(native[0] / native[1], min(1.0, native[0] * native[1] / SEED_PIXELS))
+            cfg.data.image_size = size_for(native[0] / native[1], min(1.0, native[0] * native[1] / SEED_PIXELS),
+                                            native)
             derived.append(native)
 
     derived: list[tuple[int, int]] = []
@@ -301,7 +304,6 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=cfg.train.restart_epochs, T_mult=cfg.train.restart_mult, eta_min=cfg.train.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    average = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
     # Several processes drop the last partial batch, so that every process has a share of every step.
     steps = math.ceil(len(data.train) / cfg.train.batch_size) if world.size == 1 else max(
         1, len(data.train) // cfg.train.batch_size)
@@ -311,12 +313,14 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        if average is not None and "average" in state:
-            average.load_state_dict(state["average"])
         pos = Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
         restore_rng(state["rng"])
         truncate_metrics(out / METRICS_FILE, pos.epoch)
         logger.info("resuming %s at epoch %d, step %d", out, pos.epoch + 1, pos.step)
+    # made after the weights are loaded: an average switched on at a resume starts from them, not from the init
+    average = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+    if average is not None and state is not None and "average" in state:
+        average.load_state_dict(state["average"])
     n_params = sum(p.numel() for p in model.parameters())
     per_process = max(1, cfg.train.batch_size // world.size)
     micro = min(cfg.train.micro_batch, per_process)
@@ -359,6 +363,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         nonlocal total
         total = new
         cfg.train.max_steps = total
+        cfg.train.warmup_steps = min(cfg.train.warmup_steps, max(1, total // 10))  # the decay keeps most steps
         cfg.train.epochs = math.ceil(total / steps)
         clock.total = total
         if cfg.train.plan is not None:
@@ -384,17 +389,20 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             batches = torch.randperm(len(data.train), generator=_generator(cfg.train.seed, epoch)).split(
                 cfg.train.batch_size)
             end = min(steps, total - epoch * steps)
-            bar = tqdm(range(pos.step, end), initial=pos.step, total=end,
-                       desc=f"epoch {epoch + 1}/{epochs_planned()}", unit="batch", leave=False,
-                       disable=not (cfg.train.progress and sys.stderr.isatty()))
+            bar = tqdm(initial=pos.step, total=end, desc=f"epoch {epoch + 1}/{epochs_planned()}", unit="batch",
+                       leave=False, disable=not (cfg.train.progress and sys.stderr.isatty()))
             step_start, start_step = time.perf_counter(), pos.step
-            for step in bar:
+            for step in itertools.count(pos.step):  # `end` moves when the budget clock corrects the step count
+                if step >= end:
+                    break
                 global_step = epoch * steps + step
                 if cfg.train.schedule == "cosine":
                     for group in optimizer.param_groups:
                         group["lr"] = cosine_lr(global_step, total, cfg.train.warmup_steps, cfg.train.lr,
                                                 cfg.train.min_lr)
                 idx = rows[world.shard(batches[step]).to(rows.device)]
+                # DDP averages the processes' gradients: a shard's loss weighs by its share of the global batch
+                share = len(idx) * world.size / len(batches[step])
                 x, y = augment(images[idx].to(device, non_blocking=True), masks[idx].to(device, non_blocking=True),
                                cfg.data, _generator(cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1))))
                 optimizer.zero_grad(set_to_none=True)
@@ -405,7 +413,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                     sync = i == len(chunks) - 1 or world.size == 1  # DDP all-reduces on the last backward only
                     with nullcontext() if sync else forward.no_sync():
                         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                            part = loss_fn(forward(xm.contiguous(memory_format=layout)), ym) * (len(xm) / len(x))
+                            part = loss_fn(forward(xm.contiguous(memory_format=layout)), ym) * (
+                                len(xm) / len(x) * share)
                         scaler.scale(part).backward()
                     loss += part.detach()
                 scaler.step(optimizer)  # skipped by the scaler itself when fp16 gradients overflowed
@@ -414,8 +423,9 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                     scheduler.step(epoch + (step + 1) / steps)
                 if average is not None:
                     average.update(global_step)
-                losses.append(step, loss, len(idx) * world.size)
-                pos.step, seen = step + 1, seen + len(idx) * world.size
+                losses.append(step, loss / share, len(batches[step]))
+                pos.step, seen = step + 1, seen + len(batches[step])
+                bar.update()
                 stopping = world.any(stop.requested, device) if world.size > 1 else stop.requested
                 every = cfg.train.checkpoint_steps
                 due = step + 1 < end and (pos.step % every == 0 if every else
@@ -458,20 +468,20 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             last_epoch = epoch + 1 >= epochs_planned()
             validate = data.val is not None and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch)
             val, v0 = None, time.perf_counter()
-            if timed_by_epoch:
-                clock.step_time(seconds, done_steps - start_step)
             if world.is_main and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
                 final = weights_to_save()
                 if validate:
                     val = evaluate(final, data.val, cfg, device)
                 save_weights(final, out / WEIGHTS_FILE)
                 model.train()
+            val_seconds = time.perf_counter() - v0
             if clock is not None and validate:
-                clock.validation_time(time.perf_counter() - v0)
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-                      "seconds": round(seconds, 2), "images_per_s": round(seen / seconds, 2)}
+                clock.validation_time(val_seconds)
+            record = {"epoch": epoch + 1, "step": epoch * steps + done_steps, "train_loss": train_loss,
+                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+                      "images_per_s": round(seen / seconds, 2)}
             if val is not None:
-                record.update(val_loss=val["loss"], val_dice=val["dice"])
+                record.update(val_loss=val["loss"], val_dice=None if math.isnan(val["dice"]) else val["dice"])
                 if val["dice"] > pos.best and world.is_main:  # False for NaN (nothing to find in validation)
                     pos.best = val["dice"]
                     save_weights(final, out / BEST_FILE)
@@ -479,13 +489,15 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                 with open(out / METRICS_FILE, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
             pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
+            save_state()
+            if timed_by_epoch:  # the epoch's steps and its checkpoint write, not its validation
+                clock.step_time(time.perf_counter() - t0 - val_seconds, done_steps - start_step)
             if clock is not None and clock.corrected and not last_epoch:
                 new = clock.maybe_correct(pos.epoch * steps, _validation_estimate(data, cfg, clock), True) \
                     if world.is_main else None
                 new = world.broadcast_int(new or 0, device)
                 if new:
                     set_total(new, "budget: the speed drifted, re-planned", False)
-            save_state()
             world.barrier()  # the others wait while the main process validates and saves
             last_save = time.monotonic()
             logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, epochs_planned(),

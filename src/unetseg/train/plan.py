@@ -47,11 +47,15 @@ BN_IMAGES = 256
 FORWARD_SHARE = 0.35
 
 
-def size_for(aspect: float, scale: float) -> tuple[int, int]:
-    """(width, height), multiples of 16, with about ``scale`` x 480x320 pixels and the given width/height ratio."""
+def size_for(aspect: float, scale: float, native: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(width, height), multiples of 16, with about ``scale`` x 480x320 pixels and the given width/height ratio;
+    never larger than ``native`` (the images' own size) where given."""
     height = math.sqrt(scale * SEED_PIXELS / aspect)
     width = aspect * height
-    return max(32, 16 * round(width / 16)), max(32, 16 * round(height / 16))
+    width, height = max(32, 16 * round(width / 16)), max(32, 16 * round(height / 16))
+    if native is not None:
+        width, height = min(width, max(32, native[0] // 16 * 16)), min(height, max(32, native[1] // 16 * 16))
+    return width, height
 
 
 def measure_step(cfg: RunConfig, device: torch.device, dtype: torch.dtype | None, layout: torch.memory_format,
@@ -103,7 +107,8 @@ class Choice:
 
 
 def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int], device: torch.device,
-              dtype: torch.dtype | None, layout: torch.memory_format, keep: set[str], started: float) -> None:
+              dtype: torch.dtype | None, layout: torch.memory_format, keep: set[str], started: float,
+              processes: int = 1) -> None:
     """Fill ``cfg`` for a budget run (``cfg.train.budget``): every setting not named in ``keep`` (dotted names such
     as ``"model.base_channels"``) may be chosen; the choices, measurements and reasons go to ``cfg.train.plan``.
 
@@ -111,6 +116,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         n_train, n_val: training and validation images.
         native: the images' (width, height): the training size keeps its aspect ratio and is never larger.
         started: ``time.monotonic()`` when the run started (the budget's clock).
+        processes: torch.distributed processes sharing each step (each times its share of the batch).
     """
     budget = parse_duration(cfg.train.budget)
     t, d, m = cfg.train, cfg.data, cfg.model
@@ -119,11 +125,25 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         t.batch_size = max(2, min(16 if device.type == "cuda" else 8, n_train // 4 or 2))
         chosen.append("batch_size")
     batch = t.batch_size
+    for name in ("epochs", "max_steps"):
+        if f"train.{name}" in keep:
+            logger.warning("warning: --%s is set by --budget; the value given is replaced", name.replace("_", "-"))
+
+    def probe(trial: RunConfig, lay: torch.memory_format) -> float:
+        """Seconds per image of the global batch; infinite where one process's share does not fit the device."""
+        try:
+            return measure_step(trial, device, dtype, lay, max(1, batch // processes)) / processes
+        except torch.OutOfMemoryError:
+            return math.inf
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # the probes' memory goes back before the run sizes its micro-batch
+
     ladder = []
     aspect, native_scale = native[0] / native[1], native[0] * native[1] / SEED_PIXELS
     for base, scale in LADDER:
         b = m.base_channels if "model.base_channels" in keep else base
-        s = d.image_size if "data.image_size" in keep else size_for(aspect, min(scale, native_scale))
+        s = d.image_size if "data.image_size" in keep else size_for(aspect, min(scale, native_scale), native)
         if (b, s) not in [(c[0], c[1]) for c in ladder]:
             ladder.append((b, s))
     ladder.sort(key=lambda c: _flops(*c))
@@ -137,7 +157,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             trial = RunConfig.from_dict(cfg.to_dict())
             trial.model.base_channels, trial.data.image_size = b, s
             t0 = time.perf_counter()
-            sec = measure_step(trial, device, dtype, layout, batch)
+            sec = probe(trial, layout)
             probe_spent += time.perf_counter() - t0
             choices.append(Choice(b, s, sec, True))
         else:
@@ -153,7 +173,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     if "train.memory_format" not in keep and best.measured:  # the faster layout for this model on this device
         other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
         t0 = time.perf_counter()
-        sec = measure_step(cfg, device, dtype, other, batch)
+        sec = probe(cfg, other)
         probe_spent += time.perf_counter() - t0
         if sec < 0.97 * best.seconds_per_image:
             t.memory_format = "channels_last" if other == torch.channels_last else "contiguous"
@@ -175,14 +195,15 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     augmentation = {k: v for k, v in STRONG_AUGMENTATION.items() if f"data.{k}" not in keep}
     for k, v in augmentation.items():
         setattr(d, k, v)
-    steps_per_epoch = math.ceil(n_train / batch)
+    # as the loop counts them: several processes drop the last partial batch
+    steps_per_epoch = math.ceil(n_train / batch) if processes == 1 else max(1, n_train // batch)
     train_s = available - reserve_seconds(n_train, n_val, best.seconds_per_image, VALIDATIONS) - \
         decode_seconds(n_train + n_val)
     total = max(1, int(train_s / (best.seconds_per_image * batch)))
     t.max_steps = total
     t.epochs = math.ceil(total / steps_per_epoch)
     if "train.val_every" not in keep:
-        t.val_every = max(1, t.epochs // VALIDATIONS)
+        t.val_every = max(1, math.ceil(t.epochs / VALIDATIONS))
     if "train.warmup_steps" not in keep:
         t.warmup_steps = max(5, min(200, total // 30))
     t.plan = {
@@ -194,11 +215,12 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         "planned_steps": total, "corrected_steps": None,
     }
     images_seen = total * batch
+    ends = time.strftime("%H:%M:%S", time.localtime(time.time() + TARGET * budget - (time.monotonic() - started)))
     logger.info("budget %s: plan on %s (%s): U-Net base %d at %dx%d, batch %d, lr %g, %s schedule over %d steps "
-                "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s)%s; "
-                "measured %.3f s/image (%s); augmentation %s; chosen: %s", cfg.train.budget, device,
+                "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s)%s, ending about "
+                "%s; measured %.3f s/image (%s); augmentation %s; chosen: %s", cfg.train.budget, device,
                 t.plan["precision"], m.base_channels, *d.image_size, batch, t.lr, t.schedule, total, t.epochs, n_train,
-                images_seen, t.warmup_steps, t.val_every, ", BN recalibrated" if t.bn_recalibrate else "",
+                images_seen, t.warmup_steps, t.val_every, ", BN recalibrated" if t.bn_recalibrate else "", ends,
                 best.seconds_per_image, t.memory_format,
                 ", ".join(f"{k} {v}" for k, v in augmentation.items()) or "as given", ", ".join(chosen) or "nothing")
 
