@@ -104,6 +104,7 @@ class Choice:
     size: tuple[int, int]
     seconds_per_image: float
     measured: bool
+    layout: torch.memory_format = torch.contiguous_format
 
 
 def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int], device: torch.device,
@@ -149,19 +150,29 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     ladder.sort(key=lambda c: _flops(*c))
     choices: list[Choice] = []
     probe_spent, probe_limit = 0.0, 0.03 * budget
+    # each candidate in both memory layouts where the probes' time allows (which one is faster depends on the model,
+    # the device and the precision: benchmarks/plan_speed.py), the "auto" layout first
+    other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
+    layouts = [layout] if "train.memory_format" in keep else [layout, other]
     for b, s in ladder:
         measured = [c for c in choices if c.measured]
         est = measured[-1].seconds_per_image * _flops(b, s) / _flops(measured[-1].base, measured[-1].size) \
             if measured else None
-        if est is None or probe_spent + 3 * batch * est < probe_limit:
-            trial = RunConfig.from_dict(cfg.to_dict())
-            trial.model.base_channels, trial.data.image_size = b, s
+        trial = RunConfig.from_dict(cfg.to_dict())
+        trial.model.base_channels, trial.data.image_size = b, s
+        timed: dict[torch.memory_format, float] = {}
+        for lay in layouts:
+            guess = min(timed.values()) if timed else est
+            if guess is not None and probe_spent + 3 * batch * guess >= probe_limit:
+                break
             t0 = time.perf_counter()
-            sec = probe(trial, layout)
+            timed[lay] = probe(trial, lay)
             probe_spent += time.perf_counter() - t0
-            choices.append(Choice(b, s, sec, True))
+        if timed:
+            fastest = min(timed, key=timed.get)
+            choices.append(Choice(b, s, timed[fastest], True, fastest))
         else:
-            choices.append(Choice(b, s, est, False))
+            choices.append(Choice(b, s, est, False, measured[-1].layout))
     available = TARGET * budget - (time.monotonic() - started)
     best = choices[0]
     for c in choices:
@@ -170,15 +181,9 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         if train_s / c.seconds_per_image >= MIN_IMAGES:
             best = c
     m.base_channels, d.image_size = best.base, best.size
-    if "train.memory_format" not in keep and best.measured:  # the faster layout for this model on this device
-        other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
-        t0 = time.perf_counter()
-        sec = probe(cfg, other)
-        probe_spent += time.perf_counter() - t0
-        if sec < 0.97 * best.seconds_per_image:
-            t.memory_format = "channels_last" if other == torch.channels_last else "contiguous"
-            best.seconds_per_image = sec
-            chosen.append("memory_format")
+    if "train.memory_format" not in keep:  # the faster layout for this model on this device
+        t.memory_format = "channels_last" if best.layout == torch.channels_last else "contiguous"
+        chosen.append("memory_format")
     if "model.base_channels" not in keep:
         chosen.append("base_channels")
     if "data.image_size" not in keep:
@@ -209,8 +214,9 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     t.plan = {
         "budget_s": budget, "device": str(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
         "chosen": chosen, "augmentation": augmentation, "train_images": n_train, "val_images": n_val,
-        "candidates": [{"base_channels": c.base, "image_size": list(c.size), "s_per_image": round(c.seconds_per_image, 5),
-                        "measured": c.measured} for c in choices],
+        "candidates": [{"base_channels": c.base, "image_size": list(c.size),
+                        "s_per_image": round(c.seconds_per_image, 5), "measured": c.measured,
+                        "memory_format": str(c.layout).split(".")[-1]} for c in choices],
         "probe_s": round(probe_spent, 2), "rule": f"costliest candidate seeing >= {MIN_IMAGES} training images",
         "planned_steps": total, "corrected_steps": None,
     }
