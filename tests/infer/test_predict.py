@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.train.test_fit import tiny_config
@@ -90,3 +91,54 @@ def test_predict_writes_background_outside_the_ignore_masks(tmp_path):
         a, b = read_mask(a).values, read_mask(b).values
         assert (b[:, 20:] == 0).all() and np.array_equal(a[:, :20], b[:, :20])
     assert any((read_mask(p).values[:, 20:] > 0).any() for p in plain)  # there was something to blank
+
+
+def _random_predictor(vflip_p: float, tta: bool, classes: int = 1) -> Predictor:
+    from unetseg import RunConfig, UNetConfig
+    from unetseg.model import UNet
+
+    cfg = RunConfig(UNetConfig(base_channels=4, depth=3, num_classes=classes))
+    cfg.data.image_size, cfg.data.vflip_p = (64, 48), vflip_p
+    torch.manual_seed(0)
+    return Predictor(UNet(cfg.model), cfg, device="cpu", amp="off", tta=tta)
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_tta_makes_predictions_equivariant_to_the_flips_it_averages(classes):
+    images = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    h, v = images[:, :, ::-1].copy(), images[:, ::-1].copy()
+    plain = _random_predictor(0.1, tta=False, classes=classes)
+    assert (plain.logits(h) - plain.logits(images).flip(3)).abs().max() > 1e-3  # a model alone is not equivariant
+    both = _random_predictor(0.1, tta=True, classes=classes)  # training flipped vertically: 4 passes
+    torch.testing.assert_close(both.logits(h), both.logits(images).flip(3), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(both.logits(v), both.logits(images).flip(2), atol=1e-4, rtol=1e-4)
+    horizontal = _random_predictor(0.0, tta=True, classes=classes)  # no vertical flips in training: 2 passes
+    torch.testing.assert_close(horizontal.logits(h), horizontal.logits(images).flip(3), atol=1e-4, rtol=1e-4)
+    assert (horizontal.logits(v) - horizontal.logits(images).flip(2)).abs().max() > 1e-3
+    # TTA of one pass would be the model itself: the scores keep the model's decision rule
+    probs = plain.probabilities(plain.logits(images)[0])
+    assert probs.shape[0] == classes and torch.all((probs >= 0) & (probs <= 1))
+
+
+def test_the_threshold_tuned_on_validation_is_stored_and_used_and_probabilities_are_saved(carvana_like, carvana_run,
+                                                                                         tmp_path, capsys):
+    from unetseg.cli.main import main
+
+    assert main(["evaluate", "--model", str(carvana_run), "--split", "val", "--tune-threshold"]) == 0
+    stored = json.loads((carvana_run / "threshold.json").read_text())
+    assert 0.05 <= stored["threshold"] <= 0.95 and stored["mean_dice"] >= stored["mean_dice_at_0.5"]
+    assert f"threshold {stored['threshold']:.2f}" in capsys.readouterr().out
+    predictor = Predictor.from_run(carvana_run, device="cpu")
+    assert predictor.threshold == stored["threshold"]
+    assert Predictor.from_run(carvana_run, device="cpu", threshold=0.5).threshold == 0.5  # a flag wins
+    written = predict_folder(predictor, carvana_like / "train", tmp_path / "pred", overlays=False, probs=True)
+    for mask_file in written[:3]:
+        probs = np.asarray(Image.open(tmp_path / "pred" / "probs" / mask_file.name))
+        mask = read_mask(mask_file).values
+        assert probs.shape == mask.shape == (64, 96) and probs.dtype == np.uint8
+        above = probs / 255 > stored["threshold"]
+        assert (above == (mask == 1)).mean() > 0.995  # the same pixels, up to the 8-bit rounding at the threshold
+    low = Predictor.from_run(carvana_run, device="cpu", threshold=0.05)
+    high = Predictor.from_run(carvana_run, device="cpu", threshold=0.95)
+    image = carvana_like / "train" / written[0].with_suffix(".jpg").name
+    assert low.predict_image(image).sum() >= high.predict_image(image).sum()

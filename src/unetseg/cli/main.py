@@ -154,24 +154,36 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, predict_folder
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights, amp=args.amp)
+                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold)
     ignore = None
     if args.ignore_masks:  # the run's patterns, unless given
         ignore = dataclasses.replace(predictor.config.data, ignore_masks=args.ignore_masks)
         ignore.ignore_pattern = args.ignore_pattern if args.ignore_pattern is not None else ignore.ignore_pattern
     written = predict_folder(predictor, args.input, args.out, overlays=args.overlay, progress=_interactive(),
-                             ignore=ignore)
+                             ignore=ignore, probs=args.save_probs)
     print(f"{len(written)} masks written to {Path(args.out) / 'masks'}")
     return 0
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from unetseg.infer import Predictor
+    from unetseg.infer.submit import write_submission
+
+    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
+                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold)
+    out = write_submission(predictor, args.images, args.out, progress=_interactive())
+    print(f"submission written to {out}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from unetseg.infer.predict import THRESHOLD_FILE
     from unetseg.data import find_pairs
     from unetseg.data.dataset import pairs_from_split
     from unetseg.infer import Predictor, evaluate_pairs
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights, amp=args.amp)
+                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold)
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
@@ -183,13 +195,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split != "all":
         split = json.loads((Path(args.model) / "split.json").read_text())
         pairs = pairs_from_split(pairs, split[args.split])
-    result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive())
+    if args.tune_threshold and predictor.config.model.num_classes != 1:
+        raise ValueError("--tune-threshold: only for binary models (a multi-class model takes the argmax)")
+    thresholds = [round(0.05 * k, 2) for k in range(1, 20)] if args.tune_threshold else []
+    result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds)
     per_class = "".join(f"  class {k.removeprefix('mean_dice_class')} Dice {v:.5f}" for k, v in result.items()
                         if k.startswith("mean_dice_class"))
     scored = "" if result["scored_images"] == result["images"] else \
         f", {result['images'] - result['scored_images']} with nothing to find and nothing found left out of the means"
     print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
           f"{result['global_dice']:.5f}{per_class}  ({result['images']} images, {args.split}{scored})")
+    if args.tune_threshold:
+        scores = result["threshold_dice"]
+        best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))  # ties: the one nearest 0.5
+        (Path(args.model) / THRESHOLD_FILE).write_text(json.dumps(
+            {"threshold": best, "mean_dice": scores[best], "mean_dice_at_0.5": scores[0.5], "split": args.split,
+             "images": result["images"], "weights": args.weights, "tta": args.tta}, indent=2) + "\n")
+        print(f"threshold {best:.2f}: mean Dice {scores[best]:.5f} (0.50: {scores[0.5]:.5f}); stored in "
+              f"{Path(args.model) / THRESHOLD_FILE}, used by predict, evaluate and submit from now on")
     return 0
 
 
@@ -246,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_train)
 
     for name, helptext in (("predict", "write a mask (and an overlay) per image"),
-                           ("evaluate", "Dice and IoU at original resolution")):
+                           ("evaluate", "Dice and IoU at original resolution"),
+                           ("submit", "a Carvana submission: img,rle_mask per image (restartable, gzip)")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--model", required=True, metavar="RUN", help="a run folder written by unetseg train")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -260,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="final: model.safetensors, the weights at the end of training (default: with a small "
                        "validation split the best epoch is often chance); best: best.safetensors, the best "
                        "validation Dice")
+        p.add_argument("--tta", action="store_true", help="test-time augmentation: average the probabilities over "
+                       "horizontal flips (and vertical ones where training used them): 2-4x the time")
+        p.add_argument("--threshold", type=float, help="foreground probability threshold of a binary model "
+                       "(default: the one evaluate --tune-threshold stored in the run, else 0.5)")
         if name == "predict":
             p.add_argument("--input", required=True, help="an image file or a folder of images")
             p.add_argument("--out", required=True, help="folder for masks/ and overlays/")
@@ -268,7 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--ignore-masks", metavar="DIR", help="ignore masks of the inputs (e.g. DRIVE's field of "
                            "view): predictions outside them are written as background")
             p.add_argument("--ignore-pattern", help="their file name pattern (default: the run's)")
+            p.add_argument("--save-probs", action="store_true", help="also write probs/<name>.png: the probabilities "
+                           "at the image's size, 8-bit (one PNG per class for multi-class models)")
             p.set_defaults(handler=_cmd_predict)
+        elif name == "submit":
+            p.add_argument("--images", required=True, help="the test photos (a folder, e.g. Carvana's test/)")
+            p.add_argument("--out", required=True, help="the submission to write, e.g. submission.csv.gz; a killed "
+                           "run started again goes on from OUT.partial")
+            p.set_defaults(handler=_cmd_submit)
         else:
             helps = _field_help(DataConfig)
             for f in _PAIRING:
@@ -276,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--split", choices=("all", "val", "train"), default="all",
                            help="evaluate all pairs, or the run's saved validation or training split")
             p.add_argument("--out", help="folder for per_image.csv and summary.json")
+            p.add_argument("--tune-threshold", action="store_true", help="binary models: find the threshold with the "
+                           "best mean Dice on these pairs (use --split val) and store it in RUN/threshold.json, "
+                           "where predict, evaluate and submit take it from")
             p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser("export", help="write the run's model as ONNX and check it against PyTorch")

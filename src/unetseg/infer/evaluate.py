@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,13 @@ from unetseg.data.errors import DataError
 from unetseg.data.io import read_mask
 from unetseg.data.pairing import Pair
 from unetseg.infer.predict import Predictor
-from unetseg.metrics import (confusion_counts, dice_from_counts, foreground_mean, iou_from_counts, logits_to_classes,
-                             nan_mean)
+from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, iou_from_counts, nan_mean
 
 logger = logging.getLogger(__name__)
 
 
 def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path | None = None,
-                   progress: bool = False) -> dict[str, Any]:
+                   progress: bool = False, thresholds: Sequence[float] = ()) -> dict[str, Any]:
     """Predict every pair's image and compare with its mask at the mask's original size.
 
     Dice and IoU are averaged over the foreground classes of each image (for binary data: the foreground), and for
@@ -38,9 +38,12 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         predictor: the trained model.
         pairs: image/mask pairs (e.g. from :func:`unetseg.data.find_pairs`).
         out_dir: when given, ``per_image.csv`` and ``summary.json`` are written there.
+        thresholds: for a binary model, foreground probabilities to score too (``threshold_dice``: the mean Dice
+            at each, by the same convention), for ``unetseg evaluate --tune-threshold``.
 
     Returns:
-        ``{"images", "mean_dice", "mean_iou", "global_dice", "per_image": [{"image", "dice", "iou"}, ...]}``
+        ``{"images", "mean_dice", "mean_iou", "global_dice", "per_image": [{"image", "dice", "iou"}, ...]}``,
+        and ``"threshold_dice": {threshold: mean Dice}`` where thresholds are given.
     """
     if not pairs:
         raise DataError("nothing to evaluate: no image/mask pairs (check --data, --images/--masks or --split)")
@@ -49,6 +52,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     rows = []
     by_image = {p.image: p for p in pairs}
     snap = predictor.config.data.snap_masks
+    binary = predictor.config.model.num_classes == 1
+    by_threshold: dict[float, list[float]] = {float(t): [] for t in thresholds} if binary else {}
     for path, logits in predictor.predict_paths([p.image for p in pairs], progress=progress):
         pair = by_image[path]
         classes = predictor.encoding.to_classes(read_mask(pair.mask).values, pair.mask, snap)
@@ -59,7 +64,7 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
                                 f"{pair.mask.name} is {classes.shape[1]}x{classes.shape[0]}")
             classes[keep == 0] = IGNORE
         target = torch.from_numpy(classes)
-        pred = logits_to_classes(logits[None])[0].cpu()
+        pred = predictor.classes(logits).cpu()
         if pred.shape != target.shape:
             raise DataError(f"{pair.mask}: mask is {tuple(target.shape[::-1])} (WxH) but the image is "
                              f"{tuple(pred.shape[::-1])}")
@@ -71,6 +76,11 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         if labels > 2:  # multi-class: each foreground class too
             row.update({f"dice_class{k}": float(dice[k]) for k in range(1, labels)})
         rows.append(row)
+        if by_threshold:
+            prob = logits[0].sigmoid().cpu()
+            for t, dices in by_threshold.items():
+                counts_t = confusion_counts((prob > t).long()[None], target[None], labels)[0]
+                dices.append(float(foreground_mean(dice_from_counts(counts_t))))
     mean = {key: nan_mean([r[key] for r in rows]) for key in rows[0] if key != "image"}
     summary = {
         "images": len(rows),
@@ -80,6 +90,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         "global_dice": float(foreground_mean(dice_from_counts(total))),
         **{f"mean_{key}": value for key, value in mean.items() if key.startswith("dice_class")},
     }
+    if by_threshold:
+        summary["threshold_dice"] = {t: nan_mean(d) for t, d in by_threshold.items()}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

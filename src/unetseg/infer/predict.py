@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +26,6 @@ from unetseg.data.errors import DataError, raise_problems
 from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_mask
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
-from unetseg.metrics import logits_to_classes
 from unetseg.model import UNet
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ def prefetched(items: Sequence[T], load: Callable[[T], object], batch_size: int)
             pending = submitted
         if pending is not None:
             yield [f.result() for f in pending]
+
+
+THRESHOLD_FILE = "threshold.json"
+
+
+def stored_threshold(run_dir: str | Path) -> float:
+    """The binary threshold ``unetseg evaluate --tune-threshold`` stored in the run, else 0.5."""
+    path = Path(run_dir) / THRESHOLD_FILE
+    return float(json.loads(path.read_text())["threshold"]) if path.is_file() else 0.5
 
 
 def list_images(path: str | Path) -> list[Path]:
@@ -75,6 +85,9 @@ class Predictor:
         config: the run's config (input size, normalisation, mask encoding).
         device: "auto", "cpu", "cuda", ...
         batch_size: images per forward pass.
+        tta: average the probabilities over flipped copies (horizontal; vertical and both too where training
+            flipped vertically): 2 or 4 forward passes per image.
+        threshold: foreground probability above which a pixel of a binary model is foreground.
 
     Example:
         >>> predictor = Predictor.from_run("runs/carvana")          # doctest: +SKIP
@@ -82,8 +95,11 @@ class Predictor:
     """
 
     def __init__(self, model: UNet | Callable[[torch.Tensor], torch.Tensor], config: RunConfig, device: str = "auto",
-                 batch_size: int = 4, amp: str = "auto") -> None:
+                 batch_size: int = 4, amp: str = "auto", tta: bool = False, threshold: float = 0.5) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"--threshold {threshold}: a probability between 0 and 1 (exclusive)")
         self.device = resolve_device(device)
+        self.tta, self.threshold = tta, threshold
         self.config = config
         # a layout the budget plan measured for training says nothing about inference on this device
         planned = config.train.plan is not None and "memory_format" in config.train.plan.get("chosen", [])
@@ -98,20 +114,24 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 4,
                  backend: Literal["torch", "onnxruntime"] = "torch",
-                 weights: Literal["final", "best"] = "final", amp: str = "auto") -> Predictor:
+                 weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool = False,
+                 threshold: float | None = None) -> Predictor:
         """Load the run's final weights (``model.safetensors``; ``weights="best"``: ``best.safetensors``, the best
         validation Dice) and config; with ``backend="onnxruntime"`` the run's ``model.onnx`` (written by
         ``unetseg export``) computes the logits. ``amp`` is the precision on this device ("auto": bf16 where it is
-        native, fp16 on other GPUs, fp32 on other CPUs), whatever the run was trained with."""
+        native, fp16 on other GPUs, fp32 on other CPUs), whatever the run was trained with. ``threshold`` None: the
+        one ``unetseg evaluate --tune-threshold`` stored in the run (``threshold.json``), else 0.5."""
         if backend == "onnxruntime" and weights != "final":
             raise ValueError("--backend onnxruntime runs model.onnx, exported from the final weights; "
                              "--weights best needs the torch backend")
         model, config = load_model(run_dir, weights=weights)
+        if threshold is None:
+            threshold = stored_threshold(run_dir)
         if backend == "onnxruntime":
             from unetseg.infer.export import ONNX_FILE, OnnxModel
 
-            return cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size, "off")
-        return cls(model, config, device, batch_size, amp)
+            return cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size, "off", tta, threshold)
+        return cls(model, config, device, batch_size, amp, tta, threshold)
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray) -> torch.Tensor:
@@ -123,7 +143,33 @@ class Predictor:
         x = to_float(torch.from_numpy(images).to(self.device), self.config.data.mean, self.config.data.std)
         x = x.contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext():
-            return self.model(x).float().to(self.device)
+            out = self.model(x).float().to(self.device)
+            if not self.tta:
+                return out
+            flips = [(3,)] + ([(2,), (2, 3)] if self.config.data.vflip_p > 0 else [])
+            probs = self._probs(out)
+            for dims in flips:  # the flipped copy's prediction, flipped back
+                probs += self._probs(self.model(x.flip(dims).contiguous(memory_format=self.layout)).float()
+                                     .to(self.device).flip(dims))
+        probs /= 1 + len(flips)
+        # back to scores with the same decision rule: logit of the mean probability, log of the mean softmax
+        return torch.logit(probs, eps=1e-6) if probs.shape[1] == 1 else probs.clamp_min(1e-12).log()
+
+    @staticmethod
+    def _probs(logits: torch.Tensor) -> torch.Tensor:
+        return logits.sigmoid() if logits.shape[1] == 1 else logits.softmax(dim=1)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-class probabilities of ``logits`` (C, H, W): the foreground's sigmoid for a binary model (1, H, W),
+        the softmax otherwise."""
+        return self._probs(logits[None])[0]
+
+    def classes(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class index per pixel (H, W) int64 of ``logits`` (C, H, W): a binary model's foreground where its
+        probability is above ``threshold``; the argmax otherwise."""
+        if logits.shape[0] == 1:
+            return (logits[0] > math.log(self.threshold / (1 - self.threshold))).long()
+        return logits.argmax(dim=0)
 
     def _load(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         size, _ = image_info(path)  # the original size, from the header only
@@ -145,7 +191,7 @@ class Predictor:
     def predict_image(self, path: str | Path) -> np.ndarray:
         """Class indices (H, W) uint8 of one image, at its original size."""
         _, logits = next(self.predict_paths([Path(path)]))
-        return logits_to_classes(logits[None])[0].to(torch.uint8).cpu().numpy()
+        return self.classes(logits).to(torch.uint8).cpu().numpy()
 
 
 def overlay(image: np.ndarray, classes: np.ndarray, encoding: MaskEncoding, alpha: float = 0.5) -> Image.Image:
@@ -164,9 +210,11 @@ def overlay(image: np.ndarray, classes: np.ndarray, encoding: MaskEncoding, alph
 
 
 def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path, overlays: bool = True,
-                   progress: bool = False, ignore: DataConfig | None = None) -> list[Path]:
+                   progress: bool = False, ignore: DataConfig | None = None, probs: bool = False) -> list[Path]:
     """Segment an image file or a folder of images; write ``out_dir/masks/<stem>.png`` in the training masks'
-    encoding (palette PNG for palette masks) and, with ``overlays``, ``out_dir/overlays/<stem>.jpg``.
+    encoding (palette PNG for palette masks), with ``overlays`` ``out_dir/overlays/<stem>.jpg``, and with
+    ``probs`` the probabilities at the image's size as 8-bit PNGs (0-255 for 0-1): ``out_dir/probs/<stem>.png``
+    (the foreground's) for a binary model, ``out_dir/probs/<stem>_class<k>.png`` per class otherwise.
 
     Args:
         ignore: a DataConfig whose ``ignore_masks`` (and ``ignore_pattern`` / ``image_pattern``) name an ignore mask
@@ -183,17 +231,26 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
         raise_problems(problems)
     out = Path(out_dir)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    if overlays:
-        (out / "overlays").mkdir(parents=True, exist_ok=True)
+    for folder, wanted in (("overlays", overlays), ("probs", probs)):
+        if wanted:
+            (out / folder).mkdir(parents=True, exist_ok=True)
     written = []
     for path, logits in predictor.predict_paths(paths, progress=progress):
-        classes = logits_to_classes(logits[None])[0].to(torch.uint8).cpu().numpy()
+        classes = predictor.classes(logits).to(torch.uint8).cpu().numpy()
+        keep = None
         if ignores.get(path) is not None:  # outside the field of view: background, as the model never learnt there
             keep = read_mask(ignores[path]).values
             if keep.shape != classes.shape:
                 raise DataError(f"{ignores[path]}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the image "
                                 f"{path.name} is {classes.shape[1]}x{classes.shape[0]}")
             classes[keep == 0] = 0
+        if probs:
+            maps = (predictor.probabilities(logits) * 255).round().to(torch.uint8).cpu().numpy()
+            if keep is not None:
+                maps[:, keep == 0] = 0
+            for k, plane in enumerate(maps):
+                name = f"{path.stem}.png" if len(maps) == 1 else f"{path.stem}_class{k}.png"
+                Image.fromarray(plane).save(out / "probs" / name)
         target = out / "masks" / f"{path.stem}.png"
         predictor.encoding.to_image(classes).save(target)
         written.append(target)
