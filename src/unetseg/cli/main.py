@@ -154,7 +154,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, predict_folder
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold)
+                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
+                                   tile=args.tile, overlap=args.overlap)
     ignore = None
     if args.ignore_masks:  # the run's patterns, unless given
         ignore = dataclasses.replace(predictor.config.data, ignore_masks=args.ignore_masks)
@@ -170,7 +171,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from unetseg.infer.submit import write_submission
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold)
+                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
+                                   tile=args.tile, overlap=args.overlap)
     out = write_submission(predictor, args.images, args.out, progress=_interactive())
     print(f"submission written to {out}")
     return 0
@@ -183,7 +185,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, evaluate_pairs
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold)
+                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
+                                   tile=args.tile, overlap=args.overlap)
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
@@ -288,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "horizontal flips (and vertical ones where training used them): 2-4x the time")
         p.add_argument("--threshold", type=float, help="foreground probability threshold of a binary model "
                        "(default: the one evaluate --tune-threshold stored in the run, else 0.5)")
+        p.add_argument("--tile", type=_size, metavar="WxH", help="predict each image (at the model's input size) "
+                       "by sliding windows of this size, Gaussian-blended, instead of in one pass")
+        p.add_argument("--overlap", type=float, default=0.5, help="share of a window its neighbour covers (--tile)")
         if name == "predict":
             p.add_argument("--input", required=True, help="an image file or a folder of images")
             p.add_argument("--out", required=True, help="folder for masks/ and overlays/")

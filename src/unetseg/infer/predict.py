@@ -26,6 +26,7 @@ from unetseg.data.errors import DataError, raise_problems
 from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_mask
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
+from unetseg.infer.windows import sliding_window_logits
 from unetseg.model import UNet
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class Predictor:
         tta: average the probabilities over flipped copies (horizontal; vertical and both too where training
             flipped vertically): 2 or 4 forward passes per image.
         threshold: foreground probability above which a pixel of a binary model is foreground.
+        tile: (width, height) of sliding windows over each image at the model's input size (Gaussian-blended,
+            ``overlap`` shared between neighbours), instead of one forward pass of the whole image.
 
     Example:
         >>> predictor = Predictor.from_run("runs/carvana")          # doctest: +SKIP
@@ -95,11 +98,14 @@ class Predictor:
     """
 
     def __init__(self, model: UNet | Callable[[torch.Tensor], torch.Tensor], config: RunConfig, device: str = "auto",
-                 batch_size: int = 4, amp: str = "auto", tta: bool = False, threshold: float = 0.5) -> None:
+                 batch_size: int = 4, amp: str = "auto", tta: bool = False, threshold: float = 0.5,
+                 tile: tuple[int, int] | None = None, overlap: float = 0.5) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"--threshold {threshold}: a probability between 0 and 1 (exclusive)")
         self.device = resolve_device(device)
-        self.tta, self.threshold = tta, threshold
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"--overlap {overlap}: a share between 0 and 1 (1 excluded)")
+        self.tta, self.threshold, self.tile, self.overlap = tta, threshold, tile, overlap
         self.config = config
         # a layout the budget plan measured for training says nothing about inference on this device
         planned = config.train.plan is not None and "memory_format" in config.train.plan.get("chosen", [])
@@ -115,7 +121,8 @@ class Predictor:
     def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 4,
                  backend: Literal["torch", "onnxruntime"] = "torch",
                  weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool = False,
-                 threshold: float | None = None) -> Predictor:
+                 threshold: float | None = None, tile: tuple[int, int] | None = None,
+                 overlap: float = 0.5) -> Predictor:
         """Load the run's final weights (``model.safetensors``; ``weights="best"``: ``best.safetensors``, the best
         validation Dice) and config; with ``backend="onnxruntime"`` the run's ``model.onnx`` (written by
         ``unetseg export``) computes the logits. ``amp`` is the precision on this device ("auto": bf16 where it is
@@ -130,8 +137,9 @@ class Predictor:
         if backend == "onnxruntime":
             from unetseg.infer.export import ONNX_FILE, OnnxModel
 
-            return cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size, "off", tta, threshold)
-        return cls(model, config, device, batch_size, amp, tta, threshold)
+            return cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size, "off", tta, threshold, tile,
+                       overlap)
+        return cls(model, config, device, batch_size, amp, tta, threshold, tile, overlap)
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray) -> torch.Tensor:
@@ -180,7 +188,11 @@ class Predictor:
         bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
         done = 0
         for batch in prefetched(paths, self._load, self.batch_size):
-            logits = self.logits(np.stack([image for image, _ in batch]))
+            if self.tile:  # each image by windows, the windows batched
+                logits = torch.stack([sliding_window_logits(self.logits, image, self.tile, self.overlap,
+                                                            self.batch_size) for image, _ in batch])
+            else:
+                logits = self.logits(np.stack([image for image, _ in batch]))
             for i, (_, (width, height)) in enumerate(batch):
                 yield paths[done + i], F.interpolate(logits[i:i + 1], size=(height, width), mode="bilinear",
                                                      align_corners=False)[0]
