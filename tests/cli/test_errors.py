@@ -80,6 +80,13 @@ def test_every_subcommand_fails_in_one_short_message_without_a_traceback(synthet
     assert not failures, failures
 
 
+def test_a_flag_with_a_typo_names_the_flag_meant(synthetic_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "r"), "--budjet", "5m"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and "did you mean --budget?" in err[0]
+
+
 def test_a_run_that_failed_before_its_first_step_does_not_block_its_rerun(synthetic_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(tmp_path / "typo"), "--out", str(run), *TINY]) == 2

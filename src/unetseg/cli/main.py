@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -30,7 +31,25 @@ _DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "foll
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the problem and where to look, not the whole usage text."""
 
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """As argparse's, but a flag the subcommand does not know is reported by the subcommand's parser, which can
+        name the flag meant."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            subs = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+            parser = subs[0].choices.get(getattr(parsed, "command", None), self) if subs else self
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
     def error(self, message: str) -> typing.NoReturn:
+        if message.startswith("unrecognized arguments:"):  # a typo: name the flag meant
+            flags = [f for action in self._actions for f in action.option_strings if f.startswith("--")]
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=")[0], flags, n=1)
+                if word.startswith("--") and close:
+                    message += f"; did you mean {close[0]}?"
+                    break
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
