@@ -128,17 +128,25 @@ def test_the_threshold_tuned_on_validation_is_stored_and_used_and_probabilities_
     stored = json.loads((carvana_run / "threshold.json").read_text())
     assert 0.05 <= stored["threshold"] <= 0.95 and stored["mean_dice"] >= stored["mean_dice_at_0.5"]
     assert f"threshold {stored['threshold']:.2f}" in capsys.readouterr().out
+    image = sorted((carvana_like / "train").iterdir())[0]
+    plain = Predictor.from_run(carvana_run, device="cpu", threshold=0.5)
+    _, logits = next(plain.predict_paths([image]))
+    middle = float(logits.sigmoid().median())  # splits this photo's pixels: a threshold that changes the mask
+    (carvana_run / "threshold.json").write_text(json.dumps({**stored, "threshold": middle}))
     predictor = Predictor.from_run(carvana_run, device="cpu")
-    assert predictor.threshold == stored["threshold"]
-    assert Predictor.from_run(carvana_run, device="cpu", threshold=0.5).threshold == 0.5  # a flag wins
+    assert predictor.threshold == middle
+    assert predictor.predict_image(image).sum() < plain.predict_image(image).sum()  # the stored one is used
+    assert main(["evaluate", "--model", str(carvana_run), "--split", "val"]) == 0
+    assert main(["evaluate", "--model", str(carvana_run), "--split", "val", "--threshold", "0.5"]) == 0
+    scores = [line for line in capsys.readouterr().out.splitlines() if line.startswith("mean Dice")]
+    assert len(scores) == 2 and scores[0] != scores[1]  # evaluate uses it too; a flag wins
     written = predict_folder(predictor, carvana_like / "train", tmp_path / "pred", overlays=False, probs=True)
     for mask_file in written[:3]:
-        probs = np.asarray(Image.open(tmp_path / "pred" / "probs" / mask_file.name))
-        mask = read_mask(mask_file).values
-        assert probs.shape == mask.shape == (64, 96) and probs.dtype == np.uint8
-        above = probs / 255 > stored["threshold"]
-        assert (above == (mask == 1)).mean() > 0.995  # the same pixels, up to the 8-bit rounding at the threshold
-    low = Predictor.from_run(carvana_run, device="cpu", threshold=0.05)
-    high = Predictor.from_run(carvana_run, device="cpu", threshold=0.95)
-    image = carvana_like / "train" / written[0].with_suffix(".jpg").name
-    assert low.predict_image(image).sum() >= high.predict_image(image).sum()
+        saved = np.asarray(Image.open(tmp_path / "pred" / "probs" / mask_file.name))
+        photo = carvana_like / "train" / mask_file.with_suffix(".jpg").name
+        _, logits = next(predictor.predict_paths([photo]))
+        assert saved.shape == read_mask(mask_file).values.shape == (64, 96) and saved.dtype == np.uint8
+        assert np.abs(saved / 255 - logits[0].sigmoid().numpy()).max() <= 0.5 / 255 + 1e-6  # 8-bit rounding only
+    (carvana_run / "threshold.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a threshold"):
+        Predictor.from_run(carvana_run, device="cpu")

@@ -44,8 +44,10 @@ def test_windows_agree_with_whole_image_prediction(carvana_like, tmp_path):
     (_, a), (_, b) = next(whole.predict_paths([image])), next(one.predict_paths([image]))
     torch.testing.assert_close(a, b)
     tiled = Predictor.from_run(run, device="cpu", amp="off", tile=(48, 32), overlap=0.5)  # 2 x 2 windows
-    agree = [(whole.predict_image(p) == tiled.predict_image(p)).mean() for p in sorted((carvana_like / "train").iterdir())]
-    assert np.mean(agree) > 0.95, agree
+    for photo in sorted((carvana_like / "train").iterdir())[:4]:
+        (_, a), (_, b) = next(whole.predict_paths([photo])), next(tiled.predict_paths([photo]))
+        # the same scores up to the windows' borders (windows misplaced or mirrored: about 0.6-0.8 here)
+        assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.98
     written = predict_folder(tiled, carvana_like / "train", tmp_path / "pred", overlays=False)
     assert read_mask(written[0]).values.shape == (64, 96)  # the photo's own size
     assert main(["predict", "--model", str(run), "--input", str(image), "--out", str(tmp_path / "cli"), "--tile",

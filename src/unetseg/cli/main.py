@@ -39,17 +39,18 @@ class _Parser(argparse.ArgumentParser):
         if extra:
             subs = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
             parser = subs[0].choices.get(getattr(parsed, "command", None), self) if subs else self
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            flags = [f for p in {self, parser} for action in p._actions for f in action.option_strings
+                     if f.startswith("--")]
+            message = f"unrecognized arguments: {' '.join(extra)}"
+            for word in extra:  # a typo: name the flag meant
+                close = difflib.get_close_matches(word.split("=")[0], flags, n=1) if word.startswith("--") else []
+                if close:
+                    message += f"; did you mean {close[0]}?"
+                    break
+            parser.error(message)
         return parsed
 
     def error(self, message: str) -> typing.NoReturn:
-        if message.startswith("unrecognized arguments:"):  # a typo: name the flag meant
-            flags = [f for action in self._actions for f in action.option_strings if f.startswith("--")]
-            for word in message.split(":", 1)[1].split():
-                close = difflib.get_close_matches(word.split("=")[0], flags, n=1)
-                if word.startswith("--") and close:
-                    message += f"; did you mean {close[0]}?"
-                    break
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -213,12 +214,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             setattr(data, f, "")
     for f, value in given.items():
         setattr(data, f, value)
+    if args.split is None:  # a threshold is tuned on the images the model did not train on
+        args.split = "val" if args.tune_threshold and not given.keys() & _LOCATION else "all"
     pairs = find_pairs(data)
     if args.split != "all":
         split = json.loads((Path(args.model) / "split.json").read_text())
         pairs = pairs_from_split(pairs, split[args.split])
     if args.tune_threshold and predictor.config.model.num_classes != 1:
         raise ValueError("--tune-threshold: only for binary models (a multi-class model takes the argmax)")
+    if args.tune_threshold and args.split == "train":
+        raise ValueError("--tune-threshold --split train: a threshold tuned on the training images flatters the "
+                         "model; use --split val (the default) or pairs it never saw")
     thresholds = [round(0.05 * k, 2) for k in range(1, 20)] if args.tune_threshold else []
     result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds)
     per_class = "".join(f"  class {k.removeprefix('mean_dice_class')} Dice {v:.5f}" for k, v in result.items()
@@ -333,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
             helps = _field_help(DataConfig)
             for f in _PAIRING:
                 p.add_argument(f"--{f.replace('_', '-')}", help=helps[f] + " (default: the run's)")
-            p.add_argument("--split", choices=("all", "val", "train"), default="all",
-                           help="evaluate all pairs, or the run's saved validation or training split")
+            p.add_argument("--split", choices=("all", "val", "train"),
+                           help="evaluate all pairs (the default), or the run's saved validation or training split "
+                           "(--tune-threshold: val by default, never train)")
             p.add_argument("--out", help="folder for per_image.csv and summary.json")
             p.add_argument("--tune-threshold", action="store_true", help="binary models: find the threshold with the "
                            "best mean Dice on these pairs (use --split val) and store it in RUN/threshold.json, "

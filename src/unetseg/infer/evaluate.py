@@ -39,7 +39,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         pairs: image/mask pairs (e.g. from :func:`unetseg.data.find_pairs`).
         out_dir: when given, ``per_image.csv`` and ``summary.json`` are written there.
         thresholds: for a binary model, foreground probabilities to score too (``threshold_dice``: the mean Dice
-            at each, by the same convention), for ``unetseg evaluate --tune-threshold``.
+            at each, an image with nothing to find and nothing found counting 1.0 so that every threshold is averaged
+            over the same images), for ``unetseg evaluate --tune-threshold``.
 
     Returns:
         ``{"images", "mean_dice", "mean_iou", "global_dice", "per_image": [{"image", "dice", "iou"}, ...]}``,
@@ -80,7 +81,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
             prob = logits[0].sigmoid().cpu()
             for t, dices in by_threshold.items():
                 counts_t = confusion_counts((prob > t).long()[None], target[None], labels)[0]
-                dices.append(float(foreground_mean(dice_from_counts(counts_t))))
+                dice_t = float(foreground_mean(dice_from_counts(counts_t)))
+                dices.append(1.0 if dice_t != dice_t else dice_t)  # nothing to find, nothing found: right, at any t
     mean = {key: nan_mean([r[key] for r in rows]) for key in rows[0] if key != "image"}
     summary = {
         "images": len(rows),

@@ -53,10 +53,27 @@ def prefetched(items: Sequence[T], load: Callable[[T], object], batch_size: int)
 THRESHOLD_FILE = "threshold.json"
 
 
-def stored_threshold(run_dir: str | Path) -> float:
-    """The binary threshold ``unetseg evaluate --tune-threshold`` stored in the run, else 0.5."""
+def stored_threshold(run_dir: str | Path, weights: str = "final", tta: bool = False) -> float:
+    """The binary threshold ``unetseg evaluate --tune-threshold`` stored in the run, else 0.5; a warning when it
+    was tuned for other weights or TTA.
+
+    Raises:
+        ValueError: when the file is not such a threshold.
+    """
     path = Path(run_dir) / THRESHOLD_FILE
-    return float(json.loads(path.read_text())["threshold"]) if path.is_file() else 0.5
+    if not path.is_file():
+        return 0.5
+    try:
+        stored = json.loads(path.read_text())
+        value = float(stored["threshold"])
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: not a threshold written by unetseg evaluate --tune-threshold") from None
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{path}: threshold {value} is not a probability between 0 and 1")
+    if stored.get("weights", "final") != weights or bool(stored.get("tta", False)) != tta:
+        logger.warning("warning: %s was tuned with --weights %s%s; it is used for --weights %s%s all the same", path,
+                       stored.get("weights"), " --tta" if stored.get("tta") else "", weights, " --tta" if tta else "")
+    return value
 
 
 def list_images(path: str | Path) -> list[Path]:
@@ -86,8 +103,8 @@ class Predictor:
         config: the run's config (input size, normalisation, mask encoding).
         device: "auto", "cpu", "cuda", ...
         batch_size: images per forward pass.
-        tta: average the probabilities over flipped copies (horizontal; vertical and both too where training
-            flipped vertically at least half the time): 2 or 4 forward passes per image.
+        tta: average the probabilities over flipped copies, for each flip training made at least half the time
+            (horizontal, vertical, and both where both): 2 or 4 forward passes per image.
         threshold: foreground probability above which a pixel of a binary model is foreground.
         tile: (width, height) of sliding windows over each image at the model's input size (Gaussian-blended,
             ``overlap`` shared between neighbours), instead of one forward pass of the whole image.
@@ -105,7 +122,12 @@ class Predictor:
         self.device = resolve_device(device)
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"--overlap {overlap}: a share between 0 and 1 (1 excluded)")
+        if tile is not None:  # a window larger than the input would only add black borders
+            tile = (min(tile[0], config.data.image_size[0]), min(tile[1], config.data.image_size[1]))
         self.tta, self.threshold, self.tile, self.overlap = tta, threshold, tile, overlap
+        self.source = ""  # the run folder and weights file, where loaded from a run
+        if tta and max(config.data.hflip_p, config.data.vflip_p) < 0.5:
+            logger.warning("warning: --tta: training flipped neither way half the time; nothing to average")
         self.config = config
         # a layout the budget plan measured for training says nothing about inference on this device
         planned = config.train.plan is not None and "memory_format" in config.train.plan.get("chosen", [])
@@ -133,13 +155,16 @@ class Predictor:
                              "--weights best needs the torch backend")
         model, config = load_model(run_dir, weights=weights)
         if threshold is None:
-            threshold = stored_threshold(run_dir)
+            threshold = stored_threshold(run_dir, weights, tta)
         if backend == "onnxruntime":
             from unetseg.infer.export import ONNX_FILE, OnnxModel
 
-            return cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size, "off", tta, threshold, tile,
-                       overlap)
-        return cls(model, config, device, batch_size, amp, tta, threshold, tile, overlap)
+            predictor = cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size, "off", tta, threshold,
+                            tile, overlap)
+        else:
+            predictor = cls(model, config, device, batch_size, amp, tta, threshold, tile, overlap)
+        predictor.source = f"{Path(run_dir).resolve()}:{weights}:{backend}"
+        return predictor
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray) -> torch.Tensor:
@@ -154,9 +179,10 @@ class Predictor:
             out = self.model(x).float().to(self.device)
             if not self.tta:
                 return out
-            # a flip training made at least half the time: the model takes both orientations as equally likely
-            # (a car upside down, seen in 10% of the seed's steps, is not: measured, benchmarks/README.md)
-            flips = [(3,)] + ([(2,), (2, 3)] if self.config.data.vflip_p >= 0.5 else [])
+            # the flips training made at least half the time: the model takes both orientations as equally likely
+            # (a car upside down, seen in 10% of the seed's steps, is not: measured, README)
+            h, v = self.config.data.hflip_p >= 0.5, self.config.data.vflip_p >= 0.5
+            flips = [(3,)] * h + [(2,)] * v + [(2, 3)] * (h and v)
             probs = self._probs(out)
             for dims in flips:  # the flipped copy's prediction, flipped back
                 probs += self._probs(self.model(x.flip(dims).contiguous(memory_format=self.layout)).float()
@@ -260,8 +286,10 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
             classes[keep == 0] = 0
         if probs:
             maps = (predictor.probabilities(logits) * 255).round().to(torch.uint8).cpu().numpy()
-            if keep is not None:
+            if keep is not None:  # outside the field of view: certain background, as the mask says
                 maps[:, keep == 0] = 0
+                if len(maps) > 1:
+                    maps[0, keep == 0] = 255
             for k, plane in enumerate(maps):
                 name = f"{path.stem}.png" if len(maps) == 1 else f"{path.stem}_class{k}.png"
                 Image.fromarray(plane).save(out / "probs" / name)

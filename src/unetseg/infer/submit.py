@@ -5,13 +5,14 @@ foreground pixels written as ``start length``, the pairs separated by spaces; an
 
 Rows are written as the images are predicted, to ``OUT.partial`` (plain CSV, flushed as it goes), so a killed run
 loses at most the rows in flight: started again with the same command, it keeps the complete rows there, skips their
-images and goes on. At the end the file is compressed to ``OUT`` (gzip when OUT ends in ``.gz``) and the partial one
+images and goes on (``OUT.partial.json`` records the model, threshold, TTA and tiles: other settings are refused). At the end the file is compressed to ``OUT`` (gzip when OUT ends in ``.gz``) and the partial one
 removed. Memory stays flat: one batch of images and its logits at a time, whatever the number of images.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import shutil
@@ -53,20 +54,46 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     return flat.reshape(shape)
 
 
-def _resume_partial(partial: Path) -> set[str]:
-    """The images already written to ``partial``; a last line cut off by a kill is dropped from the file."""
-    if not partial.is_file():
+def _settings(predictor: Predictor) -> dict:
+    """What decides a row: a partial file written with other settings cannot be continued."""
+    return {"model": predictor.source, "threshold": predictor.threshold, "tta": predictor.tta,
+            "tile": list(predictor.tile) if predictor.tile else None, "overlap": predictor.overlap}
+
+
+def _resume_partial(partial: Path, settings: dict, names: set[str]) -> set[str]:
+    """The images already written to ``partial`` (read line by line: memory stays flat); a last line cut off by a
+    kill is dropped from the file. A new (or empty) partial file gets the header and its settings file.
+
+    Raises:
+        ValueError: when the partial file was written with other settings, or holds rows of other images.
+    """
+    manifest = partial.with_name(partial.name + ".json")
+    if not partial.is_file() or partial.stat().st_size <= len(HEADER) + 1:  # nothing written yet
+        manifest.write_text(json.dumps(settings) + "\n")
         partial.write_text(HEADER + "\n")
         return set()
-    data = partial.read_bytes()
-    complete = data[:data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
+    if not manifest.is_file() or json.loads(manifest.read_text()) != settings:
+        raise ValueError(f"{partial}: written with other settings ({manifest.name}: model, threshold, tta, tile); "
+                         f"delete both files to start afresh, or run the command that wrote them")
+    done: set[str] = set()
+    complete = 0
+    with open(partial, "rb") as fh:
+        if fh.readline() != (HEADER + "\n").encode():
+            raise ValueError(f"{partial}: not a submission in progress (no {HEADER} header); delete it")
+        complete = fh.tell()
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # cut off by the kill
+            name = line.split(b",", 1)[0].decode()
+            if name not in names:
+                raise ValueError(f"{partial}: holds a row for {name}, which is not among the images; delete it to "
+                                 f"start afresh")
+            done.add(name)
+            complete += len(line)
+    if complete != partial.stat().st_size:
         with open(partial, "r+b") as fh:
-            fh.truncate(len(complete))
-    lines = complete.decode().splitlines()
-    if not lines or lines[0] != HEADER:
-        raise ValueError(f"{partial}: not a submission in progress (no {HEADER} header); delete it to start afresh")
-    return {line.split(",", 1)[0] for line in lines[1:]}
+            fh.truncate(complete)
+    return done
 
 
 def write_submission(predictor: Predictor, images: str | Path, out: str | Path, progress: bool = False,
@@ -91,14 +118,14 @@ def write_submission(predictor: Predictor, images: str | Path, out: str | Path, 
         raise ValueError(f"{out}: exists already; delete it to write it again")
     paths = list_images(images)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = _resume_partial(partial)
+    done = _resume_partial(partial, _settings(predictor), {p.name for p in paths})
     todo = [p for p in paths if p.name not in done]
     if done:
         logger.info("%s: %d images written before, %d to go", partial, len(paths) - len(todo), len(todo))
     with open(partial, "a", encoding="ascii") as fh, tqdm(total=len(paths), initial=len(paths) - len(todo),
                                                           desc="submit", unit="img", disable=not progress) as bar:
         for i, (path, logits) in enumerate(predictor.predict_paths(todo)):
-            mask = (logits[0] > 0).cpu().numpy()
+            mask = predictor.classes(logits).cpu().numpy()  # the run's threshold, as predict uses it
             fh.write(f"{path.name},{rle_encode(mask)}\n")
             if (i + 1) % flush_every == 0:
                 fh.flush()
@@ -110,5 +137,6 @@ def write_submission(predictor: Predictor, images: str | Path, out: str | Path, 
         shutil.copyfileobj(src, dst, length=1 << 20)
     os.replace(tmp, out)
     partial.unlink()
+    partial.with_name(partial.name + ".json").unlink(missing_ok=True)
     logger.info("wrote %d rows to %s", len(paths), out)
     return out
