@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/onnx_vs_torch.py
 	$(BIN)/python benchmarks/gpu.py
 	$(BIN)/python benchmarks/plan_speed.py
+	$(BIN)/python benchmarks/predict_speed.py
 	$(BIN)/python benchmarks/budget.py --budget 5m
 
 clean:

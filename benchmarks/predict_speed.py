@@ -1,0 +1,70 @@
+"""Prediction throughput: ``predict_folder`` (decode, model, resize to the photo's size, encode and write masks and
+overlays) against the model alone on the same batches, in the same run.
+
+    python benchmarks/predict_speed.py [--data ../shared/data/carvana_sample/train] [--base 16] [--size 240x160]
+
+The weights are random (speed does not depend on them); the model is the seed's U-Net at the given width and input
+size, on the CPU in the precision ``--amp auto`` picks. Goal: predict within 10% of the model alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unetseg import Predictor, RunConfig, UNet, predict_folder
+from unetseg.config import parse_size
+from unetseg.infer.predict import list_images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" /
+                                              "carvana_sample" / "train"))
+    parser.add_argument("--base", type=int, default=16)
+    parser.add_argument("--size", default="240x160")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--images", type=int, default=48)
+    args = parser.parse_args()
+    cfg = RunConfig()
+    cfg.model.base_channels, cfg.data.image_size = args.base, parse_size(args.size)
+    torch.manual_seed(0)
+    predictor = Predictor(UNet(cfg.model), cfg, device="cpu", batch_size=args.batch)
+    paths = list_images(args.data)[:args.images]
+    inputs = [np.stack([predictor._load(p)[0] for p in paths[i:i + args.batch]])
+              for i in range(0, len(paths), args.batch)]
+    predictor.logits(inputs[0])  # warm-up
+    print(f"{len(paths)} images of {args.data}, U-Net base {args.base} at {args.size}, batch {args.batch}, "
+          f"precision {predictor.dtype or torch.float32}, {torch.get_num_threads()} threads")
+    for _ in range(2):  # interleaved, twice: the machine is noisy
+        t0 = time.perf_counter()
+        for batch in inputs:
+            predictor.logits(batch)
+        model_s = time.perf_counter() - t0
+        rows = [("model alone (decoded batches)", model_s)]
+        for overlays in (False, True):
+            with tempfile.TemporaryDirectory() as out:
+                t0 = time.perf_counter()
+                predict_folder(predictor, _subset(paths, out), Path(out) / "pred", overlays=overlays)
+                rows.append((f"predict_folder, overlays {'on' if overlays else 'off'}", time.perf_counter() - t0))
+        for name, seconds in rows:
+            print(f"{name:<34} {len(paths) / seconds:8.2f} img/s  time x model {seconds / model_s:5.2f}")
+
+
+def _subset(paths: list[Path], out: str) -> Path:
+    """A folder of links to the first images, so predict_folder reads exactly those."""
+    folder = Path(out) / "input"
+    folder.mkdir(exist_ok=True)
+    for p in paths:
+        if not (folder / p.name).exists():
+            (folder / p.name).symlink_to(p.resolve())
+    return folder
+
+
+if __name__ == "__main__":
+    main()
