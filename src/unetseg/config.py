@@ -119,6 +119,10 @@ class DataConfig(_JsonDataclass):
         snap_masks: snap mask values that fit no encoding (JPEG-compressed masks) to the nearest label, and log it,
             instead of refusing the files.
         image_size: (width, height) the images are resized to for training and inference.
+        patch: (width, height) of random crops to train on (None: whole images). Without a given image_size the
+            crops come from the images at their own resolution; prediction then slides windows of this size over
+            each image at the training scale (Gaussian-blended), whatever the image's size.
+        patch_scale: training size / the images' own size in a patch run (found from the data).
         val_fraction: share of groups held out for validation (Carvana: cars; else images, or group_pattern's).
         group_pattern: a regular expression whose first group (or whole match) in an image's file stem names its
             split group, e.g. "^(scan\\d+)_" keeps all slices of a scan on one side; default: Carvana's car id for
@@ -158,6 +162,8 @@ class DataConfig(_JsonDataclass):
     snap_masks: bool = False
     cache: Literal["auto", "memory", "disk"] = "auto"
     image_size: tuple[int, int] = (480, 320)
+    patch: tuple[int, int] | None = None
+    patch_scale: float = 1.0
     val_fraction: float = 0.1
     group_pattern: str = ""
     split_seed: int = 0
@@ -186,6 +192,12 @@ class DataConfig(_JsonDataclass):
         self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
         if len(self.image_size) != 2 or min(self.image_size) < 16:
             raise ValueError(f"DataConfig.image_size must be (width, height), each >= 16, got {self.image_size}")
+        if self.patch is not None:
+            if isinstance(self.patch, str):
+                self.patch = parse_size(self.patch)
+            self.patch = tuple(int(v) for v in self.patch)  # type: ignore[assignment]
+            if len(self.patch) != 2 or min(self.patch) < 16:
+                raise ValueError(f"DataConfig.patch must be (width, height), each >= 16, got {self.patch}")
         if self.cache not in ("auto", "memory", "disk"):
             raise ValueError(f"DataConfig.cache must be auto, memory or disk, got {self.cache!r}")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -60,7 +60,8 @@ STRONG = ["--brightness", "0.3", "--contrast", "0.3", "--saturation", "0.5", "--
           "--bn-recalibrate", "--schedule", "cosine", "--warmup-steps", "3"]
 
 
-@pytest.mark.parametrize("extra", [[], STRONG], ids=["seed-recipe", "strong-augmentation-ema-bn"])
+@pytest.mark.parametrize("extra", [[], STRONG, ["--patch", "32x32"]],
+                         ids=["seed-recipe", "strong-augmentation-ema-bn", "patches"])
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(synthetic_dir, tmp_path, extra):
     reference = _unetseg("train", "--data", str(synthetic_dir), "--out", str(tmp_path / "ref"), *FLAGS, *extra)
     reference.communicate()

@@ -25,7 +25,7 @@ logger = logging.getLogger("unetseg")
 _SECTIONS = {"model": UNetConfig, "data": DataConfig, "train": TrainConfig}
 _LOCATION = {"data", "images", "masks", "pairs_csv"}
 _PAIRING = ("data", "images", "masks", "image_pattern", "mask_pattern", "pairs_csv", "ignore_masks", "ignore_pattern")
-_DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "follow_classes", "plan"}  # found from the data, not set by hand
+_DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "follow_classes", "plan", "patch_scale"}  # found from the data, not set by hand
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,7 +88,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] =
             hint, kwargs = hints[f.name], {}
             if hint is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
-            elif f.name == "image_size":
+            elif f.name in ("image_size", "patch"):
                 kwargs.update(type=_size, metavar="WxH")
             elif typing.get_origin(hint) is tuple:
                 kwargs.update(type=float, nargs="+")

@@ -126,7 +126,10 @@ class Predictor:
         self.device = resolve_device(device)
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"--overlap {overlap}: a share between 0 and 1 (1 excluded)")
-        if tile is not None:  # a window larger than the input would only add black borders
+        patched = config.data.patch is not None  # a patch run: windows over each image at the training scale
+        if tile is None and patched:
+            tile = config.data.patch
+        elif tile is not None and not patched:  # a window larger than the input would only add black borders
             tile = (min(tile[0], config.data.image_size[0]), min(tile[1], config.data.image_size[1]))
         self.tta, self.threshold, self.tile, self.overlap = tta, threshold, tile, overlap
         self.source = ""  # the run folder and weights file, where loaded from a run
@@ -213,7 +216,11 @@ class Predictor:
 
     def _load(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         size, _ = image_info(path)  # the original size, from the header only
-        return read_image(path, self.config.data.image_size, self.config.model.in_channels), size
+        target = self.config.data.image_size
+        if self.config.data.patch is not None:  # each image at the training scale, at its own size
+            scale = self.config.data.patch_scale
+            target = (max(16, round(size[0] * scale)), max(16, round(size[1] * scale)))
+        return read_image(path, target, self.config.model.in_channels), size
 
     def predict_paths(self, paths: Sequence[Path], progress: bool = False) -> Iterator[tuple[Path, torch.Tensor]]:
         """Yield ``(path, logits)`` per image, logits (num_classes, H, W) resized to the image's original size."""
@@ -221,13 +228,15 @@ class Predictor:
         done = 0
         for batch in prefetched(paths, self._load, self.batch_size):
             if self.tile:  # each image by windows, the windows batched
-                logits = torch.stack([sliding_window_logits(self.logits, image, self.tile, self.overlap,
-                                                            self.batch_size) for image, _ in batch])
+                logits = [sliding_window_logits(self.logits, image, self.tile, self.overlap, self.batch_size)[None]
+                          for image, _ in batch]
             else:
-                logits = self.logits(np.stack([image for image, _ in batch]))
+                logits = list(self.logits(np.stack([image for image, _ in batch])).split(1))
             for i, (_, (width, height)) in enumerate(batch):
-                yield paths[done + i], F.interpolate(logits[i:i + 1], size=(height, width), mode="bilinear",
-                                                     align_corners=False)[0]
+                scores = logits[i]
+                if scores.shape[-2:] != (height, width):
+                    scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
+                yield paths[done + i], scores[0]
             done += len(batch)
             bar.update(len(batch))
         bar.close()

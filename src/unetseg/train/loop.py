@@ -182,6 +182,21 @@ def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> f
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _crops(images: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor, patch: tuple[int, int],
+           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ``patch`` (width, height) crops of the cached images ``idx``, their corners drawn from the step's
+    generator (before the augmentation's draws: exact resume holds). Only the crops are read, so a memory-mapped
+    cache of large images is touched a patch at a time."""
+    pw, ph = patch
+    height, width = images.shape[1:3]
+    n = len(idx)
+    ys = torch.randint(0, height - ph + 1, (n,), generator=generator).tolist()
+    xs = torch.randint(0, width - pw + 1, (n,), generator=generator).tolist()
+    rows = idx.tolist()
+    return (torch.stack([images[r, y:y + ph, x:x + pw] for r, y, x in zip(rows, ys, xs)]),
+            torch.stack([masks[r, y:y + ph, x:x + pw] for r, y, x in zip(rows, ys, xs)]))
+
+
 def _place_cache(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The uint8 cache as tensors (images, masks, the training rows): on a GPU itself when it takes under a quarter
     of the free memory (Carvana at 480x320 is 2.3 GB), so steps copy nothing from the host; else on the host
@@ -270,6 +285,21 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             native, _ = image_info(pairing.pairs[0].image)
         except Exception:  # noqa: BLE001 - the checks report unreadable files
             return
+        if cfg.data.patch is not None:  # crops of the images at their own resolution, unless a size is given
+            if "data.image_size" not in keep:
+                sizes = {image_info(p.image)[0] for p in pairing.pairs}  # headers only
+                if len(sizes) > 1:
+                    shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
+                    raise ValueError(f"--patch: the images differ in size ({shown}, ...): give --image-size to "
+                                     f"resize them to one before cropping")
+                cfg.data.image_size = native
+                keep.add("data.image_size")
+            cfg.data.patch_scale = cfg.data.image_size[0] / native[0]
+            if cfg.data.patch[0] > cfg.data.image_size[0] or cfg.data.patch[1] > cfg.data.image_size[1]:
+                raise ValueError(f"--patch {cfg.data.patch[0]}x{cfg.data.patch[1]} is larger than the training "
+                                 f"images ({cfg.data.image_size[0]}x{cfg.data.image_size[1]})")
+            logger.info("training on random %dx%d crops of the images at %dx%d (%.3g x their %dx%d)",
+                        *cfg.data.patch, *cfg.data.image_size, cfg.data.patch_scale, *native)
         if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
             n = len(pairing.pairs)
             n_val = len(split_by_group(pairing.pairs, cfg.data.val_fraction, cfg.data.split_seed)[1])
@@ -403,8 +433,11 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                 idx = rows[world.shard(batches[step]).to(rows.device)]
                 # DDP averages the processes' gradients: a shard's loss weighs by its share of the global batch
                 share = len(idx) * world.size / len(batches[step])
-                x, y = augment(images[idx].to(device, non_blocking=True), masks[idx].to(device, non_blocking=True),
-                               cfg.data, _generator(cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1))))
+                generator = _generator(cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1)))
+                batch_images, batch_masks = _crops(images, masks, idx, cfg.data.patch, generator) \
+                    if cfg.data.patch else (images[idx], masks[idx])
+                x, y = augment(batch_images.to(device, non_blocking=True), batch_masks.to(device, non_blocking=True),
+                               cfg.data, generator)
                 optimizer.zero_grad(set_to_none=True)
                 loss = torch.zeros((), device=device)
                 parts = math.ceil(len(x) / micro)  # even parts: 16 by at most 3 is 3,3,3,3,2,2, never a part of 1
