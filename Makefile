@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python benchmarks/gpu.py
 	$(BIN)/python benchmarks/plan_speed.py
 	$(BIN)/python benchmarks/predict_speed.py
+	$(BIN)/python benchmarks/large_image.py
 	$(BIN)/python benchmarks/budget.py --budget 5m
 
 clean:

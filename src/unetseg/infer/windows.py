@@ -70,4 +70,5 @@ def sliding_window_logits(forward: Callable[[np.ndarray], torch.Tensor], image: 
             scores[:, y:y + win_h, x:x + win_w] += piece * weights
             total[y:y + win_h, x:x + win_w] += weights
     assert scores is not None
-    return (scores / total)[:, :height, :width]
+    scores /= total  # in place: no third map of the image's size
+    return scores[:, :height, :width]
