@@ -52,3 +52,33 @@ def test_windows_agree_with_whole_image_prediction(carvana_like, tmp_path):
     assert read_mask(written[0]).values.shape == (64, 96)  # the photo's own size
     assert main(["predict", "--model", str(run), "--input", str(image), "--out", str(tmp_path / "cli"), "--tile",
                  "48x32", "--overlap", "0.25"]) == 0
+
+
+def test_a_large_image_is_predicted_by_windows_in_bounded_memory(tmp_path):
+    """A 3000 x 3000 photo through a patch run's predictor, in a fresh process: the growth of its peak memory stays
+    near the maps the windows need (image, scores, weights, mask: ~0.15 GB), far below a whole-image forward pass
+    (several GB at this size). The 10,000 x 10,000 figure is benchmarks/large_image.py's."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    side = 3000
+    yy, xx = np.mgrid[0:side, 0:side]
+    Image.fromarray(np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)).save(tmp_path / "big.jpg")
+    script = f"""
+import resource, torch
+from unetseg import Predictor, RunConfig, UNet, predict_folder
+cfg = RunConfig(); cfg.model.base_channels = 8; cfg.data.image_size = cfg.data.patch = (128, 128)
+torch.manual_seed(0)
+predictor = Predictor(UNet(cfg.model), cfg, device="cpu", batch_size=8)
+predictor.logits(__import__("numpy").zeros((8, 128, 128, 3), "uint8"))  # warm-up: kernels and allocator
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+predict_folder(predictor, r"{tmp_path / 'big.jpg'}", r"{tmp_path / 'pred'}", overlays=False)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    growth_gib = float(out.stdout.strip().splitlines()[-1])
+    assert growth_gib < 0.6, growth_gib
+    assert read_mask(tmp_path / "pred" / "masks" / "big.png").values.shape == (side, side)
