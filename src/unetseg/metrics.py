@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
-def logits_to_classes(logits: torch.Tensor) -> torch.Tensor:
-    """Class index per pixel: ``logit > 0`` (sigmoid > 0.5) for one channel, argmax otherwise.
+def logits_to_classes(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Class index per pixel: ``sigmoid > threshold`` for one channel (compared as logits: ``logit > 0`` at 0.5),
+    argmax otherwise.
 
     Shape:
         (N, C, H, W) -> (N, H, W) int64
     """
     if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).long()
+        return (logits[:, 0] > math.log(threshold / (1 - threshold))).long()
     return logits.argmax(dim=1)
+
+
+def logits_to_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """The sigmoid for one channel (the foreground's probability), the softmax over classes otherwise.
+
+    Shape:
+        (N, C, H, W) -> (N, C, H, W)
+    """
+    return logits.sigmoid() if logits.shape[1] == 1 else logits.softmax(dim=1)
 
 
 def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_labels: int) -> torch.Tensor:

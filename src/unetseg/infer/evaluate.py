@@ -16,7 +16,8 @@ from unetseg.data.errors import DataError
 from unetseg.data.io import read_mask
 from unetseg.data.pairing import Pair
 from unetseg.infer.predict import Predictor
-from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, iou_from_counts, nan_mean
+from unetseg.metrics import (confusion_counts, dice_from_counts, foreground_mean, iou_from_counts, logits_to_classes,
+                             nan_mean)
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,9 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
             row.update({f"dice_class{k}": float(dice[k]) for k in range(1, labels)})
         rows.append(row)
         if by_threshold:
-            prob = logits[0].sigmoid().cpu()
+            scores = logits[None].cpu()
             for t, dices in by_threshold.items():
-                counts_t = confusion_counts((prob > t).long()[None], target[None], labels)[0]
+                counts_t = confusion_counts(logits_to_classes(scores, t), target[None], labels)[0]
                 dice_t = float(foreground_mean(dice_from_counts(counts_t)))
                 dices.append(1.0 if dice_t != dice_t else dice_t)  # nothing to find, nothing found: right, at any t
     mean = {key: nan_mean([r[key] for r in rows]) for key in rows[0] if key != "image"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_mask
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
 from unetseg.infer.windows import sliding_window_logits
+from unetseg.metrics import logits_to_classes, logits_to_probabilities
 from unetseg.model import UNet
 
 logger = logging.getLogger(__name__)
@@ -124,8 +124,6 @@ class Predictor:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"--threshold {threshold}: a probability between 0 and 1 (exclusive)")
         self.device = resolve_device(device)
-        if not 0.0 <= overlap < 1.0:
-            raise ValueError(f"--overlap {overlap}: a share between 0 and 1 (1 excluded)")
         patched = config.data.patch is not None  # a patch run: windows over each image at the training scale
         if tile is None and patched:
             tile = config.data.patch
@@ -190,29 +188,23 @@ class Predictor:
             # (a car upside down, seen in 10% of the seed's steps, is not: measured, README)
             h, v = self.config.data.hflip_p >= 0.5, self.config.data.vflip_p >= 0.5
             flips = [(3,)] * h + [(2,)] * v + [(2, 3)] * (h and v)
-            probs = self._probs(out)
+            probs = logits_to_probabilities(out)
             for dims in flips:  # the flipped copy's prediction, flipped back
-                probs += self._probs(self.model(x.flip(dims).contiguous(memory_format=self.layout)).float()
+                probs += logits_to_probabilities(self.model(x.flip(dims).contiguous(memory_format=self.layout)).float()
                                      .to(self.device).flip(dims))
         probs /= 1 + len(flips)
         # back to scores with the same decision rule: logit of the mean probability, log of the mean softmax
         return torch.logit(probs, eps=1e-6) if probs.shape[1] == 1 else probs.clamp_min(1e-12).log()
 
-    @staticmethod
-    def _probs(logits: torch.Tensor) -> torch.Tensor:
-        return logits.sigmoid() if logits.shape[1] == 1 else logits.softmax(dim=1)
-
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-class probabilities of ``logits`` (C, H, W): the foreground's sigmoid for a binary model (1, H, W),
         the softmax otherwise."""
-        return self._probs(logits[None])[0]
+        return logits_to_probabilities(logits[None])[0]
 
     def classes(self, logits: torch.Tensor) -> torch.Tensor:
         """Class index per pixel (H, W) int64 of ``logits`` (C, H, W): a binary model's foreground where its
         probability is above ``threshold``; the argmax otherwise."""
-        if logits.shape[0] == 1:
-            return (logits[0] > math.log(self.threshold / (1 - self.threshold))).long()
-        return logits.argmax(dim=0)
+        return logits_to_classes(logits[None], self.threshold)[0]
 
     def _load(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         size, _ = image_info(path)  # the original size, from the header only
