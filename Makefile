@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := runs/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test browser bench clean
 
 $(BIN)/unetseg: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,16 +17,28 @@ $(BIN)/unetseg: pyproject.toml
 
 install: $(BIN)/unetseg
 
-# Synthetic shapes -> train a small U-Net (~2-3 min on 2 CPU cores) -> evaluate -> predicted masks + overlays.
+# Synthetic shapes -> train a small U-Net (~1 min on 2 CPU cores) -> evaluate -> predicted masks + overlays -> report.html.
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/unetseg demo-data --out $(DEMO)/data --count 120 --size 128x96
 	$(BIN)/unetseg train --data $(DEMO)/data --out $(DEMO)/run --config configs/demo.json
-	$(BIN)/unetseg evaluate --model $(DEMO)/run --data $(DEMO)/data --split val --out $(DEMO)/eval
+	$(BIN)/unetseg evaluate --model $(DEMO)/run --split val --out $(DEMO)/run/eval
 	$(BIN)/unetseg predict --model $(DEMO)/run --input $(DEMO)/data/images --out $(DEMO)/predictions
+	$(BIN)/unetseg report $(DEMO)/run --out $(DEMO)/report.html
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+# The report's browser test reads the page rendered by Debian's chromium: installed here where we may (root with
+# apt-get; UNETSEG_NO_BROWSER=1 opts out), else that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ [ -z "$$UNETSEG_NO_BROWSER" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { timeout 300 apt-get update -qq >/dev/null 2>&1 && \
+	      DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium >/dev/null 2>&1; }; } && \
+	  echo "installed chromium for the report's browser test"; } || \
+	echo "chromium not installed (needs root and apt-get): the report's browser test will be skipped"
 
 # The benchmark tables of benchmarks/README.md (needs ../shared/data/carvana_sample; ~35 min on 2 CPU cores).
 bench: install

@@ -82,3 +82,18 @@ def free_memory(device: torch.device) -> int:
     except OSError:
         pass
     return 8 << 30
+
+
+def device_name(device: torch.device) -> str:
+    """What a person calls the device: the GPU's name, or the CPU's model name and the threads torch uses."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (cuda)"
+    model = "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({device.type}, {torch.get_num_threads()} threads)"

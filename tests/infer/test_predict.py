@@ -59,6 +59,8 @@ def test_three_class_colour_masks_train_predict_and_score_per_class(tmp_path):
     run = fit(tiny_config(root, epochs=1), tmp_path / "run")
     predictor = Predictor.from_run(run, device="cpu")
     assert predictor.config.model.num_classes == 3 and predictor.encoding.mode == "RGB"
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert len(record["val_dice_per_class"]) == 2  # the curves draw each foreground class
     written = predict_folder(predictor, root / "images", tmp_path / "pred", overlays=False)
     colours = {tuple(c) for c in COLOURS.tolist()}
     for path in written:

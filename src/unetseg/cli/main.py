@@ -226,7 +226,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--tune-threshold --split train: a threshold tuned on the training images flatters the "
                          "model; use --split val (the default) or pairs it never saw")
     thresholds = [round(0.05 * k, 2) for k in range(1, 20)] if args.tune_threshold else []
-    result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds)
+    meta = {"model": str(args.model), "split": args.split, "weights": args.weights, "tta": args.tta,
+            "threshold": predictor.threshold}
+    result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds, meta=meta)
     per_class = "".join(f"  class {k.removeprefix('mean_dice_class')} Dice {v:.5f}" for k, v in result.items()
                         if k.startswith("mean_dice_class"))
     scored = "" if result["scored_images"] == result["images"] else \
@@ -241,6 +243,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
              "images": result["images"], "weights": args.weights, "tta": args.tta}, indent=2) + "\n")
         print(f"threshold {best:.2f}: mean Dice {scores[best]:.5f} (0.50: {scores[0.5]:.5f}); stored in "
               f"{Path(args.model) / THRESHOLD_FILE}, used by predict, evaluate and submit from now on")
+    if args.out:
+        print(f"per-image scores and the error overlays of the worst and best images in {args.out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from unetseg.report import write_report
+
+    out = args.out or (Path(args.runs[0]) / "report.html" if len(args.runs) == 1 else "report.html")
+    path = write_report(args.runs, out, evaluate=args.evaluate, progress=_interactive())
+    print(f"report written to {path}")
     return 0
 
 
@@ -342,11 +355,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--split", choices=("all", "val", "train"),
                            help="evaluate all pairs (the default), or the run's saved validation or training split "
                            "(--tune-threshold: val by default, never train)")
-            p.add_argument("--out", help="folder for per_image.csv and summary.json")
+            p.add_argument("--out", help="folder for per_image.csv, summary.json and overlays/ (error overlays of "
+                           "the worst and best images: missed pixels red, extra pixels blue)")
             p.add_argument("--tune-threshold", action="store_true", help="binary models: find the threshold with the "
                            "best mean Dice on these pairs (use --split val) and store it in RUN/threshold.json, "
                            "where predict, evaluate and submit take it from")
             p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="one self-contained HTML file about one or several runs: scores, curves, "
+                       "settings side by side, timing, the data check, per-image Dice and error overlays")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by unetseg train")
+    p.add_argument("--out", help="the HTML file to write (default: RUN/report.html for one run, report.html for "
+                   "several)")
+    p.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
+                   help="evaluate a run's validation split where RUN/eval holds no evaluation newer than its weights "
+                   "(stored there for the next report)")
+    p.set_defaults(handler=_cmd_report)
 
     p = sub.add_parser("export", help="write the run's model as ONNX and check it against PyTorch")
     p.add_argument("--model", required=True, metavar="RUN", help="a run folder written by unetseg train")

@@ -9,21 +9,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from unetseg.data.encoding import IGNORE
 from unetseg.data.errors import DataError
-from unetseg.data.io import read_mask
+from unetseg.data.io import read_image, read_mask
 from unetseg.data.pairing import Pair
 from unetseg.infer.predict import Predictor
 from unetseg.metrics import (confusion_counts, dice_from_counts, foreground_mean, iou_from_counts, logits_to_classes,
                              nan_mean)
+from unetseg.report.overlays import display_size, error_overlay, shrink_classes
 
 logger = logging.getLogger(__name__)
 
+OVERLAYS = 6  # worst and best images drawn by evaluate --out
+
 
 def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path | None = None,
-                   progress: bool = False, thresholds: Sequence[float] = ()) -> dict[str, Any]:
+                   progress: bool = False, thresholds: Sequence[float] = (), overlays: int = OVERLAYS,
+                   meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Predict every pair's image and compare with its mask at the mask's original size.
 
     Dice and IoU are averaged over the foreground classes of each image (for binary data: the foreground), and for
@@ -38,14 +43,18 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     Args:
         predictor: the trained model.
         pairs: image/mask pairs (e.g. from :func:`unetseg.data.find_pairs`).
-        out_dir: when given, ``per_image.csv`` and ``summary.json`` are written there.
+        out_dir: when given, ``per_image.csv`` and ``summary.json`` are written there, and error overlays of the
+            ``overlays`` worst and best scored images (``overlays/worst_01_<stem>.jpg``, ``best_01_...``: missed
+            pixels red, extra pixels blue, the predicted edges yellow; see :mod:`unetseg.report.overlays`).
+        meta: facts to store in ``summary.json`` with the scores (e.g. the split).
         thresholds: for a binary model, foreground probabilities to score too (``threshold_dice``: the mean Dice
             at each, an image with nothing to find and nothing found counting 1.0 so that every threshold is averaged
             over the same images), for ``unetseg evaluate --tune-threshold``.
 
     Returns:
         ``{"images", "mean_dice", "mean_iou", "global_dice", "per_image": [{"image", "dice", "iou"}, ...]}``,
-        and ``"threshold_dice": {threshold: mean Dice}`` where thresholds are given.
+        ``"threshold_dice": {threshold: mean Dice}`` where thresholds are given, and with ``out_dir``
+        ``"worst"`` / ``"best"``: ``[{"image", "dice", "overlay"}, ...]`` (overlay file names in ``out_dir``).
     """
     if not pairs:
         raise DataError("nothing to evaluate: no image/mask pairs (check --data, --images/--masks or --split)")
@@ -56,6 +65,7 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     snap = predictor.config.data.snap_masks
     binary = predictor.config.model.num_classes == 1
     by_threshold: dict[float, list[float]] = {float(t): [] for t in thresholds} if binary else {}
+    drawn = _Extremes(overlays if out_dir is not None else 0)
     for path, logits in predictor.predict_paths([p.image for p in pairs], progress=progress):
         pair = by_image[path]
         classes = predictor.encoding.to_classes(read_mask(pair.mask).values, pair.mask, snap)
@@ -78,6 +88,7 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         if labels > 2:  # multi-class: each foreground class too
             row.update({f"dice_class{k}": float(dice[k]) for k in range(1, labels)})
         rows.append(row)
+        drawn.offer(row["dice"], pair, pred.numpy(), classes)
         if by_threshold:
             scores = logits[None].cpu()
             for t, dices in by_threshold.items():
@@ -102,5 +113,45 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["image", "dice", "iou"])
             writer.writeheader()
             writer.writerows(rows)
+        summary.update(drawn.draw(out / "overlays"), **(meta or {}))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return {**summary, "per_image": rows}
+
+
+class _Extremes:
+    """The ``count`` worst and best scored images, their masks kept at display size until the overlays are drawn."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.kept: list[tuple[float, int, Pair, np.ndarray, np.ndarray]] = []
+        self.seen = 0
+
+    def offer(self, dice: float, pair: Pair, predicted: np.ndarray, target: np.ndarray) -> None:
+        if not self.count or dice != dice:  # NaN: nothing to find and nothing found, not ranked
+            return
+        self.seen += 1
+        ranked = sorted(self.kept, key=lambda k: (k[0], k[1]))
+        if len(ranked) >= 2 * self.count and ranked[self.count - 1][0] <= dice <= ranked[-self.count][0]:
+            return  # between the worst and the best kept: never drawn
+        size = display_size(target.shape[::-1])
+        self.kept.append((dice, self.seen, pair, shrink_classes(predicted, size), shrink_classes(target, size)))
+        ranked = sorted(self.kept, key=lambda k: (k[0], k[1]))
+        self.kept = ranked if len(ranked) <= 2 * self.count else ranked[:self.count] + ranked[-self.count:]
+
+    def draw(self, folder: Path) -> dict[str, list[dict[str, Any]]]:
+        """Write the overlays; return the worst (worst first) and the best (best first)."""
+        if not self.kept:
+            return {"worst": [], "best": []}
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.jpg"):  # a previous evaluation's overlays would be mistaken for these
+            old.unlink()
+        ranked = sorted(self.kept, key=lambda k: (k[0], k[1]))
+        n_worst = min(self.count, (len(ranked) + 1) // 2)
+        result: dict[str, list[dict[str, Any]]] = {"worst": [], "best": []}
+        for kind, chosen in (("worst", ranked[:n_worst]), ("best", ranked[n_worst:][::-1])):
+            for rank, (dice, _, pair, predicted, target) in enumerate(chosen, 1):
+                image = read_image(pair.image, target.shape[::-1], 3)
+                name = f"{kind}_{rank:02d}_{pair.image.stem}.jpg"
+                error_overlay(image, predicted, target).save(folder / name, quality=88)
+                result[kind].append({"image": pair.image.name, "dice": dice, "overlay": f"overlays/{name}"})
+        return result

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +24,19 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from unetseg._device import autocast_dtype, free_memory, memory_format
+from unetseg._atomic import atomic_write_text
+from unetseg._device import autocast_dtype, device_name, free_memory, memory_format
 from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, CheckpointError,
                                 load_training_state, save_training_state, save_weights)
 from unetseg.config import RunConfig, parse_duration
 from unetseg.data import ArrayDataset, split_by_group
-from unetseg.data.check import adopt, scan
+from unetseg.data.check import adopt, format_report, scan
 from unetseg.data.io import image_info
 from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.transforms import augment, to_float
 from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes, nan_mean
 from unetseg.model import UNet
+from unetseg.report.curves import CurvesPainter
 from unetseg.train._state import (LossLog, Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state,
                                    truncate_metrics)
 from unetseg.train.distributed import World, close_world, init_world
@@ -46,6 +49,7 @@ logger = logging.getLogger(__name__)
 SPLIT_FILE = "split.json"
 CARVANA_SIZE = (1918, 1280)  # the seed's 480x320 is made for these photos
 METRICS_FILE = "metrics.jsonl"
+RUN_INFO_FILE = "run_info.json"  # each session's device, precision and layout; the data check
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -55,7 +59,7 @@ def _generator(*keys: int) -> torch.Generator:
 
 
 #: Files a run writes before its first saved state; a folder holding nothing else never started training.
-_PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE}
+_PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE, RUN_INFO_FILE}
 
 
 def _never_started(out: Path) -> bool:
@@ -101,6 +105,7 @@ def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool, world: W
 class _Data:
     train: ArrayDataset
     val: ArrayDataset | None
+    check: str = ""  # the check-data report of the data
 
 
 def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
@@ -145,7 +150,7 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
     logger.info("data: %d pairs (%s), %d train / %d validation (split by group, seed %d); %d channel(s), mask values "
                 "%s -> %d classes", len(pairs), report.rule, len(train_idx), len(val_idx), cfg.data.split_seed,
                 cfg.model.in_channels, enc.describe(enc.values), enc.num_labels)
-    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None)
+    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, format_report(report))
 
 
 @torch.inference_mode()
@@ -154,7 +159,8 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     """Loss and mean per-image Dice (foreground classes) on decoded data at the training size.
 
     Returns:
-        ``{"loss": ..., "dice": ...}``
+        ``{"loss": ..., "dice": ..., "dice_per_class": [...]}``: the per-image mean Dice of each foreground class
+        (one entry for binary data; NaN for a class never present nor predicted).
     """
     model.eval()
     dtype = autocast_dtype(device, cfg.train.amp)
@@ -169,8 +175,10 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
             logits = model(x)
         losses.append(loss_fn(logits, y) * len(x))
-        dices.append(foreground_mean(dice_from_counts(confusion_counts(logits_to_classes(logits), y, labels))))
-    return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": nan_mean(torch.cat(dices))}
+        dices.append(dice_from_counts(confusion_counts(logits_to_classes(logits), y, labels)))
+    per_image = torch.cat(dices)  # (images, labels)
+    return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": nan_mean(foreground_mean(per_image)),
+            "dice_per_class": [nan_mean(per_image[:, k]) for k in range(1, labels)]}
 
 
 def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -363,6 +371,9 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     logger.info("model: %s, %.2fM parameters; device %s, precision %s, %s, micro-batch %d of %d%s", cfg.model,
                 n_params / 1e6, device, dtype or torch.float32, str(layout).split(".")[-1], micro, cfg.train.batch_size,
                 f", {world.size} processes (torch.distributed)" if world.size > 1 else "")
+    if world.is_main:
+        _record_session(out, data, device, dtype, layout, world.size, n_params, pos)
+    curves = CurvesPainter(out, METRICS_FILE)
     clock = BudgetClock(budget, started, total, steps, cfg.train.val_every) if budget and state is None else None
     shadow = UNet(cfg.model).to(device, memory_format=layout) if average is not None or cfg.train.bn_recalibrate \
         else None
@@ -515,12 +526,15 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                       "images_per_s": round(seen / seconds, 2)}
             if val is not None:
                 record.update(val_loss=val["loss"], val_dice=None if math.isnan(val["dice"]) else val["dice"])
+                if len(val["dice_per_class"]) > 1:
+                    record["val_dice_per_class"] = [None if math.isnan(d) else d for d in val["dice_per_class"]]
                 if val["dice"] > pos.best and world.is_main:  # False for NaN (nothing to find in validation)
                     pos.best = val["dice"]
                     save_weights(final, out / BEST_FILE)
             if world.is_main:
                 with open(out / METRICS_FILE, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
+                curves(final=last_epoch)
             pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
             save_state()
             if timed_by_epoch:  # the epoch's steps and its checkpoint write, not its validation
@@ -540,6 +554,22 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         logger.info("budget %s: ran %s in all (%.1f%% of the budget)", cfg.train.budget,
                     _format_duration(time.monotonic() - started), 100 * (time.monotonic() - started) / budget)
     return out
+
+
+def _record_session(out: Path, data: _Data, device: torch.device, dtype: torch.dtype | None,
+                    layout: torch.memory_format, processes: int, n_params: int, pos: Position) -> None:
+    """Add this session (the first, or a resume) to ``RUN/run_info.json``: where and how it ran, and the data check."""
+    path = out / RUN_INFO_FILE
+    try:
+        info = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        info = {}
+    sessions = [s for s in info.get("sessions", []) if s.get("from_epoch", 0) < pos.epoch]  # resumed: later ones gone
+    sessions.append({"started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "from_epoch": pos.epoch,
+                     "device": device_name(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
+                     "memory_format": str(layout).removeprefix("torch."), "processes": processes,
+                     "parameters": n_params, "torch": torch.__version__, "unetseg": version("unetseg")})
+    atomic_write_text(path, json.dumps({"sessions": sessions, "data_check": data.check}, indent=1) + "\n")
 
 
 def _validation_estimate(data: _Data, cfg: RunConfig, clock: BudgetClock) -> float:

@@ -1,0 +1,318 @@
+"""``unetseg report``: one self-contained HTML file about one or several runs.
+
+Images are embedded as data URIs and the styles inline: the file opens offline, needs no JavaScript, and can be mailed
+or attached to a ticket. It shows each run's scores, learning curves (several runs on one plot), timing and device,
+settings side by side (differences highlighted), the budget plan, the data check, the per-image Dice of the
+validation split and error overlays of its worst and best images.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from unetseg._atomic import atomic_write_text
+from unetseg.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from unetseg.config import RunConfig
+from unetseg.data.errors import DataError
+from unetseg.report.curves import plot_curves, read_metrics
+from unetseg.report.overlays import EDGE, EXTRA, MISSED
+
+logger = logging.getLogger(__name__)
+
+EVAL_DIR = "eval"  # where the report finds (or stores) the run's evaluation of its validation split
+PER_IMAGE_ROWS = 40  # rows of the per-image table shown before the rest is folded away
+
+
+@dataclass
+class RunSummary:
+    """What the report shows of one run."""
+
+    path: Path
+    name: str
+    config: RunConfig
+    metrics: list[dict[str, Any]]
+    info: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+    per_image: list[dict[str, str]] = field(default_factory=list)
+    no_evaluation: str = ""  # why there is none
+
+
+def _load_run(path: Path, name: str, evaluate: bool, progress: bool) -> RunSummary:
+    if not (path / CONFIG_FILE).is_file():
+        raise DataError(f"{path}: not a run folder (no {CONFIG_FILE})")
+    run = RunSummary(path, name, RunConfig.load(path / CONFIG_FILE), read_metrics(path / "metrics.jsonl"))
+    info_file = path / "run_info.json"
+    if info_file.is_file():
+        run.info = json.loads(info_file.read_text())
+    _evaluation(run, evaluate, progress)
+    return run
+
+
+def _evaluation(run: RunSummary, evaluate: bool, progress: bool) -> None:
+    """The run's evaluation of its validation split: the one in ``RUN/eval`` when it is newer than the weights,
+    else made now (and stored there), unless ``evaluate`` is off."""
+    folder = run.path / EVAL_DIR
+    summary_file, weights = folder / "summary.json", run.path / WEIGHTS_FILE
+    if not weights.is_file():
+        run.no_evaluation = f"no weights yet ({weights.name})"
+        return
+    fresh = summary_file.is_file() and summary_file.stat().st_mtime >= weights.stat().st_mtime
+    if fresh and json.loads(summary_file.read_text()).get("split") != "val":
+        fresh = False
+    if not fresh:
+        if not evaluate:
+            run.no_evaluation = f"no evaluation of the validation split in {folder} (unetseg evaluate --model " \
+                                f"{run.path} --split val --out {folder})"
+            return
+        try:
+            _evaluate_validation(run.path, folder, progress)
+        except (DataError, OSError, ValueError) as err:
+            run.no_evaluation = f"validation not evaluated: {err}"
+            logger.warning("warning: %s: %s", run.path, run.no_evaluation)
+            return
+    run.evaluation = json.loads(summary_file.read_text())
+    with open(folder / "per_image.csv", newline="") as fh:
+        run.per_image = list(csv.DictReader(fh))
+
+
+def _evaluate_validation(run_dir: Path, folder: Path, progress: bool) -> None:
+    from unetseg.data import find_pairs
+    from unetseg.data.dataset import pairs_from_split
+    from unetseg.infer import Predictor, evaluate_pairs
+
+    split_file = run_dir / "split.json"
+    if not split_file.is_file():
+        raise DataError(f"{split_file}: not found")
+    names = json.loads(split_file.read_text())["val"]
+    if not names:
+        raise DataError("the run has no validation split")
+    predictor = Predictor.from_run(run_dir)
+    pairs = pairs_from_split(find_pairs(predictor.config.data), names)
+    logger.info("%s: evaluating the %d validation images for the report (stored in %s)", run_dir, len(pairs), folder)
+    evaluate_pairs(predictor, pairs, folder, progress=progress,
+                   meta={"split": "val", "weights": "final", "tta": predictor.tta, "threshold": predictor.threshold})
+
+
+def write_report(runs: list[str | Path], out: str | Path, evaluate: bool = True, progress: bool = False) -> Path:
+    """Write the HTML report of ``runs`` to ``out``.
+
+    Args:
+        runs: run folders (from ``unetseg train``).
+        out: the HTML file to write.
+        evaluate: evaluate a run's validation split when ``RUN/eval`` holds no evaluation newer than its weights
+            (stored there for the next report); off: such a run's scores and overlays are left out, saying why.
+        progress: show progress bars while evaluating.
+
+    Raises:
+        DataError: a folder is not a run.
+    """
+    paths = [Path(r) for r in runs]
+    names = [p.resolve().name for p in paths]
+    if len(set(names)) < len(names):  # two runs of the same name in different folders
+        names = [f"{p.resolve().parent.name}/{p.resolve().name}" for p in paths]
+    summaries = [_load_run(p, n, evaluate, progress) for p, n in zip(paths, names)]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, render(summaries))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- HTML
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1280px;
+       padding: 0 16px; color: #1d1d1f; }
+h1 { font-size: 22px; margin-bottom: 2px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; }
+h3 { font-size: 15px; margin-top: 20px; }
+.sub { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 8px 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f6; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.diff td { background: #fff4c2; }
+.score { font-size: 17px; font-weight: 600; }
+img.curves { width: 100%; max-width: 1200px; border: 1px solid #eee; }
+.gallery { display: flex; flex-wrap: wrap; gap: 12px; }
+figure { margin: 0; } figure img { max-width: 400px; max-width: min(400px, 100%); border: 1px solid #ccc; display: block; }
+figcaption { font-size: 12px; color: #444; }
+pre { background: #f7f7f9; padding: 8px; overflow-x: auto; font-size: 12px; white-space: pre-wrap; }
+.swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #888; vertical-align: middle; }
+.note { color: #8a5a00; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "&ndash;"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return _e(value)
+
+
+def _img(data: bytes, mime: str, alt: str, css: str = "", style: str = "") -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img class="{css}" style="{style}" alt="{_e(alt)}" src="data:{mime};base64,{encoded}">'
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _facts(run: RunSummary) -> dict[str, str]:
+    """The headline rows of the summary table, formatted."""
+    m, ev = run.metrics, run.evaluation
+    val = [r for r in m if r.get("val_dice") is not None]
+    best = max(val, key=lambda r: r["val_dice"]) if val else None
+    session = (run.info.get("sessions") or [{}])[-1]
+    seconds = sum(r.get("seconds", 0.0) for r in m)
+    speeds = [r["images_per_s"] for r in m if r.get("images_per_s")]
+    facts = {
+        "validation mean Dice (original size)": f'<span class="score">{_num(ev["mean_dice"])}</span>' if ev else
+        f'<span class="note">{_e(run.no_evaluation)}</span>',
+        "validation global Dice": _num(ev["global_dice"]) if ev else "&ndash;",
+        "validation images": _num(ev["images"]) if ev else "&ndash;",
+        "evaluated with": _e(f'{ev.get("weights", "final")} weights, threshold {ev.get("threshold", 0.5)}'
+                             + (", flip TTA" if ev.get("tta") else "")) if ev else "&ndash;",
+        "best val Dice in training (training size)": f'{_num(best["val_dice"])} (epoch {best["epoch"]})' if best
+        else "&ndash;",
+        "last val Dice in training": _num(val[-1]["val_dice"]) if val else "&ndash;",
+        "epochs / steps": f'{m[-1]["epoch"]} / {m[-1].get("step", "?")}' if m else "none finished",
+        "training time (steps, checkpoints)": _duration(seconds) if m else "&ndash;",
+        "images/s (median of epochs)": f"{statistics.median(speeds):.2f}" if speeds else "&ndash;",
+        "device": _e(session.get("device", "not recorded")),
+        "precision / layout": _e(f'{session.get("precision", "?")} / {session.get("memory_format", "?").replace("contiguous_format", "contiguous")}')
+        if session else "&ndash;",
+        "processes": _e(session.get("processes", "&ndash;")),
+        "parameters": f'{session["parameters"]:,}' if "parameters" in session else "&ndash;",
+        "model": _e(f"U-Net base {run.config.model.base_channels}, depth {run.config.model.depth}, "
+                    f"{run.config.model.num_classes} output(s)"),
+        "training size": _e("x".join(map(str, run.config.data.image_size))
+                            + (f', patches {"x".join(map(str, run.config.data.patch))}' if run.config.data.patch
+                               else "")),
+    }
+    return facts
+
+
+def _flat_settings(cfg: RunConfig) -> dict[str, str]:
+    flat = {}
+    for section, values in cfg.to_dict().items():
+        for key, value in values.items():
+            if section == "train" and key == "plan":
+                continue
+            flat[f"{section}.{key}"] = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+    return flat
+
+
+def _table(header: list[str], rows: list[tuple[str, list[str], bool]]) -> str:
+    """A table; each row (label, cells already HTML, highlighted)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(f'<tr{" class=diff" if hl else ""}><th>{_e(label)}</th>' + "".join(f"<td>{c}</td>" for c in cells)
+                   + "</tr>" for label, cells, hl in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _settings_section(runs: list[RunSummary]) -> str:
+    flats = [_flat_settings(r.config) for r in runs]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    differ = [k for k in keys if len({f.get(k) for f in flats}) > 1]
+    same = [k for k in keys if k not in differ]
+    header = ["setting", *[r.name for r in runs]]
+    parts = ["<h2>Settings</h2>"]
+    if len(runs) > 1:
+        parts.append(f"<p>{len(differ)} setting(s) differ between the runs (highlighted); "
+                     f"{len(same)} are the same (folded below).</p>")
+        if differ:
+            parts.append(_table(header, [(k, [_e(f.get(k, "")) for f in flats], True) for k in differ]))
+        parts.append(f"<details><summary>the {len(same)} settings they share</summary>"
+                     + _table(header[:2], [(k, [_e(flats[0][k])], False) for k in same]) + "</details>")
+    else:
+        parts.append("<details><summary>all settings (config.json)</summary>"
+                     + _table(header, [(k, [_e(flats[0][k])], False) for k in keys]) + "</details>")
+    for run in runs:
+        plan = run.config.train.plan
+        if plan:
+            rows = [(k, [_e(json.dumps(v) if isinstance(v, (list, dict)) else v)], False) for k, v in plan.items()]
+            parts.append(f"<h3>Budget plan of {_e(run.name)} ({_e(run.config.train.budget)})</h3>"
+                         + _table(["plan", run.name], rows))
+    return "".join(parts)
+
+
+def _evaluation_section(run: RunSummary, several: bool) -> str:
+    title = f"Validation images of {_e(run.name)}" if several else "Validation images"
+    if run.evaluation is None:
+        return f'<h2>{title}</h2><p class="note">{_e(run.no_evaluation)}</p>'
+    ev = run.evaluation
+    legend = (f'<p><span class="swatch" style="background:rgb{MISSED}"></span> missed (in the mask, not predicted) '
+              f'&nbsp; <span class="swatch" style="background:rgb{EXTRA}"></span> extra (predicted, not in the '
+              f'mask) &nbsp; <span class="swatch" style="background:rgb{EDGE}"></span> edges of the prediction '
+              f'&nbsp; dimmed: not scored (outside the ignore mask)</p>')
+    parts = [f"<h2>{title}</h2>", legend]
+    for kind in ("worst", "best"):
+        shown = ev.get(kind) or []
+        if not shown:
+            continue
+        figures = []
+        for item in shown:
+            file = run.path / EVAL_DIR / item["overlay"]
+            if not file.is_file():
+                continue
+            with Image.open(file) as shown_image:  # small images are shown larger, their pixels kept sharp
+                style = "width:400px;image-rendering:pixelated" if shown_image.width < 400 else ""
+            figures.append(f"<figure>{_img(file.read_bytes(), 'image/jpeg', item['image'], style=style)}<figcaption>"
+                           f"{_e(item['image'])}: Dice {_num(item['dice'])}</figcaption></figure>")
+        parts.append(f"<h3>The {len(figures)} {kind}</h3><div class=gallery>{''.join(figures)}</div>")
+    rows = sorted(run.per_image, key=lambda r: float(r["dice"]) if r["dice"] not in ("", "nan") else 2.0)
+    columns = [c for c in (rows[0].keys() if rows else []) if c != "image"]
+    table_rows = [(r["image"], [f'<span class=num>{_num(float(r[c]))}</span>' for c in columns], False) for r in rows]
+    table = _table(["image (worst first)", *columns], table_rows[:PER_IMAGE_ROWS])
+    parts.append(f"<h3>Dice per image</h3>{table}")
+    if len(table_rows) > PER_IMAGE_ROWS:
+        parts.append(f"<details><summary>the other {len(table_rows) - PER_IMAGE_ROWS} images</summary>"
+                     + _table(["image", *columns], table_rows[PER_IMAGE_ROWS:]) + "</details>")
+    return "".join(parts)
+
+
+def render(runs: list[RunSummary]) -> str:
+    """The report's HTML."""
+    several = len(runs) > 1
+    title = "unetseg report: " + ", ".join(r.name for r in runs)
+    facts = [_facts(r) for r in runs]
+    summary = _table(["", *[r.name for r in runs]],
+                     [(k, [f[k] for f in facts], several and len({f[k] for f in facts}) > 1) for k in facts[0]])
+    curves = plot_curves({r.name: r.metrics for r in runs})
+    parts = [
+        "<!DOCTYPE html>",
+        f'<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_STYLE}</style></head><body>',
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="sub">written {_e(time.strftime("%Y-%m-%d %H:%M"))} from '
+        + ", ".join(f"<code>{_e(r.path.resolve())}</code>" for r in runs) + "</p>",
+        "<h2>Summary</h2>", summary,
+        "<h2>Learning curves</h2>", _img(curves, "image/png", "learning curves", "curves"),
+        _settings_section(runs),
+    ]
+    for run in runs:
+        check = run.info.get("data_check")
+        heading = f"Data of {_e(run.name)}" if several else "Data"
+        parts.append(f"<h2>{heading}</h2>" + (f"<pre>{_e(check)}</pre>" if check else
+                                                '<p class="note">not recorded (a run from before unetseg wrote '
+                                                'run_info.json): see unetseg check-data</p>'))
+    parts += [_evaluation_section(r, several) for r in runs]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
