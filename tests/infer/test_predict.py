@@ -15,9 +15,16 @@ def carvana_run(carvana_like, tmp_path):
     return fit(tiny_config(carvana_like, epochs=1), tmp_path / "run")
 
 
-def test_predicted_masks_have_the_original_size_and_the_training_palette(carvana_like, carvana_run, tmp_path):
+def test_predicted_masks_have_the_original_size_and_the_training_palette(carvana_like, carvana_run, tmp_path,
+                                                                         monkeypatch):
+    from unetseg.data import io
+
+    decoded = []
+    real_decode = io._decode
+    monkeypatch.setattr(io, "_decode", lambda path, *a, **k: decoded.append(path) or real_decode(path, *a, **k))
     predictor = Predictor.from_run(carvana_run, device="cpu", batch_size=5)
     written = predict_folder(predictor, carvana_like / "train", tmp_path / "pred")
+    assert sorted(decoded) == sorted((carvana_like / "train").iterdir())  # with overlays, each photo decoded once
     assert len(written) == 12
     for path in written:
         mask = read_mask(path)

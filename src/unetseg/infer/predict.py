@@ -23,7 +23,7 @@ from unetseg.config import DataConfig, RunConfig
 from unetseg.data.check import encoding_of
 from unetseg.data.encoding import MaskEncoding
 from unetseg.data.errors import DataError, raise_problems
-from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_mask
+from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_image_and_original, read_mask
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
 from unetseg.infer.windows import sliding_window_logits
@@ -206,29 +206,40 @@ class Predictor:
         probability is above ``threshold``; the argmax otherwise."""
         return logits_to_classes(logits[None], self.threshold)[0]
 
-    def _load(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+    def _load(self, path: Path, original: bool = False) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
+        """The model's input, the original size and, with ``original``, the image at that size (one decode)."""
         size, _ = image_info(path)  # the original size, from the header only
         target = self.config.data.image_size
         if self.config.data.patch is not None:  # each image at the training scale, at its own size
             scale = self.config.data.patch_scale
             target = (max(16, round(size[0] * scale)), max(16, round(size[1] * scale)))
-        return read_image(path, target, self.config.model.in_channels), size
+        if original:
+            image, full = read_image_and_original(path, target, self.config.model.in_channels)
+            return image, size, full
+        return read_image(path, target, self.config.model.in_channels), size, None
 
     def predict_paths(self, paths: Sequence[Path], progress: bool = False) -> Iterator[tuple[Path, torch.Tensor]]:
         """Yield ``(path, logits)`` per image, logits (num_classes, H, W) resized to the image's original size."""
+        for path, logits, _ in self.predict_with_images(paths, progress, originals=False):
+            yield path, logits
+
+    def predict_with_images(self, paths: Sequence[Path], progress: bool = False, originals: bool = True
+                            ) -> Iterator[tuple[Path, torch.Tensor, np.ndarray | None]]:
+        """:meth:`predict_paths`, and with ``originals`` each image (H, W, C) uint8 at its original size from the
+        same decode (for overlays: each image is decoded once)."""
         bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
         done = 0
-        for batch in prefetched(paths, self._load, self.batch_size):
+        for batch in prefetched(paths, lambda path: self._load(path, originals), self.batch_size):
             if self.tile:  # each image by windows, the windows batched
                 logits = [sliding_window_logits(self.logits, image, self.tile, self.overlap, self.batch_size)[None]
-                          for image, _ in batch]
+                          for image, _, _ in batch]
             else:
-                logits = list(self.logits(np.stack([image for image, _ in batch])).split(1))
-            for i, (_, (width, height)) in enumerate(batch):
+                logits = list(self.logits(np.stack([image for image, _, _ in batch])).split(1))
+            for i, (_, (width, height), original) in enumerate(batch):
                 scores = logits[i]
                 if scores.shape[-2:] != (height, width):
                     scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
-                yield paths[done + i], scores[0]
+                yield paths[done + i], scores[0], original
             done += len(batch)
             bar.update(len(batch))
         bar.close()
@@ -281,19 +292,18 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
     written: list[Path] = []
     pending: deque[Future] = deque()
 
-    def write(path: Path, classes: np.ndarray, maps: np.ndarray | None) -> None:
+    def write(path: Path, classes: np.ndarray, maps: np.ndarray | None, image: np.ndarray | None) -> None:
         """Encode and write one image's files (on a thread, beside the model)."""
         if maps is not None:
             for k, plane in enumerate(maps):
                 name = f"{path.stem}.png" if len(maps) == 1 else f"{path.stem}_class{k}.png"
                 Image.fromarray(plane).save(out / "probs" / name, compress_level=PNG_LEVEL)
         predictor.encoding.to_image(classes).save(out / "masks" / f"{path.stem}.png", compress_level=PNG_LEVEL)
-        if overlays:
-            image = read_image(path, None, predictor.config.model.in_channels)
+        if image is not None:
             overlay(image, classes, predictor.encoding).save(out / "overlays" / f"{path.stem}.jpg", quality=90)
 
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        for path, logits in predictor.predict_paths(paths, progress=progress):
+        for path, logits, image in predictor.predict_with_images(paths, progress=progress, originals=overlays):
             classes = predictor.classes(logits).to(torch.uint8).cpu().numpy()
             keep = None
             if ignores.get(path) is not None:  # outside the field of view: background, the model never learnt there
@@ -309,7 +319,7 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
                     maps[:, keep == 0] = 0
                     if len(maps) > 1:
                         maps[0, keep == 0] = 255
-            pending.append(pool.submit(write, path, classes, maps))
+            pending.append(pool.submit(write, path, classes, maps, image))
             written.append(out / "masks" / f"{path.stem}.png")
             while len(pending) > 2 * DECODE_THREADS:  # bounded: a few images in flight, whatever the folder's size
                 pending.popleft().result()

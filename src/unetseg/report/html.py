@@ -144,7 +144,7 @@ tr.diff td { background: #fff4c2; }
 .score { font-size: 17px; font-weight: 600; }
 img.curves { width: 100%; max-width: 1200px; border: 1px solid #eee; }
 .gallery { display: flex; flex-wrap: wrap; gap: 12px; }
-figure { margin: 0; } figure img { max-width: 400px; max-width: min(400px, 100%); border: 1px solid #ccc; display: block; }
+figure { margin: 0; width: 400px; max-width: 100%; } figure img { width: 100%; border: 1px solid #ccc; display: block; }
 figcaption { font-size: 12px; color: #444; }
 pre { background: #f7f7f9; padding: 8px; overflow-x: auto; font-size: 12px; white-space: pre-wrap; }
 .swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #888; vertical-align: middle; }
@@ -199,7 +199,7 @@ def _facts(run: RunSummary) -> dict[str, str]:
         "device": _e(session.get("device", "not recorded")),
         "precision / layout": _e(f'{session.get("precision", "?")} / {session.get("memory_format", "?").replace("contiguous_format", "contiguous")}')
         if session else "&ndash;",
-        "processes": _e(session.get("processes", "&ndash;")),
+        "processes": _num(session.get("processes")),
         "parameters": f'{session["parameters"]:,}' if "parameters" in session else "&ndash;",
         "model": _e(f"U-Net base {run.config.model.base_channels}, depth {run.config.model.depth}, "
                     f"{run.config.model.num_classes} output(s)"),
@@ -228,6 +228,25 @@ def _table(header: list[str], rows: list[tuple[str, list[str], bool]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _plan_value(value: Any) -> str:
+    """A plan entry as HTML: a list of records (the timed candidates) as a table, other values as text."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        keys = list(dict.fromkeys(k for v in value for k in v))
+        head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+        body = "".join("<tr>" + "".join(f"<td>{_e(_plain(v.get(k, '')))}</td>" for k in keys) + "</tr>"
+                       for v in value)
+        return f"<table><tr>{head}</tr>{body}</table>"
+    return _e(_plain(value))
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value) and len(value) == 2:
+        return f"{value[0]}x{value[1]}"  # a size
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value).replace("_format", "")
+
+
 def _settings_section(runs: list[RunSummary]) -> str:
     flats = [_flat_settings(r.config) for r in runs]
     keys = list(dict.fromkeys(k for f in flats for k in f))
@@ -248,7 +267,7 @@ def _settings_section(runs: list[RunSummary]) -> str:
     for run in runs:
         plan = run.config.train.plan
         if plan:
-            rows = [(k, [_e(json.dumps(v) if isinstance(v, (list, dict)) else v)], False) for k, v in plan.items()]
+            rows = [(k, [_plan_value(v)], False) for k, v in plan.items()]
             parts.append(f"<h3>Budget plan of {_e(run.name)} ({_e(run.config.train.budget)})</h3>"
                          + _table(["plan", run.name], rows))
     return "".join(parts)
