@@ -140,6 +140,27 @@ def test_empty_mask_is_a_warning_not_an_error(tmp_path):
     assert dataset is not None and any("1.png: empty mask" in w for w in report.warnings)
 
 
+def test_a_label_in_one_mask_is_a_warning_naming_the_file_and_the_way_out(tmp_path):
+    root = make_dataset(tmp_path, n=6)
+    stray = np.asarray(Image.open(root / "masks" / "4.png")).copy()
+    stray[0:2, 0:3] = 128  # six pixels of a third value: an annotation slip, not a class
+    Image.fromarray(stray).save(root / "masks" / "4.png")
+    _, dataset, report = _scan(data=str(root))
+    assert dataset.encoding.values == (0, 128, 255)  # still read as 3 labels ...
+    rare = [w for w in report.warnings if "label 128" in w]
+    assert len(rare) == 1 and rare[0].startswith(f"{root / 'masks' / '4.png'}: ")  # ... but not without a word
+    assert "in only 1 of 6 masks (6 pixels)" in rare[0] and "--num-classes 1 --snap-masks" in rare[0]
+    cfg = RunConfig(data=DataConfig(data=str(root), image_size=(32, 32), snap_masks=True, follow_classes=False))
+    cfg.model.num_classes = 1  # the way out the warning names
+    snapped, report = scan(cfg, progress=False)
+    assert snapped.encoding.values == (0, 255) and not [w for w in report.warnings if "label" in w]
+
+
+def test_labels_in_every_mask_give_no_rare_label_warning(tmp_path):
+    _, dataset, report = _scan(data=str(make_dataset(tmp_path, n=6, mask="rgb3")))
+    assert dataset.encoding.num_labels == 3 and not [w for w in report.warnings if "label" in w]
+
+
 def test_patterns_and_ignore_masks_like_drive(tmp_path):
     root = make_dataset(tmp_path)
     (root / "fov").mkdir()

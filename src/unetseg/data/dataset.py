@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from unetseg.data.encoding import IGNORE, MaskEncoding, detect_encoding
+from unetseg.data.encoding import IGNORE, MaskEncoding, detect_encoding, rare_labels
 from unetseg.data.errors import DataError, raise_problems
 from unetseg.data.io import DECODE_THREADS, Size, image_info, read_image, read_mask
 from unetseg.data.pairing import Pair, Pairing
@@ -159,6 +159,7 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
             report.errors.append(str(err))
             return None, report
     report.encoding = encoding
+    report.warnings += rare_labels([masks_read[i].counts for i in ok], [pairs[i].mask for i in ok], encoding)
     classes = np.zeros((len(pairs), height, width), dtype=np.uint8)
     report.class_pixels = [0] * encoding.num_labels
     for i in ok:

@@ -183,3 +183,36 @@ def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], pale
     if modes[0] == "P":
         palette = max((p for p in palettes if p), key=len, default=None)
     return MaskEncoding(tuple(values), modes[0], palette), notes
+
+
+RARE_MASK_SHARE = 0.01  # a label found in fewer than this share of the masks (or in one) is worth a word
+
+
+def rare_labels(counts: Sequence[dict[int, int]], paths: Sequence[Path], encoding: MaskEncoding) -> list[str]:
+    """Warnings for labels found in a single mask or in fewer than 1% of the masks: often a few stray pixels of a
+    value that is not a class (an annotation slip), which would otherwise silently add a class.
+
+    Args:
+        counts: per mask, pixel count of each stored value.
+        paths: the mask files.
+        encoding: the labels found.
+
+    Returns:
+        One warning per rare label, naming the files that hold it (the first three) and how to proceed.
+    """
+    if len(counts) < 2:
+        return []
+    warnings = []
+    for k, value in enumerate(encoding.values):
+        holders = [i for i, c in enumerate(counts) if c.get(value, 0) > 0]
+        if not holders or (len(holders) > 1 and len(holders) >= RARE_MASK_SHARE * len(counts)):
+            continue
+        pixels = sum(counts[i][value] for i in holders)
+        files = ", ".join(str(paths[i]) for i in holders[:3]) + (f" and {len(holders) - 3} more"
+                                                                  if len(holders) > 3 else "")
+        others = len(encoding.values) - 1
+        flag = "--num-classes 1" if others == 2 else f"--num-classes {others}"
+        warnings.append(f"{files}: label {encoding.describe((value,))[1:-1]} (class {k}) is in only {len(holders)} of "
+                        f"{len(counts)} masks ({pixels} pixels); if it is not a class, fix the file(s), or train "
+                        f"with {flag} --snap-masks to map it to the nearest label")
+    return warnings
