@@ -261,6 +261,8 @@ class TrainConfig(_JsonDataclass):
         checkpoint_steps: write ``last.pt`` every this many steps; 0 means every ``checkpoint_minutes``.
             It is also written at every epoch end and on SIGINT / SIGTERM.
         checkpoint_minutes: the time between ``last.pt`` writes within an epoch when checkpoint_steps is 0.
+        dist_timeout_minutes: under torchrun, how long a process waits for the others in a collective before it
+            gives up (a lost peer stops the job instead of hanging it; torchrun --max-restarts then restarts it).
         plan: what a budget run chose and measured (written by the plan; read-only).
     """
 
@@ -287,6 +289,7 @@ class TrainConfig(_JsonDataclass):
     progress: bool = True
     checkpoint_steps: int = 0
     checkpoint_minutes: float = 5.0
+    dist_timeout_minutes: float = 30.0
     plan: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:

@@ -149,6 +149,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if not (args.resume or args.out):
         raise ValueError("unetseg train: give --out RUN (the run folder to write), or --resume RUN")
+    if args.resume == "auto":  # the same command line, run again: resume where there is a run, else start
+        from unetseg.train.loop import resume_or_start
+
+        if not args.out or args.overwrite:
+            raise ValueError("--resume auto: give --out RUN (and not --overwrite): the run folder to resume or start")
+        args.resume = args.out if resume_or_start(Path(args.out)) else None
+        if args.resume:
+            logger.info("--resume auto: resuming the run in %s", args.out)
+            args.config = None  # the run's own config.json, which the first start wrote from the command's
+            stored = json.loads((Path(args.out) / "config.json").read_text()).get("train", {}).get("budget")
+            if vars(args).get("train.budget") == stored:  # the same --budget: the run keeps its plan
+                delattr(args, "train.budget")
+    elif args.resume and args.out and Path(args.resume) != Path(args.out):
+        raise ValueError(f"--resume {args.resume} with --out {args.out}: a run resumes in its own folder (or give "
+                         f"--out RUN --resume auto)")
     out = Path(args.resume or args.out)
     if args.resume and not args.config:
         args.config = out / "config.json"  # the run's own config; flags such as --epochs change it
@@ -163,7 +178,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--budget with --resume: the run in {out} keeps its planned steps; give --epochs or "
                          f"--max-steps to change them")
     handler = _RunLog(out / "train.log", delay=True)  # opened on the first record, after the run dir is made
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    rank = os.environ.get("RANK", "0")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                           + ("" if rank == "0" else f"rank {rank}: ") + "%(message)s"))
+    if rank != "0":  # under torchrun rank 0 tells the run; the others add only their warnings and errors
+        handler.setLevel(logging.WARNING)
     logger.addHandler(handler)
     run = fit(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, keep=given_settings(args))
     print(f"run written to {run}")
@@ -303,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a U-Net on a folder of image/mask pairs")
     p.add_argument("--out", help="run folder to write (config.json, model.safetensors, last.pt, metrics.jsonl)")
     p.add_argument("--config", help="a config.json to start from (flags override it)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last.pt (its config.json, "
+    p.add_argument("--resume", metavar="RUN|auto", help="auto (with --out RUN): resume from RUN/last.pt where it is "
+                   "there, start afresh where RUN is absent or empty, refuse a folder holding anything else (for "
+                   "torchrun --max-restarts, preemptible machines, schedulers that run a command again). RUN: "
+                   "continue the run in this folder from its last.pt (its config.json, "
                    "changed by any flags given, e.g. --epochs 30)")
     p.add_argument("--overwrite", action="store_true", help="replace a run folder that is not empty")
     _add_config_flags(p)
@@ -407,6 +429,17 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logger.addHandler(console)
 
 
+def _lost_peer(err: RuntimeError) -> bool:
+    """True for the errors torch.distributed raises on the processes left when one fails or times out."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return False
+    text = str(err)
+    return isinstance(err, getattr(dist, "DistError", ())) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL", "Timed out"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``unetseg`` command line; returns the exit code (2 for bad input, with a one-line error)."""
     from unetseg.checkpoint import CheckpointError
@@ -434,6 +467,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         logger.error("error: %s", err)
+        return 1
+    except RuntimeError as err:  # under torchrun: a peer process failed or was lost; its own error is in train.log
+        if args.debug or not _lost_peer(err):
+            raise
+        logger.error("error: rank %s: lost the other training processes (%s); the first to fail says why in the "
+                     "run's train.log, and --resume auto goes on from the last checkpoint",
+                     os.environ.get("RANK", "0"), str(err).strip().splitlines()[0][:200])
         return 1
     finally:
         for h in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:

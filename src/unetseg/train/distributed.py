@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -56,6 +57,14 @@ class World:
         dist.broadcast_object_list(payload, src=0)
         return payload[0]
 
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of ``t`` over all processes."""
+        if self.size == 1:
+            return t
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
     def mean(self, t: torch.Tensor) -> torch.Tensor:
         """The mean of ``t`` over all processes."""
         if self.size == 1:
@@ -70,9 +79,10 @@ class World:
         return indices.tensor_split(self.size)[self.rank]
 
 
-def init_world(device: str) -> tuple[World, torch.device]:
+def init_world(device: str, timeout_minutes: float = 30.0) -> tuple[World, torch.device]:
     """Join the process group that torchrun set up (WORLD_SIZE > 1) and pick this process's device:
-    ``cuda:LOCAL_RANK`` with NCCL where CUDA is there, else the CPU with gloo."""
+    ``cuda:LOCAL_RANK`` with NCCL where CUDA is there, else the CPU with gloo. A collective that waits longer than
+    ``timeout_minutes`` for a peer fails instead of hanging the job."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World(), resolve_device(device)
@@ -84,7 +94,14 @@ def init_world(device: str) -> tuple[World, torch.device]:
     else:
         chosen, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend)
+        from torch.distributed.rendezvous import rendezvous
+
+        timeout = timedelta(minutes=timeout_minutes)
+        store, rank, size = next(rendezvous("env://", timeout=timeout))
+        # torchrun --max-restarts reuses its store: keys of each attempt apart, so that a restarted process never
+        # reads the address of a process of the attempt before (gloo: "connectFullMesh failed ... refused")
+        store = dist.PrefixStore(f"unetseg/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout)
     return World(rank, size, local_rank), chosen
 
 

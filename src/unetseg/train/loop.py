@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +69,23 @@ def _never_started(out: Path) -> bool:
     holding only a config.json the user wrote."""
     return (out / "train.log").is_file() and all(
         p.name in _PRE_START_FILES or (p.name.startswith(".") and p.suffix in (".tmp", ".npy")) for p in out.iterdir())
+
+
+def resume_or_start(out_dir: str | Path) -> bool:
+    """``--resume auto``: True where ``out_dir`` holds a run to resume (its ``last.pt``), False where it is absent or
+    empty or holds a run that stopped before its first checkpoint (start afresh). The way to run under
+    ``torchrun --max-restarts``, on preemptible machines and in job schedulers that run a command again.
+
+    Raises:
+        CheckpointError: when the folder holds anything else.
+    """
+    out = Path(out_dir)
+    if (out / STATE_FILE).is_file():
+        return True
+    if not out.exists() or not any(out.iterdir()) or _never_started(out):
+        return False
+    raise CheckpointError(f"{out}: --resume auto: the folder holds files but no {STATE_FILE}, so neither a run to "
+                          f"resume nor an empty folder; give another --out, or --overwrite to replace it")
 
 
 def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool, world: World = World()) -> Path:
@@ -155,8 +173,11 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device: torch.device,
-             batch_size: int | None = None) -> dict[str, float]:
+             batch_size: int | None = None, world: World = World()) -> dict[str, Any]:
     """Loss and mean per-image Dice (foreground classes) on decoded data at the training size.
+
+    Under torchrun each process scores a contiguous share of the images, and the sums (losses, per-image Dice,
+    the number of images scored) are added over the processes before dividing: the same figures as one process.
 
     Returns:
         ``{"loss": ..., "dice": ..., "dice_per_class": [...]}``: the per-image mean Dice of each foreground class
@@ -165,20 +186,37 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     model.eval()
     dtype = autocast_dtype(device, cfg.train.amp)
     layout = memory_format(device, cfg.train.memory_format, training=True)  # the training model's layout
-    loss_fn, losses, dices = SegmentationLoss(), [], []
+    loss_fn = SegmentationLoss()
     labels = max(2, cfg.model.num_classes)
-    for start in range(0, len(data), batch_size or cfg.train.batch_size):
-        images, masks = data.take(slice(start, start + (batch_size or cfg.train.batch_size)))
+    share = np.array_split(np.arange(len(data)), world.size)[world.rank]
+    batch = batch_size or cfg.train.batch_size
+    # sums over the images: loss, foreground-mean Dice and its count, each class's Dice and its count, images
+    sums = torch.zeros(2 + 2 * (labels - 1) + 1, dtype=torch.float64, device=device)
+    for start in range(0, len(share), batch):
+        images, masks = data.take(share[start:start + batch])
         x = to_float(torch.from_numpy(images).to(device), cfg.data.mean, cfg.data.std)
         y = torch.from_numpy(masks).to(device).long()
         x = x.contiguous(memory_format=layout)
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
             logits = model(x)
-        losses.append(loss_fn(logits, y) * len(x))
-        dices.append(dice_from_counts(confusion_counts(logits_to_classes(logits), y, labels)))
-    per_image = torch.cat(dices)  # (images, labels)
-    return {"loss": float(torch.stack(losses).sum()) / len(data), "dice": nan_mean(foreground_mean(per_image)),
-            "dice_per_class": [nan_mean(per_image[:, k]) for k in range(1, labels)]}
+        dice = dice_from_counts(confusion_counts(logits_to_classes(logits), y, labels))  # (images, labels)
+        mean = foreground_mean(dice)
+        scored = ~mean.isnan()
+        sums[0] += loss_fn(logits, y).double() * len(x)
+        sums[1] += mean[scored].sum()
+        sums[2] += scored.sum()
+        for k in range(1, labels):
+            present = ~dice[:, k].isnan()
+            sums[1 + 2 * k] += dice[present, k].sum()
+            sums[2 + 2 * k] += present.sum()
+        sums[-1] += len(x)
+    sums = world.sum(sums)
+
+    def ratio(total: torch.Tensor, count: torch.Tensor) -> float:
+        return float(total / count) if count > 0 else float("nan")
+
+    return {"loss": ratio(sums[0], sums[-1]), "dice": ratio(sums[1], sums[2]),
+            "dice_per_class": [ratio(sums[1 + 2 * k], sums[2 + 2 * k]) for k in range(1, labels)]}
 
 
 def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -255,7 +293,7 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
     """
     started = time.monotonic()
     keep = set(keep) if keep is not None else changed_settings(cfg)
-    world, device = init_world(cfg.train.device)
+    world, device = init_world(cfg.train.device, cfg.train.dist_timeout_minutes)
     try:
         return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, keep, started)
     finally:
@@ -512,11 +550,12 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             last_epoch = epoch + 1 >= epochs_planned()
             validate = data.val is not None and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch)
             val, v0 = None, time.perf_counter()
-            if world.is_main and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
-                final = weights_to_save()
-                if validate:
-                    val = evaluate(final, data.val, cfg, device)
-                save_weights(final, out / WEIGHTS_FILE)
+            if (epoch + 1) % cfg.train.val_every == 0 or last_epoch:
+                final = weights_to_save() if validate or world.is_main else model  # the same on every process
+                if validate:  # each process scores its share of the validation images
+                    val = evaluate(final, data.val, cfg, device, world=world)
+                if world.is_main:
+                    save_weights(final, out / WEIGHTS_FILE)
                 model.train()
             val_seconds = time.perf_counter() - v0
             if clock is not None and validate:
