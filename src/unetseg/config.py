@@ -115,7 +115,10 @@ class DataConfig(_JsonDataclass):
         ignore_pattern: file name pattern of the ignore masks, e.g. ``{id}_training_mask.gif`` (default: same stem).
         invert_mask: for binary masks whose foreground is stored as the lower value (membrane: 0 = membrane).
         cache: where the decoded uint8 images live during training: "memory", "disk" (a memory-mapped file in the
-            run folder, deleted at the end) or "auto" (disk when they would take over half the free RAM).
+            run folder, deleted at the end) or "auto" (disk when they would take over half the free RAM). Under
+            torchrun with several processes on a node, "auto" and "disk" decode once per node into memory-mapped
+            files that the node's processes share (see unetseg.data.node_cache); "memory" gives each its own copy.
+        cache_dir: the folder for the on-disk caches (e.g. a node-local disk); empty: the run folder.
         snap_masks: snap mask values that fit no encoding (JPEG-compressed masks) to the nearest label, and log it,
             instead of refusing the files.
         image_size: (width, height) the images are resized to for training and inference.
@@ -161,6 +164,7 @@ class DataConfig(_JsonDataclass):
     invert_mask: bool = False
     snap_masks: bool = False
     cache: Literal["auto", "memory", "disk"] = "auto"
+    cache_dir: str = ""
     image_size: tuple[int, int] = (480, 320)
     patch: tuple[int, int] | None = None
     patch_scale: float = 1.0

@@ -125,3 +125,57 @@ def test_two_nodes_over_loopback_train_one_run(synthetic_dir, tmp_path):
     alone = evaluate(model, val, cfg, torch.device("cpu"))
     assert len(val) == 6 and alone["dice"] > 0
     assert abs(alone["dice"] - records[-1]["val_dice"]) < 1e-4 and abs(alone["loss"] - records[-1]["val_loss"]) < 1e-4
+
+
+# Loaded at the start of every Python process of a test's torchrun job (PYTHONPATH): counts the images each process
+# decodes, by appending its pid to a file, and kills the process at the Nth decode where asked.
+_SITECUSTOMIZE = '''
+import os
+import unetseg.data.dataset as dataset
+_real, _count = dataset.read_image, [0]
+def _counted(*args, **kwargs):
+    _count[0] += 1
+    with open(os.environ["UNETSEG_TEST_DECODES"], "a") as fh:
+        fh.write(f"{os.getpid()}\\n")
+    if _count[0] == int(os.environ.get("UNETSEG_TEST_KILL_AT", "0")):
+        os.kill(os.getpid(), 9)
+    return _real(*args, **kwargs)
+dataset.read_image = _counted
+'''
+
+
+def _counted_run(data: Path, out: Path, tmp: Path, *extra: str, kill_at: int = 0) -> tuple[int, list[str], str]:
+    """A 2-process torchrun job whose decodes are counted: (exit code, the pid of each decode, output)."""
+    site = tmp / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    decodes = tmp / f"decodes-{len(list(tmp.glob('decodes-*')))}.txt"
+    env = {**ENV, "PYTHONPATH": str(site), "UNETSEG_TEST_DECODES": str(decodes),
+           "UNETSEG_TEST_KILL_AT": str(kill_at)}
+    flags = _train_flags(data, out)
+    flags[flags.index("8", flags.index("--epochs"))] = "1"
+    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          *flags, *extra], capture_output=True, text=True, env=env, timeout=300)
+    pids = decodes.read_text().split() if decodes.is_file() else []
+    return job.returncode, pids, job.stdout + job.stderr
+
+
+def test_the_processes_of_a_node_share_one_decode(synthetic_dir, tmp_path):
+    code, pids, output = _counted_run(synthetic_dir, tmp_path / "shared", tmp_path)
+    assert code == 0, output[-3000:]
+    assert len(pids) == 24 and len(set(pids)) == 1  # 24 pairs decoded once, by one process of the two
+    assert not list((tmp_path / "shared").glob(".cache-node*"))  # removed at the end of a finished run
+    code, pids, output = _counted_run(synthetic_dir, tmp_path / "own", tmp_path, "--cache", "memory")
+    assert code == 0, output[-3000:]
+    assert len(pids) == 48 and len(set(pids)) == 2  # before: each process decoded everything
+
+
+def test_a_kill_while_decoding_leaves_no_cache_that_a_restart_would_use(synthetic_dir, tmp_path):
+    run = tmp_path / "run"
+    code, pids, _ = _counted_run(synthetic_dir, run, tmp_path, kill_at=10)
+    assert code != 0 and len(pids) == 10  # local rank 0 killed at its 10th decode
+    assert not (run / ".cache-node0").exists() and len(list(run.glob(".cache-node0.tmp-*"))) == 1
+    code, pids, output = _counted_run(synthetic_dir, run, tmp_path)  # the same command again (--resume auto)
+    assert code == 0, output[-3000:]
+    assert len(pids) == 24 and len(set(pids)) == 1  # decoded afresh, the half-written files removed
+    assert not list(run.glob(".cache-node0*"))

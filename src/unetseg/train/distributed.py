@@ -24,6 +24,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # processes on this node
 
     @property
     def is_main(self) -> bool:
@@ -102,7 +103,7 @@ def init_world(device: str, timeout_minutes: float = 30.0) -> tuple[World, torch
         # reads the address of a process of the attempt before (gloo: "connectFullMesh failed ... refused")
         store = dist.PrefixStore(f"unetseg/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
         dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout)
-    return World(rank, size, local_rank), chosen
+    return World(rank, size, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))), chosen
 
 
 def close_world(world: World) -> None:

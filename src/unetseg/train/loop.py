@@ -33,6 +33,7 @@ from unetseg.config import RunConfig, parse_duration
 from unetseg.data import ArrayDataset, split_by_group
 from unetseg.data.check import adopt, format_report, scan
 from unetseg.data.io import image_info
+from unetseg.data.node_cache import load_node_cache, node_cache_folder
 from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.transforms import augment, to_float
 from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes, nan_mean
@@ -66,9 +67,13 @@ _PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE, RUN_INFO
 def _never_started(out: Path) -> bool:
     """True when ``out`` holds only what a run writes before its first saved state (a run that failed early, e.g.
     on a typo in --data), so the corrected command may start afresh there. Its train.log tells it from a folder
-    holding only a config.json the user wrote."""
-    return (out / "train.log").is_file() and all(
-        p.name in _PRE_START_FILES or (p.name.startswith(".") and p.suffix in (".tmp", ".npy")) for p in out.iterdir())
+    holding only a config.json the user wrote; a folder holding only a run's caches (a process killed while
+    decoding) counts too."""
+    files = list(out.iterdir())
+    caches = [p for p in files if (p.name.startswith(".") and p.suffix in (".tmp", ".npy"))
+              or p.name.startswith(".cache-node")]
+    ours = all(p in caches or p.name in _PRE_START_FILES for p in files)
+    return ours and ((out / "train.log").is_file() or len(caches) == len(files))
 
 
 def resume_or_start(out_dir: str | Path) -> bool:
@@ -140,11 +145,17 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
         before_decode(pairing)
     width, height = cfg.data.image_size
     pairs_bytes = len(pairing.pairs) * width * height * cfg.model.in_channels
-    on_disk = cfg.data.cache == "disk" or (cfg.data.cache == "auto" and pairs_bytes > free_memory(torch.device("cpu")) // 2)
-    cache_file = out / f".cache-images-{world.rank}.npy" if on_disk else None
-    if on_disk:
-        logger.info("decoded images (%.1f GB) go to a memory-mapped cache: %s", pairs_bytes / 1e9, cache_file)
-    data, report = scan(cfg, progress=cfg.train.progress, cache_file=cache_file, pairing=pairing)
+    if world.local_size > 1 and cfg.data.cache != "memory":  # torchrun: one decode per node, shared
+        data, report = load_node_cache(cfg, pairing, node_cache_folder(cfg, out), world.local_rank,
+                                       progress=cfg.train.progress)
+    else:
+        on_disk = cfg.data.cache == "disk" or (cfg.data.cache == "auto" and
+                                               pairs_bytes > free_memory(torch.device("cpu")) // 2)
+        cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else out
+        cache_file = cache_root / f".cache-images-{world.rank}.npy" if on_disk else None
+        if on_disk:
+            logger.info("decoded images (%.1f GB) go to a memory-mapped cache: %s", pairs_bytes / 1e9, cache_file)
+        data, report = scan(cfg, progress=cfg.train.progress, cache_file=cache_file, pairing=pairing)
     report.raise_errors()  # before the notes: a run that cannot start says why in one line
     for note in report.notes:
         logger.info("%s", note)
@@ -295,9 +306,14 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
     keep = set(keep) if keep is not None else changed_settings(cfg)
     world, device = init_world(cfg.train.device, cfg.train.dist_timeout_minutes)
     try:
-        return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, keep, started)
+        run = _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, keep, started)
+        world.barrier()
+        if world.local_size > 1 and world.local_rank == 0:  # done: the node's cache goes (a failed run keeps it for
+            shutil.rmtree(node_cache_folder(cfg, run), ignore_errors=True)  # its restart)
+        return run
     finally:
-        Path(out_dir, f".cache-images-{world.rank}.npy").unlink(missing_ok=True)
+        cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(out_dir)
+        (cache_root / f".cache-images-{world.rank}.npy").unlink(missing_ok=True)
         close_world(world)
 
 

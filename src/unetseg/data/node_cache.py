@@ -1,0 +1,139 @@
+"""One decode per node under torchrun: the node's local rank 0 decodes the dataset into memory-mapped files, the
+other processes of the node wait and map them read-only, so N processes hold one copy (in the page cache) instead
+of N.
+
+The files are written into ``<folder>.tmp-<pid>/`` and the folder is renamed to ``<folder>/`` only once complete, so
+a process killed while decoding leaves nothing that a restart would use (the restart removes the leftover and decodes
+again). A complete cache records a key of the data and settings it was made from; a restart of the same run reuses
+it, a cache of anything else is replaced.
+
+Every node decodes the whole dataset: each step's batch is drawn from the whole training split by the step's
+generator (exact resume and the equivalence of N processes with one process accumulating N micro-batches depend
+on it), so every node may need any image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from unetseg.config import RunConfig
+from unetseg.data.check import scan
+from unetseg.data.dataset import ArrayDataset, DataReport
+from unetseg.data.encoding import MaskEncoding
+from unetseg.data.pairing import Pairing
+
+logger = logging.getLogger(__name__)
+
+DONE_FILE = "done.json"
+
+
+def node_cache_folder(cfg: RunConfig, run_dir: Path) -> Path:
+    """This node's cache folder: in ``cfg.data.cache_dir`` (e.g. a node-local disk) or the run folder, one per node
+    (torchrun's GROUP_RANK), so that nodes sharing a file system do not share a cache."""
+    root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir
+    return root / f".cache-node{os.environ.get('GROUP_RANK', '0')}"
+
+
+def cache_key(cfg: RunConfig, pairing: Pairing) -> str:
+    """What a cache was decoded from: the decoding settings and each file's path, size and modification time."""
+    data = cfg.data.to_dict()
+    settings = {k: data[k] for k in ("image_size", "invert_mask", "snap_masks", "mask_values", "mask_mode",
+                                     "mask_palette", "follow_channels", "follow_classes")}
+    settings["model"] = (cfg.model.in_channels, cfg.model.num_classes)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for pair in pairing.pairs:
+        for path in (pair.image, pair.mask, pair.ignore):
+            if path is not None:
+                stat = path.stat()
+                digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _report_to_json(report: DataReport) -> dict:
+    enc = report.encoding
+    return {"rule": report.rule, "pairs": report.pairs, "channels": report.channels,
+            "image_sizes": [[w, h, n] for (w, h), n in report.image_sizes.items()],
+            "encoding": None if enc is None else {"values": list(enc.values), "mode": enc.mode,
+                                                  "palette": list(enc.palette) if enc.palette else None},
+            "class_pixels": report.class_pixels, "ignore_masks": report.ignore_masks,
+            "ignored_share": report.ignored_share, "errors": report.errors, "warnings": report.warnings,
+            "notes": report.notes}
+
+
+def _report_from_json(d: dict) -> DataReport:
+    enc = d["encoding"]
+    encoding = None if enc is None else MaskEncoding(tuple(enc["values"]), enc["mode"],
+                                                       tuple(enc["palette"]) if enc["palette"] else None)
+    return DataReport(d["rule"], d["pairs"], Counter({(w, h): n for w, h, n in d["image_sizes"]}), d["channels"],
+                      encoding, d["class_pixels"], d["ignore_masks"], d["ignored_share"], d["errors"], d["warnings"],
+                      d["notes"])
+
+
+def _read_done(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / DONE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):  # absent, or being replaced
+        return None
+
+
+def _decode(cfg: RunConfig, pairing: Pairing, folder: Path, key: str, progress: bool) -> None:
+    """Decode into ``<folder>.tmp-<pid>`` and rename it to ``folder`` when complete."""
+    for leftover in folder.parent.glob(f"{folder.name}.tmp-*"):  # a decode killed before it finished
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)  # a cache of other data or settings
+    tmp = folder.parent / f"{folder.name}.tmp-{os.getpid()}"
+    tmp.mkdir(parents=True)
+    started = time.perf_counter()
+    data, report = scan(cfg, progress=progress, cache_file=tmp / "images.npy", pairing=pairing)
+    if data is not None:
+        masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=data.masks.dtype,
+                                          shape=data.masks.shape)
+        masks[:] = data.masks
+        for array in (masks, data.images):
+            array.flush()
+        del masks
+    (tmp / DONE_FILE).write_text(json.dumps({"key": key, "report": _report_to_json(report), "pid": os.getpid(),
+                                             "seconds": round(time.perf_counter() - started, 2)}))
+    for file in tmp.iterdir():
+        with open(file, "rb") as fh:
+            os.fsync(fh.fileno())
+    os.rename(tmp, folder)
+    logger.info("decoded %d pairs once for this node's processes into %s (%.1f s)", len(pairing.pairs), folder,
+                time.perf_counter() - started)
+
+
+def load_node_cache(cfg: RunConfig, pairing: Pairing, folder: Path, local_rank: int,
+                    progress: bool = False) -> tuple[ArrayDataset | None, DataReport]:
+    """The dataset decoded once per node: local rank 0 decodes (or reuses a complete cache of the same key), the
+    others wait for it; every process maps the files read-only.
+
+    Returns:
+        (dataset or None when the checks found errors, report), the same on every process.
+    """
+    key = cache_key(cfg, pairing)
+    if local_rank == 0:
+        done = _read_done(folder)
+        if done is not None and done["key"] == key:
+            logger.info("reusing this node's decoded images in %s", folder)
+        else:
+            _decode(cfg, pairing, folder, key, progress)
+    while True:  # the other processes of the node: wait for local rank 0 (torchrun stops all if it fails)
+        done = _read_done(folder)
+        if done is not None and done["key"] == key:
+            break
+        time.sleep(0.2)
+    report = _report_from_json(done["report"])
+    if report.errors or report.encoding is None:
+        return None, report
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    masks = np.load(folder / "masks.npy", mmap_mode="r")
+    return ArrayDataset(images, masks, list(pairing.pairs), report.encoding), report
