@@ -185,7 +185,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         handler.setLevel(logging.WARNING)
     logger.addHandler(handler)
     run = fit(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, keep=given_settings(args))
-    print(f"run written to {run}")
+    if rank == "0":
+        print(f"run written to {run}")
     return 0
 
 

@@ -13,6 +13,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -258,7 +259,9 @@ def _place_cache(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor
     """The uint8 cache as tensors (images, masks, the training rows): on a GPU itself when it takes under a quarter
     of the free memory (Carvana at 480x320 is 2.3 GB), so steps copy nothing from the host; else on the host
     (pinned when in RAM), where a memory-mapped cache is read batch by batch."""
-    images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
+    with warnings.catch_warnings():  # a node cache is mapped read-only; steps only read it
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
     rows = torch.from_numpy(data.row_numbers())
     if device.type == "cuda":
         if images.nbytes + masks.nbytes < free_memory(device) // 4:
