@@ -162,3 +162,19 @@ def test_the_report_renders_in_headless_chromium_with_every_image_loaded(two_run
         summary = json.loads((run / "eval" / "summary.json").read_text())
         assert f'{summary["mean_dice"]:.4f}' in seen["text"]
     assert "narrow" in seen["text"] and "wide" in seen["text"] and "Learning curves" in seen["text"]
+
+
+def test_report_embeds_only_the_evaluations_own_files_and_evaluate_keeps_other_jpegs(two_runs, tmp_path):
+    run = two_runs[0]
+    write_report([run], tmp_path / "first.html")  # makes RUN/eval
+    (run / "eval" / "overlays" / "mine.jpg").write_bytes(b"not ours")
+    secret = run / "secret.jpg"
+    Image.new("RGB", (8, 8)).save(secret)
+    summary_file = run / "eval" / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary["worst"][0]["overlay"] = "../secret.jpg"  # a crafted summary pointing outside the evaluation
+    summary_file.write_text(json.dumps(summary))
+    page = write_report([run], tmp_path / "report.html").read_text()
+    assert page.count("data:image/jpeg") == len(summary["worst"]) + len(summary["best"]) - 1
+    assert main(["evaluate", "--model", str(run), "--split", "val", "--out", str(run / "eval")]) == 0
+    assert (run / "eval" / "overlays" / "mine.jpg").read_bytes() == b"not ours"  # only its own overlays replaced

@@ -160,7 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             args.config = None  # the run's own config.json, which the first start wrote from the command's
             stored = json.loads((Path(args.out) / "config.json").read_text()).get("train", {}).get("budget")
             if vars(args).get("train.budget") == stored:  # the same --budget: the run keeps its plan
-                delattr(args, "train.budget")
+                vars(args).pop("train.budget", None)
     elif args.resume and args.out and Path(args.resume) != Path(args.out):
         raise ValueError(f"--resume {args.resume} with --out {args.out}: a run resumes in its own folder (or give "
                          f"--out RUN --resume auto)")
@@ -430,15 +430,13 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logger.addHandler(console)
 
 
-def _lost_peer(err: RuntimeError) -> bool:
-    """True for the errors torch.distributed raises on the processes left when one fails or times out."""
+def _lost_peer(err: BaseException) -> bool:
+    """True for the errors torch.distributed raises on the processes left when another fails or goes silent."""
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return False
     text = str(err)
-    return isinstance(err, getattr(dist, "DistError", ())) or any(
-        s in text for s in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL", "Timed out"))
+    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer")))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -469,12 +467,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         logger.error("error: %s", err)
         return 1
-    except RuntimeError as err:  # under torchrun: a peer process failed or was lost; its own error is in train.log
-        if args.debug or not _lost_peer(err):
+    except Exception as err:  # under torchrun: one line per process (into train.log too), not N tracebacks
+        if args.debug or int(os.environ.get("WORLD_SIZE", "1")) < 2:
             raise
-        logger.error("error: rank %s: lost the other training processes (%s); the first to fail says why in the "
-                     "run's train.log, and --resume auto goes on from the last checkpoint",
-                     os.environ.get("RANK", "0"), str(err).strip().splitlines()[0][:200])
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        if _lost_peer(err):
+            logger.error("error: rank %s: lost the other training processes (%s); the first to fail says why, "
+                         "and --resume auto goes on from the last checkpoint", os.environ.get("RANK", "0"), first)
+        else:
+            logger.error("error: rank %s: %s: %s (unetseg --debug shows the traceback)", os.environ.get("RANK", "0"),
+                         type(err).__name__, first)
         return 1
     finally:
         for h in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:

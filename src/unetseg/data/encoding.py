@@ -200,7 +200,7 @@ def rare_labels(counts: Sequence[dict[int, int]], paths: Sequence[Path], encodin
     Returns:
         One warning per rare label, naming the files that hold it (the first three) and how to proceed.
     """
-    if len(counts) < 2:
+    if len(counts) < 2 or len(encoding.values) < 3:  # binary: a rare foreground is the data (e.g. few lesions)
         return []
     warnings = []
     for k, value in enumerate(encoding.values):

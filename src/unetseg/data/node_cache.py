@@ -36,18 +36,26 @@ logger = logging.getLogger(__name__)
 DONE_FILE = "done.json"
 
 
-def node_cache_folder(cfg: RunConfig, run_dir: Path) -> Path:
-    """This node's cache folder: in ``cfg.data.cache_dir`` (e.g. a node-local disk) or the run folder, one per node
-    (torchrun's GROUP_RANK), so that nodes sharing a file system do not share a cache."""
+def cache_prefix(run_dir: Path) -> str:
+    """``.cache-<8 hex digits of the run folder>``: runs sharing a ``--cache-dir`` never touch each other's caches."""
+    return ".cache-" + hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+
+
+def node_cache_folder(cfg: RunConfig, run_dir: Path, key: str) -> Path:
+    """This node's cache folder for the data and settings of ``key``: in ``cfg.data.cache_dir`` (e.g. a node-local
+    disk) or the run folder, named after the run, the key and the node (torchrun's GROUP_RANK), so that nodes sharing
+    a file system do not share a cache."""
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir
-    return root / f".cache-node{os.environ.get('GROUP_RANK', '0')}"
+    return root / f"{cache_prefix(run_dir)}-{key[:12]}-node{os.environ.get('GROUP_RANK', '0')}"
 
 
 def cache_key(cfg: RunConfig, pairing: Pairing) -> str:
-    """What a cache was decoded from: the decoding settings and each file's path, size and modification time."""
+    """What a cache was decoded from: the decoding and split settings and each file's path, size and modification
+    time."""
     data = cfg.data.to_dict()
     settings = {k: data[k] for k in ("image_size", "invert_mask", "snap_masks", "mask_values", "mask_mode",
-                                     "mask_palette", "follow_channels", "follow_classes")}
+                                     "mask_palette", "follow_channels", "follow_classes", "val_fraction",
+                                     "split_seed", "group_pattern")}
     settings["model"] = (cfg.model.in_channels, cfg.model.num_classes)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for pair in pairing.pairs:
@@ -56,6 +64,11 @@ def cache_key(cfg: RunConfig, pairing: Pairing) -> str:
                 stat = path.stat()
                 digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def _attempt() -> str:
+    """This start of the job: torchrun's run id and restart count (a cache holding errors serves only it)."""
+    return f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
 
 
 def _report_to_json(report: DataReport) -> dict:
@@ -86,10 +99,12 @@ def _read_done(folder: Path) -> dict | None:
 
 
 def _decode(cfg: RunConfig, pairing: Pairing, folder: Path, key: str, progress: bool) -> None:
-    """Decode into ``<folder>.tmp-<pid>`` and rename it to ``folder`` when complete."""
-    for leftover in folder.parent.glob(f"{folder.name}.tmp-*"):  # a decode killed before it finished
-        shutil.rmtree(leftover, ignore_errors=True)
-    shutil.rmtree(folder, ignore_errors=True)  # a cache of other data or settings
+    """Decode into ``<folder>.tmp-<pid>`` and rename it to ``folder`` when complete; remove this run's other caches
+    on this node (other settings, or a decode killed before it finished)."""
+    prefix, run, _, node = folder.name.split("-")
+    for pattern in (f"{prefix}-{run}-*-{node}", f"{prefix}-{run}-*-{node}.tmp-*"):
+        for old in folder.parent.glob(pattern):
+            shutil.rmtree(old, ignore_errors=True)
     tmp = folder.parent / f"{folder.name}.tmp-{os.getpid()}"
     tmp.mkdir(parents=True)
     started = time.perf_counter()
@@ -102,6 +117,7 @@ def _decode(cfg: RunConfig, pairing: Pairing, folder: Path, key: str, progress: 
             array.flush()
         del masks
     (tmp / DONE_FILE).write_text(json.dumps({"key": key, "report": _report_to_json(report), "pid": os.getpid(),
+                                             "attempt": _attempt(),
                                              "seconds": round(time.perf_counter() - started, 2)}))
     for file in tmp.iterdir():
         with open(file, "rb") as fh:
@@ -111,29 +127,35 @@ def _decode(cfg: RunConfig, pairing: Pairing, folder: Path, key: str, progress: 
                 time.perf_counter() - started)
 
 
-def load_node_cache(cfg: RunConfig, pairing: Pairing, folder: Path, local_rank: int,
-                    progress: bool = False) -> tuple[ArrayDataset | None, DataReport]:
+def _usable(done: dict | None, key: str) -> bool:
+    """A complete cache of ``key``; one that found errors only for the start that made it (the files may be fixed
+    before the next, or a limit such as --max-image-pixels raised)."""
+    return done is not None and done["key"] == key and (not done["report"]["errors"] or done["attempt"] == _attempt())
+
+
+def load_node_cache(cfg: RunConfig, pairing: Pairing, run_dir: Path, local_rank: int,
+                    progress: bool = False) -> tuple[ArrayDataset | None, DataReport, Path]:
     """The dataset decoded once per node: local rank 0 decodes (or reuses a complete cache of the same key), the
     others wait for it; every process maps the files read-only.
 
     Returns:
-        (dataset or None when the checks found errors, report), the same on every process.
+        (dataset or None when the checks found errors, report, the cache folder), the same on every process.
     """
     key = cache_key(cfg, pairing)
+    folder = node_cache_folder(cfg, run_dir, key)
     if local_rank == 0:
-        done = _read_done(folder)
-        if done is not None and done["key"] == key:
+        if _usable(_read_done(folder), key):
             logger.info("reusing this node's decoded images in %s", folder)
         else:
             _decode(cfg, pairing, folder, key, progress)
     while True:  # the other processes of the node: wait for local rank 0 (torchrun stops all if it fails)
         done = _read_done(folder)
-        if done is not None and done["key"] == key:
+        if _usable(done, key):
             break
         time.sleep(0.2)
     report = _report_from_json(done["report"])
     if report.errors or report.encoding is None:
-        return None, report
+        return None, report, folder
     images = np.load(folder / "images.npy", mmap_mode="r")
     masks = np.load(folder / "masks.npy", mmap_mode="r")
-    return ArrayDataset(images, masks, list(pairing.pairs), report.encoding), report
+    return ArrayDataset(images, masks, list(pairing.pairs), report.encoding), report, folder

@@ -143,7 +143,7 @@ class _Extremes:
         if not self.kept:
             return {"worst": [], "best": []}
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("*.jpg"):  # a previous evaluation's overlays would be mistaken for these
+        for old in [*folder.glob("worst_*.jpg"), *folder.glob("best_*.jpg")]:  # a previous evaluation's
             old.unlink()
         ranked = sorted(self.kept, key=lambda k: (k[0], k[1]))
         n_worst = min(self.count, (len(ranked) + 1) // 2)

@@ -68,8 +68,12 @@ def _evaluation(run: RunSummary, evaluate: bool, progress: bool) -> None:
         run.no_evaluation = f"no weights yet ({weights.name})"
         return
     fresh = summary_file.is_file() and summary_file.stat().st_mtime >= weights.stat().st_mtime
-    if fresh and json.loads(summary_file.read_text()).get("split") != "val":
-        fresh = False
+    if fresh:  # of the validation split, at the threshold predict uses now, without TTA
+        from unetseg.infer.predict import stored_threshold
+
+        stored = json.loads(summary_file.read_text())
+        fresh = stored.get("split") == "val" and stored.get("weights", "final") == "final" and \
+            not stored.get("tta") and stored.get("threshold") == stored_threshold(run.path)
     if not fresh:
         if not evaluate:
             run.no_evaluation = f"no evaluation of the validation split in {folder} (unetseg evaluate --model " \
@@ -288,9 +292,10 @@ def _evaluation_section(run: RunSummary, several: bool) -> str:
         if not shown:
             continue
         figures = []
+        folder = (run.path / EVAL_DIR).resolve()
         for item in shown:
-            file = run.path / EVAL_DIR / item["overlay"]
-            if not file.is_file():
+            file = (folder / str(item["overlay"])).resolve()
+            if not file.is_relative_to(folder) or not file.is_file():  # only the evaluation's own files
                 continue
             with Image.open(file) as shown_image:  # small images are shown larger, their pixels kept sharp
                 style = "width:400px;image-rendering:pixelated" if shown_image.width < 400 else ""

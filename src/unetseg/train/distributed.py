@@ -58,6 +58,15 @@ class World:
         dist.broadcast_object_list(payload, src=0)
         return payload[0]
 
+    @torch.no_grad()
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Rank 0's parameters and buffers into ``module`` on every process (batch-norm statistics drift apart:
+        each process updates them with its own share of the batch)."""
+        if self.size == 1:
+            return
+        for t in module.state_dict().values():
+            dist.broadcast(t, 0)
+
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """The sum of ``t`` over all processes."""
         if self.size == 1:

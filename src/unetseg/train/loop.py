@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,12 @@ from unetseg.config import RunConfig, parse_duration
 from unetseg.data import ArrayDataset, split_by_group
 from unetseg.data.check import adopt, format_report, scan
 from unetseg.data.io import image_info
-from unetseg.data.node_cache import load_node_cache, node_cache_folder
+from unetseg.data.node_cache import cache_prefix, load_node_cache
 from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.transforms import augment, to_float
 from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes, nan_mean
 from unetseg.model import UNet
-from unetseg.report.curves import CurvesPainter
+from unetseg.report.curves import CURVES_FILE, CurvesPainter
 from unetseg.train._state import (LossLog, Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state,
                                    truncate_metrics)
 from unetseg.train.distributed import World, close_world, init_world
@@ -62,7 +61,9 @@ def _generator(*keys: int) -> torch.Generator:
 
 
 #: Files a run writes before its first saved state; a folder holding nothing else never started training.
-_PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE, RUN_INFO_FILE}
+# what a run writes before its first last.pt (the weights and curves of a first validation, killed before the state)
+_PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, BEST_FILE,
+                    CURVES_FILE}
 
 
 def _never_started(out: Path) -> bool:
@@ -72,7 +73,7 @@ def _never_started(out: Path) -> bool:
     decoding) counts too."""
     files = list(out.iterdir())
     caches = [p for p in files if (p.name.startswith(".") and p.suffix in (".tmp", ".npy"))
-              or p.name.startswith(".cache-node")]
+              or p.name.startswith(".cache-")]
     ours = all(p in caches or p.name in _PRE_START_FILES for p in files)
     return ours and ((out / "train.log").is_file() or len(caches) == len(files))
 
@@ -130,6 +131,7 @@ class _Data:
     train: ArrayDataset
     val: ArrayDataset | None
     check: str = ""  # the check-data report of the data
+    node_cache: Path | None = None  # the folder of a cache shared by the node's processes
 
 
 def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
@@ -146,14 +148,13 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
         before_decode(pairing)
     width, height = cfg.data.image_size
     pairs_bytes = len(pairing.pairs) * width * height * cfg.model.in_channels
+    node_cache = None
     if world.local_size > 1 and cfg.data.cache != "memory":  # torchrun: one decode per node, shared
-        data, report = load_node_cache(cfg, pairing, node_cache_folder(cfg, out), world.local_rank,
-                                       progress=cfg.train.progress)
+        data, report, node_cache = load_node_cache(cfg, pairing, out, world.local_rank, progress=cfg.train.progress)
     else:
         on_disk = cfg.data.cache == "disk" or (cfg.data.cache == "auto" and
                                                pairs_bytes > free_memory(torch.device("cpu")) // 2)
-        cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else out
-        cache_file = cache_root / f".cache-images-{world.rank}.npy" if on_disk else None
+        cache_file = _process_cache(cfg, out, world) if on_disk else None
         if on_disk:
             logger.info("decoded images (%.1f GB) go to a memory-mapped cache: %s", pairs_bytes / 1e9, cache_file)
         data, report = scan(cfg, progress=cfg.train.progress, cache_file=cache_file, pairing=pairing)
@@ -180,7 +181,12 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
     logger.info("data: %d pairs (%s), %d train / %d validation (split by group, seed %d); %d channel(s), mask values "
                 "%s -> %d classes", len(pairs), report.rule, len(train_idx), len(val_idx), cfg.data.split_seed,
                 cfg.model.in_channels, enc.describe(enc.values), enc.num_labels)
-    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, format_report(report))
+    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, format_report(report), node_cache)
+
+
+def _process_cache(cfg: RunConfig, out: Path, world: World) -> Path:
+    """The memory-mapped image cache of one process (``--cache disk``), named after the run and the rank."""
+    return (Path(cfg.data.cache_dir) if cfg.data.cache_dir else out) / f"{cache_prefix(out)}-images-{world.rank}.npy"
 
 
 @torch.inference_mode()
@@ -309,14 +315,9 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
     keep = set(keep) if keep is not None else changed_settings(cfg)
     world, device = init_world(cfg.train.device, cfg.train.dist_timeout_minutes)
     try:
-        run = _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, keep, started)
-        world.barrier()
-        if world.local_size > 1 and world.local_rank == 0:  # done: the node's cache goes (a failed run keeps it for
-            shutil.rmtree(node_cache_folder(cfg, run), ignore_errors=True)  # its restart)
-        return run
+        return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, keep, started)
     finally:
-        cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(out_dir)
-        (cache_root / f".cache-images-{world.rank}.npy").unlink(missing_ok=True)
+        _process_cache(cfg, Path(out_dir), world).unlink(missing_ok=True)
         close_world(world)
 
 
@@ -570,8 +571,9 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             validate = data.val is not None and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch)
             val, v0 = None, time.perf_counter()
             if (epoch + 1) % cfg.train.val_every == 0 or last_epoch:
-                final = weights_to_save() if validate or world.is_main else model  # the same on every process
-                if validate:  # each process scores its share of the validation images
+                final = weights_to_save() if validate or world.is_main else model
+                if validate:  # each process scores its share of the validation images, with rank 0's weights
+                    world.broadcast_module(final)
                     val = evaluate(final, data.val, cfg, device, world=world)
                 if world.is_main:
                     save_weights(final, out / WEIGHTS_FILE)
@@ -611,23 +613,34 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     if budget is not None and world.is_main:
         logger.info("budget %s: ran %s in all (%.1f%% of the budget)", cfg.train.budget,
                     _format_duration(time.monotonic() - started), 100 * (time.monotonic() - started) / budget)
+    world.barrier()
+    if data.node_cache is not None and world.local_rank == 0:  # finished: the node's cache goes (a run that failed
+        shutil.rmtree(data.node_cache, ignore_errors=True)      # keeps it for its restart)
     return out
 
 
 def _record_session(out: Path, data: _Data, device: torch.device, dtype: torch.dtype | None,
                     layout: torch.memory_format, processes: int, n_params: int, pos: Position) -> None:
-    """Add this session (the first, or a resume) to ``RUN/run_info.json``: where and how it ran, and the data check."""
+    """Add this session (the first, or a resume) to ``RUN/run_info.json``: where and how it ran, and the data check.
+    A failure is logged, never raised: the record must not stop a run."""
+    from unetseg import __version__
+
     path = out / RUN_INFO_FILE
     try:
-        info = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        info = {}
-    sessions = [s for s in info.get("sessions", []) if s.get("from_epoch", 0) < pos.epoch]  # resumed: later ones gone
-    sessions.append({"started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "from_epoch": pos.epoch,
-                     "device": device_name(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
-                     "memory_format": str(layout).removeprefix("torch."), "processes": processes,
-                     "parameters": n_params, "torch": torch.__version__, "unetseg": version("unetseg")})
-    atomic_write_text(path, json.dumps({"sessions": sessions, "data_check": data.check}, indent=1) + "\n")
+        try:
+            info = json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError:
+            info = {}
+        here = [pos.epoch, pos.step]  # sessions that started later than this resume point were rolled back
+        sessions = [s for s in info.get("sessions", []) if [s.get("from_epoch", 0), s.get("from_step", 0)] < here]
+        sessions.append({"started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "from_epoch": pos.epoch,
+                         "from_step": pos.step, "device": device_name(device),
+                         "precision": str(dtype or torch.float32).removeprefix("torch."),
+                         "memory_format": str(layout).removeprefix("torch."), "processes": processes,
+                         "parameters": n_params, "torch": torch.__version__, "unetseg": __version__})
+        atomic_write_text(path, json.dumps({"sessions": sessions, "data_check": data.check}, indent=1) + "\n")
+    except (OSError, TypeError, ValueError) as err:
+        logger.warning("warning: %s not written: %s", path, err)
 
 
 def _validation_estimate(data: _Data, cfg: RunConfig, clock: BudgetClock) -> float:
