@@ -131,14 +131,16 @@ def test_two_nodes_over_loopback_train_one_run(synthetic_dir, tmp_path):
 # decodes, by appending its pid to a file, and kills the process at the Nth decode where asked.
 _SITECUSTOMIZE = '''
 import os
+import threading
 import unetseg.data.dataset as dataset
-_real, _count = dataset.read_image, [0]
+_real, _count, _lock = dataset.read_image, [0], threading.Lock()
 def _counted(*args, **kwargs):
-    _count[0] += 1
-    with open(os.environ["UNETSEG_TEST_DECODES"], "a") as fh:
-        fh.write(f"{os.getpid()}\\n")
-    if _count[0] == int(os.environ.get("UNETSEG_TEST_KILL_AT", "0")):
-        os.kill(os.getpid(), 9)
+    with _lock:  # images are decoded on threads
+        _count[0] += 1
+        with open(os.environ["UNETSEG_TEST_DECODES"], "a") as fh:
+            fh.write(f"{os.getpid()}\\n")
+        if _count[0] == int(os.environ.get("UNETSEG_TEST_KILL_AT", "0")):
+            os.kill(os.getpid(), 9)
     return _real(*args, **kwargs)
 dataset.read_image = _counted
 '''
@@ -172,8 +174,8 @@ def test_the_processes_of_a_node_share_one_decode(synthetic_dir, tmp_path):
 
 def test_a_kill_while_decoding_leaves_no_cache_that_a_restart_would_use(synthetic_dir, tmp_path):
     run = tmp_path / "run"
-    code, pids, _ = _counted_run(synthetic_dir, run, tmp_path, kill_at=10)
-    assert code != 0 and len(pids) == 10  # local rank 0 killed at its 10th decode
+    code, pids, output = _counted_run(synthetic_dir, run, tmp_path, kill_at=10)
+    assert code != 0 and len(pids) == 10, (pids, output[-3000:])  # local rank 0 killed at its 10th decode
     assert not list(run.glob(".cache-*-node0")) and len(list(run.glob(".cache-*-node0.tmp-*"))) == 1
     code, pids, output = _counted_run(synthetic_dir, run, tmp_path)  # the same command again (--resume auto)
     assert code == 0, output[-3000:]
