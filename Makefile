@@ -40,7 +40,8 @@ browser:
 	  echo "installed chromium for the report's browser test"; } || \
 	echo "chromium not installed (needs root and apt-get): the report's browser test will be skipped"
 
-# The benchmark tables of benchmarks/README.md (needs ../shared/data/carvana_sample; ~35 min on 2 CPU cores).
+# The benchmark tables of benchmarks/README.md (needs ../shared/data/carvana_sample; ~35 min on 2 CPU cores;
+# benchmarks/patches.py runs apart: about 30 min).
 bench: install
 	$(BIN)/python benchmarks/ceiling.py
 	$(BIN)/python benchmarks/baseline.py
@@ -50,6 +51,8 @@ bench: install
 	$(BIN)/python benchmarks/gpu.py
 	$(BIN)/python benchmarks/plan_speed.py
 	$(BIN)/python benchmarks/predict_speed.py
+	$(BIN)/python benchmarks/report_speed.py
+	$(BIN)/python benchmarks/node_cache.py
 	$(BIN)/python benchmarks/large_image.py
 	$(BIN)/python benchmarks/budget.py --budget 5m
 
