@@ -610,7 +610,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, epochs_planned(),
                         train_loss, f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}" if val else "",
                         seconds, record["images_per_s"])
-    if budget is not None and world.is_main:
+    if budget is not None and world.is_main and state is None:  # a resumed run's sessions are not one clock
         logger.info("budget %s: ran %s in all (%.1f%% of the budget)", cfg.train.budget,
                     _format_duration(time.monotonic() - started), 100 * (time.monotonic() - started) / budget)
     world.barrier()
