@@ -75,9 +75,11 @@ def test_error_overlay_colours_missed_and_extra_pixels_and_dims_what_is_not_scor
     predicted[:, 2:6] = 1                # columns 2-3 right, 0-1 missed, 4-5 extra
     target[0, 7] = IGNORE
     out = np.asarray(error_overlay(image, predicted, target, alpha=1.0))
-    assert tuple(out[3, 0]) == MISSED and tuple(out[3, 4]) == EXTRA
-    assert [tuple(out[3, c]) == EDGE for c in range(8)] == [False, True, True, False, False, True, True, False]
-    assert tuple(out[3, 3]) == (100, 100, 100) and tuple(out[3, 7]) == (100, 100, 100)  # right: the image itself
+    assert [tuple(out[3, c]) == MISSED for c in range(8)] == [True, True] + [False] * 6
+    assert [tuple(out[3, c]) == EXTRA for c in range(8)] == [False] * 4 + [True, True, False, False]
+    # the predicted edge: two pixels inside the prediction (columns 2-5), drawn where the prediction is right
+    assert [tuple(out[3, c]) == EDGE for c in range(8)] == [False, False, True, True, False, False, False, False]
+    assert tuple(out[3, 6]) == (100, 100, 100) and tuple(out[3, 7]) == (100, 100, 100)  # right: the image itself
     assert tuple(out[0, 7]) == (35, 35, 35)             # not scored: dimmed
 
 

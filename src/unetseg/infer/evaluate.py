@@ -152,6 +152,7 @@ class _Extremes:
             for rank, (dice, _, pair, predicted, target) in enumerate(chosen, 1):
                 image = read_image(pair.image, target.shape[::-1], 3)
                 name = f"{kind}_{rank:02d}_{pair.image.stem}.jpg"
-                error_overlay(image, predicted, target).save(folder / name, quality=88)
+                # 4:4:4 JPEG: thin coloured errors stay sharp
+                error_overlay(image, predicted, target).save(folder / name, quality=90, subsampling=0)
                 result[kind].append({"image": pair.image.name, "dice": dice, "overlay": f"overlays/{name}"})
         return result

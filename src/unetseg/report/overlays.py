@@ -1,8 +1,8 @@
 """Error overlays: where a prediction differs from its mask, drawn on the image at a size a person looks at.
 
 Missed pixels (a foreground class in the mask, not predicted) and extra pixels (background in the mask, predicted as
-foreground) are filled in two colours; the predicted mask's edges are drawn over them; pixels outside an ignore mask
-(not scored) are dimmed.
+foreground) are filled in two colours; the predicted mask's edges are drawn where the prediction is right (so that
+no error, however small, hides under an edge); pixels outside an ignore mask (not scored) are dimmed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from PIL import Image
 from unetseg.data.encoding import IGNORE
 
 MISSED = (230, 35, 35)    # red: in the mask, not predicted
-EXTRA = (20, 120, 255)    # blue: predicted, not in the mask
+EXTRA = (30, 144, 255)    # blue: predicted, not in the mask
 EDGE = (255, 220, 0)      # yellow: the predicted mask's edges
 DISPLAY_WIDTH = 640       # overlays are drawn at this width (or the image's, when smaller)
 
@@ -35,16 +35,25 @@ def shrink_classes(classes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def edges(classes: np.ndarray) -> np.ndarray:
-    """Boolean (H, W): pixels whose class differs from a 4-neighbour's, two pixels wide."""
-    edge = np.zeros(classes.shape, dtype=bool)
-    edge[:, 1:] |= classes[:, 1:] != classes[:, :-1]
-    edge[:, :-1] |= classes[:, 1:] != classes[:, :-1]
-    edge[1:, :] |= classes[1:, :] != classes[:-1, :]
-    edge[:-1, :] |= classes[1:, :] != classes[:-1, :]
-    return edge
+    """Boolean (H, W): the band two pixels wide along the inside of each predicted foreground region (pixels of a
+    foreground class within two steps of another class), so a 1-pixel speck is all edge and background stays clear."""
+    differs = np.zeros(classes.shape, dtype=bool)
+    differs[:, 1:] |= classes[:, 1:] != classes[:, :-1]
+    differs[:, :-1] |= classes[:, 1:] != classes[:, :-1]
+    differs[1:, :] |= classes[1:, :] != classes[:-1, :]
+    differs[:-1, :] |= classes[1:, :] != classes[:-1, :]
+    foreground = classes > 0
+    band = differs & foreground
+    grown = band.copy()
+    grown[1:, :] |= band[:-1, :]
+    grown[:-1, :] |= band[1:, :]
+    grown[:, 1:] |= band[:, :-1]
+    grown[:, :-1] |= band[:, 1:]
+    return grown & foreground
 
 
-def error_overlay(image: np.ndarray, predicted: np.ndarray, target: np.ndarray, alpha: float = 0.6) -> Image.Image:
+def error_overlay(image: np.ndarray, predicted: np.ndarray, target: np.ndarray,
+                  alpha: float = 0.75) -> Image.Image:
     """The image with the errors of ``predicted`` against ``target`` coloured and the predicted edges drawn.
 
     Args:
@@ -62,5 +71,5 @@ def error_overlay(image: np.ndarray, predicted: np.ndarray, target: np.ndarray, 
     extra = wrong & (target == 0)
     for where, colour in ((missed, MISSED), (extra, EXTRA)):
         out[where] = (1 - alpha) * out[where] + alpha * np.asarray(colour, dtype=np.float32)
-    out[edges(predicted)] = EDGE
+    out[edges(predicted) & ~wrong] = EDGE  # over the right pixels only: an error stays visible, however small
     return Image.fromarray(out.round().astype(np.uint8))
