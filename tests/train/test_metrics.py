@@ -63,3 +63,38 @@ def test_ignored_pixels_count_in_neither_metric_nor_loss():
     multi[0, 2, 0, 2:] = 9.0  # confidently wrong on the ignored pixels
     ce = SegmentationLoss()(multi, target)
     assert abs(ce.item() - torch.nn.functional.cross_entropy(multi[..., :2], target[..., :2]).item()) < 1e-6
+
+
+def test_validation_sums_give_the_loss_and_dice_of_the_whole_set_in_one_pass():
+    """evaluate() adds per-batch sums: with batches of 3 over 7 images it must give the loss of one pass over all 7
+    (equal pixel counts) and the per-image mean Dice, per class too (a class absent from an image and not predicted
+    there is left out of that class's mean)."""
+    import numpy as np
+
+    from unetseg import RunConfig, UNet, UNetConfig
+    from unetseg.data import ArrayDataset, MaskEncoding
+    from unetseg.data.transforms import to_float
+    from unetseg.metrics import logits_to_classes
+    from unetseg.train.loop import evaluate
+    from unetseg.train.losses import SegmentationLoss
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 32, 48, 3), dtype=np.uint8)
+    masks = np.zeros((7, 32, 48), np.uint8)
+    masks[:, 8:20, 10:30] = 1
+    masks[:3, 20:28, 10:30] = 2  # class 2 in three images only
+    cfg = RunConfig(UNetConfig(base_channels=4, depth=2, num_classes=3))
+    cfg.train.amp = "off"
+    torch.manual_seed(0)
+    model = UNet(cfg.model).eval()
+    data = ArrayDataset(images, masks, [None] * 7, MaskEncoding((0, 1, 2)))
+    got = evaluate(model, data, cfg, torch.device("cpu"), batch_size=3)
+    with torch.no_grad():
+        logits = model(to_float(torch.from_numpy(images), cfg.data.mean, cfg.data.std))
+        y = torch.from_numpy(masks).long()
+        loss = float(SegmentationLoss()(logits, y))
+        dice = dice_from_counts(confusion_counts(logits_to_classes(logits), y, 3))
+    assert abs(got["loss"] - loss) < 1e-5
+    assert abs(got["dice"] - float(torch.nanmean(foreground_mean(dice)))) < 1e-9
+    expected = [float(torch.nanmean(dice[:, k])) for k in (1, 2)]
+    assert np.allclose(got["dice_per_class"], expected, atol=1e-9, equal_nan=True), (got, expected)

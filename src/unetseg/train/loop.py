@@ -36,7 +36,7 @@ from unetseg.data.io import image_info
 from unetseg.data.node_cache import cache_prefix, load_node_cache
 from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.transforms import augment, to_float
-from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes, nan_mean
+from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes
 from unetseg.model import UNet
 from unetseg.report.curves import CURVES_FILE, CurvesPainter
 from unetseg.train._state import (LossLog, Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state,
@@ -208,8 +208,11 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     labels = max(2, cfg.model.num_classes)
     share = np.array_split(np.arange(len(data)), world.size)[world.rank]
     batch = batch_size or cfg.train.batch_size
-    # sums over the images: loss, foreground-mean Dice and its count, each class's Dice and its count, images
-    sums = torch.zeros(2 + 2 * (labels - 1) + 1, dtype=torch.float64, device=device)
+    # sums over the images: (loss x images, images), and per column (foreground mean, then each foreground class)
+    # the Dice and the number of images it is defined for
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    dice_sum = torch.zeros(labels, dtype=torch.float64, device=device)
+    dice_n = torch.zeros(labels, dtype=torch.float64, device=device)
     for start in range(0, len(share), batch):
         images, masks = data.take(share[start:start + batch])
         x = to_float(torch.from_numpy(images).to(device), cfg.data.mean, cfg.data.std)
@@ -218,23 +221,14 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
             logits = model(x)
         dice = dice_from_counts(confusion_counts(logits_to_classes(logits), y, labels))  # (images, labels)
-        mean = foreground_mean(dice)
-        scored = ~mean.isnan()
-        sums[0] += loss_fn(logits, y).double() * len(x)
-        sums[1] += mean[scored].sum()
-        sums[2] += scored.sum()
-        for k in range(1, labels):
-            present = ~dice[:, k].isnan()
-            sums[1 + 2 * k] += dice[present, k].sum()
-            sums[2 + 2 * k] += present.sum()
-        sums[-1] += len(x)
-    sums = world.sum(sums)
-
-    def ratio(total: torch.Tensor, count: torch.Tensor) -> float:
-        return float(total / count) if count > 0 else float("nan")
-
-    return {"loss": ratio(sums[0], sums[-1]), "dice": ratio(sums[1], sums[2]),
-            "dice_per_class": [ratio(sums[1 + 2 * k], sums[2 + 2 * k]) for k in range(1, labels)]}
+        columns = torch.cat([foreground_mean(dice)[:, None], dice[:, 1:]], dim=1)
+        totals += torch.stack([loss_fn(logits, y).double() * len(x), torch.tensor(len(x), device=device)])
+        dice_sum += columns.nan_to_num().sum(0)
+        dice_n += (~columns.isnan()).sum(0)
+    totals, dice_sum, dice_n = world.sum(torch.cat([totals, dice_sum, dice_n])).split([2, labels, labels])
+    dice = (dice_sum / dice_n.clamp_min(1)).masked_fill(dice_n == 0, float("nan")).tolist()
+    return {"loss": float(totals[0] / totals[1]) if totals[1] else float("nan"), "dice": dice[0],
+            "dice_per_class": dice[1:]}
 
 
 def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
