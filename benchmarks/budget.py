@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from unetseg import Predictor, RunConfig, evaluate_pairs, find_pairs, fit
+from unetseg.checkpoint import read_split
 from unetseg.config import DataConfig, TrainConfig, parse_duration, parse_size
 from unetseg.data.dataset import pairs_from_split
 
@@ -49,8 +50,7 @@ def main() -> None:
     run = fit(cfg, out, overwrite=True, keep=keep)
     seconds = time.monotonic() - t0
     cfg = RunConfig.load(run / "config.json")
-    split = json.loads((run / "split.json").read_text())
-    held_out = pairs_from_split(find_pairs(args.data), split["val"])
+    held_out = pairs_from_split(find_pairs(args.data), read_split(run, "val"))
     scores = {}
     for weights in ("final", "best"):
         result = evaluate_pairs(Predictor.from_run(run, device="cpu", weights=weights), held_out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,28 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"
 STATE_FILE = "last.pt"
+SPLIT_FILE = "split.json"
+METRICS_FILE = "metrics.jsonl"
+RUN_INFO_FILE = "run_info.json"  # each session's device, precision and layout; the data check
 
 
 class CheckpointError(ValueError):
     """A run folder or checkpoint that cannot be used; the message names the file."""
+
+
+def read_split(run_dir: str | Path, which: str) -> list[str]:
+    """The image file names of a run's ``"train"`` or ``"val"`` split (``split.json``).
+
+    Raises:
+        CheckpointError: naming the file when it is missing or not a split.
+    """
+    path = Path(run_dir) / SPLIT_FILE
+    try:
+        return list(json.loads(path.read_text())[which])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found (not a run folder, or a run that stopped before its split)") from None
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path}: not a split written by unetseg train (no {which!r} list)") from None
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:

@@ -49,7 +49,7 @@ def test_curves_are_redrawn_within_their_share_of_the_training_time(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     line = {"epoch": 1, "train_loss": 0.5, "lr": 1e-3, "val_loss": 0.6, "val_dice": 0.7}
     metrics.write_text(json.dumps(line) + "\n")
-    painter = CurvesPainter(tmp_path, metrics.name, share=1e-9)  # after a drawing, the next only at the end
+    painter = CurvesPainter(tmp_path, share=1e-9)  # after a drawing, the next only at the end
     painter()
     first = (tmp_path / "curves.png").read_bytes()
     metrics.write_text(metrics.read_text() + json.dumps({**line, "epoch": 2, "train_loss": 0.3}) + "\n")

@@ -221,6 +221,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.infer.predict import THRESHOLD_FILE
     from unetseg.data import find_pairs
+    from unetseg.checkpoint import read_split
     from unetseg.data.dataset import pairs_from_split
     from unetseg.infer import Predictor, evaluate_pairs
 
@@ -238,8 +239,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.split = "val" if args.tune_threshold and not given.keys() & _LOCATION else "all"
     pairs = find_pairs(data)
     if args.split != "all":
-        split = json.loads((Path(args.model) / "split.json").read_text())
-        pairs = pairs_from_split(pairs, split[args.split])
+        pairs = pairs_from_split(pairs, read_split(args.model, args.split))
     if args.tune_threshold and predictor.config.model.num_classes != 1:
         raise ValueError("--tune-threshold: only for binary models (a multi-class model takes the argmax)")
     if args.tune_threshold and args.split == "train":

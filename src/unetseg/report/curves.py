@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from unetseg._atomic import atomic_write_bytes
+from unetseg.checkpoint import METRICS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ class CurvesPainter:
     drawing is ``1 / share`` times what that drawing took (0.2-0.25 s: at most every 20-25 s at the default 1%).
     A failure is logged, never raised: a picture must not stop a training run."""
 
-    def __init__(self, run_dir: Path, metrics_file: str, share: float = 0.01) -> None:
-        self.run_dir, self.metrics_file, self.share = run_dir, metrics_file, share
+    def __init__(self, run_dir: Path, share: float = 0.01) -> None:
+        self.run_dir, self.share = run_dir, share
         self.last: float | None = None
         self.cost = 0.0
         self.failed = False
@@ -110,7 +111,7 @@ class CurvesPainter:
         if self.failed or not (final or self.last is None or now - self.last >= self.cost / self.share):
             return
         try:
-            plot_curves({self.run_dir.name: read_metrics(self.run_dir / self.metrics_file)},
+            plot_curves({self.run_dir.name: read_metrics(self.run_dir / METRICS_FILE)},
                         self.run_dir / CURVES_FILE)
         except Exception as err:  # noqa: BLE001 - e.g. a full disk or a broken matplotlib: training goes on
             logger.warning("warning: %s not drawn (not tried again in this run): %s", self.run_dir / CURVES_FILE,

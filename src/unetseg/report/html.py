@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 from unetseg._atomic import atomic_write_text
-from unetseg.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from unetseg.checkpoint import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, CheckpointError, read_split
 from unetseg.config import RunConfig
 from unetseg.data.errors import DataError
 from unetseg.report.curves import plot_curves, read_metrics
@@ -51,8 +51,8 @@ class RunSummary:
 def _load_run(path: Path, name: str, evaluate: bool, progress: bool) -> RunSummary:
     if not (path / CONFIG_FILE).is_file():
         raise DataError(f"{path}: not a run folder (no {CONFIG_FILE})")
-    run = RunSummary(path, name, RunConfig.load(path / CONFIG_FILE), read_metrics(path / "metrics.jsonl"))
-    info_file = path / "run_info.json"
+    run = RunSummary(path, name, RunConfig.load(path / CONFIG_FILE), read_metrics(path / METRICS_FILE))
+    info_file = path / RUN_INFO_FILE
     if info_file.is_file():
         run.info = json.loads(info_file.read_text())
     _evaluation(run, evaluate, progress)
@@ -81,7 +81,7 @@ def _evaluation(run: RunSummary, evaluate: bool, progress: bool) -> None:
             return
         try:
             _evaluate_validation(run.path, folder, progress)
-        except (DataError, OSError, ValueError) as err:
+        except (DataError, CheckpointError, OSError, ValueError) as err:
             run.no_evaluation = f"validation not evaluated: {err}"
             logger.warning("warning: %s: %s", run.path, run.no_evaluation)
             return
@@ -95,10 +95,7 @@ def _evaluate_validation(run_dir: Path, folder: Path, progress: bool) -> None:
     from unetseg.data.dataset import pairs_from_split
     from unetseg.infer import Predictor, evaluate_pairs
 
-    split_file = run_dir / "split.json"
-    if not split_file.is_file():
-        raise DataError(f"{split_file}: not found")
-    names = json.loads(split_file.read_text())["val"]
+    names = read_split(run_dir, "val")
     if not names:
         raise DataError("the run has no validation split")
     predictor = Predictor.from_run(run_dir)

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from unetseg._atomic import atomic_write_text
 from unetseg._device import autocast_dtype, device_name, free_memory, memory_format
-from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, CheckpointError,
-                                load_training_state, save_training_state, save_weights)
+from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, SPLIT_FILE, STATE_FILE,
+                                WEIGHTS_FILE, CheckpointError, load_training_state, save_training_state, save_weights)
 from unetseg.config import RunConfig, parse_duration
 from unetseg.data import ArrayDataset, split_by_group
 from unetseg.data.check import adopt, format_report, scan
@@ -48,10 +48,7 @@ from unetseg.train.weights import WeightAverage, recalibrate_bn
 
 logger = logging.getLogger(__name__)
 
-SPLIT_FILE = "split.json"
 CARVANA_SIZE = (1918, 1280)  # the seed's 480x320 is made for these photos
-METRICS_FILE = "metrics.jsonl"
-RUN_INFO_FILE = "run_info.json"  # each session's device, precision and layout; the data check
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -60,8 +57,8 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-#: Files a run writes before its first saved state; a folder holding nothing else never started training.
-# what a run writes before its first last.pt (the weights and curves of a first validation, killed before the state)
+#: Files a run writes before its first last.pt (config, split, log, and the weights and curves of a first validation
+#: killed before the state); a folder holding nothing else never started training.
 _PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, BEST_FILE,
                     CURVES_FILE}
 
@@ -425,7 +422,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                 f", {world.size} processes (torch.distributed)" if world.size > 1 else "")
     if world.is_main:
         _record_session(out, data, device, dtype, layout, world.size, n_params, pos)
-    curves = CurvesPainter(out, METRICS_FILE)
+    curves = CurvesPainter(out)
     clock = BudgetClock(budget, started, total, steps, cfg.train.val_every) if budget and state is None else None
     shadow = UNet(cfg.model).to(device, memory_format=layout) if average is not None or cfg.train.bn_recalibrate \
         else None
