@@ -98,14 +98,22 @@ def read_image(path: str | Path, size: Size | None = None, channels: int = 3) ->
     Raises:
         DataError: naming the file when it is missing, not an image or truncated.
     """
-    path = Path(path)
-    image = _decode(path, "RGB" if channels == 3 else "L", size)
-    if image.mode in ("I", "I;16", "I;16L", "I;16B", "F"):  # deeper than 8 bits: scale by the type's range
-        image = Image.fromarray(to_8bit(np.asarray(image), image.mode))
-    image = image.convert("RGB" if channels == 3 else "L")
+    image = _as_8bit(_decode(Path(path), "RGB" if channels == 3 else "L", size), channels)
     if size is not None and image.size != tuple(size):
         image = image.resize(tuple(size), Image.BILINEAR)
-    array = np.array(image)  # a writable copy: torch.from_numpy warns on read-only arrays
+    return _array(image)
+
+
+def _as_8bit(image: Image.Image, channels: int) -> Image.Image:
+    """A decoded image as 8-bit RGB (``channels`` 3) or greyscale (1); deeper images scaled by their type's range."""
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "F"):
+        image = Image.fromarray(to_8bit(np.asarray(image), image.mode))
+    return image.convert("RGB" if channels == 3 else "L")
+
+
+def _array(image: Image.Image) -> np.ndarray:
+    """(H, W, C) uint8, a writable copy (torch.from_numpy warns on read-only arrays)."""
+    array = np.array(image)
     return array if array.ndim == 3 else array[:, :, None]
 
 
@@ -118,22 +126,14 @@ def read_image_and_original(path: str | Path, size: Size, channels: int = 3) -> 
     Raises:
         DataError: naming the file when it is missing, not an image or truncated.
     """
-    path = Path(path)
-    image = _decode(path)
-    jpeg = image.format == "JPEG"
-    if image.mode in ("I", "I;16", "I;16L", "I;16B", "F"):
-        image = Image.fromarray(to_8bit(np.asarray(image), image.mode))
-    image = image.convert("RGB" if channels == 3 else "L")
-    original = np.array(image)
+    decoded = _decode(Path(path))
+    image = _as_8bit(decoded, channels)
+    original = _array(image)
     if image.size == tuple(size):
-        model_input = original
-    else:
-        factor = image.size[0] // _draft_request(image.size, size)[0] if jpeg else 1
-        small = image.reduce(factor) if factor > 1 else image
-        model_input = np.array(small.resize(tuple(size), Image.BILINEAR) if small.size != tuple(size) else small)
-    if original.ndim == 2:
-        return model_input[:, :, None], original[:, :, None]
-    return model_input, original
+        return original, original
+    factor = image.size[0] // _draft_request(image.size, size)[0] if decoded.format == "JPEG" else 1
+    small = image.reduce(factor) if factor > 1 else image
+    return _array(small.resize(tuple(size), Image.BILINEAR) if small.size != tuple(size) else small), original
 
 
 @dataclass(frozen=True)
