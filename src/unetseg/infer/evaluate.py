@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import logging
@@ -123,20 +124,20 @@ class _Extremes:
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self.kept: list[tuple[float, int, Pair, np.ndarray, np.ndarray]] = []
+        self.kept: list[tuple[float, int, Pair, np.ndarray, np.ndarray]] = []  # by Dice (then arrival), ascending
         self.seen = 0
 
     def offer(self, dice: float, pair: Pair, predicted: np.ndarray, target: np.ndarray) -> None:
         if not self.count or dice != dice:  # NaN: nothing to find and nothing found, not ranked
             return
         self.seen += 1
-        ranked = sorted(self.kept, key=lambda k: (k[0], k[1]))
-        if len(ranked) >= 2 * self.count and ranked[self.count - 1][0] <= dice <= ranked[-self.count][0]:
+        full = len(self.kept) >= 2 * self.count
+        if full and self.kept[self.count - 1][0] <= dice <= self.kept[-self.count][0]:
             return  # between the worst and the best kept: never drawn
         size = display_size(target.shape[::-1])
-        self.kept.append((dice, self.seen, pair, shrink_classes(predicted, size), shrink_classes(target, size)))
-        ranked = sorted(self.kept, key=lambda k: (k[0], k[1]))
-        self.kept = ranked if len(ranked) <= 2 * self.count else ranked[:self.count] + ranked[-self.count:]
+        bisect.insort(self.kept, (dice, self.seen, pair, shrink_classes(predicted, size), shrink_classes(target, size)),
+                      key=lambda k: k[:2])
+        del self.kept[self.count:-self.count]  # keeps all while there are at most 2 x count
 
     def draw(self, folder: Path) -> dict[str, list[dict[str, Any]]]:
         """Write the overlays; return the worst (worst first) and the best (best first)."""
@@ -145,7 +146,7 @@ class _Extremes:
         folder.mkdir(parents=True, exist_ok=True)
         for old in [*folder.glob("worst_*.jpg"), *folder.glob("best_*.jpg")]:  # a previous evaluation's
             old.unlink()
-        ranked = sorted(self.kept, key=lambda k: (k[0], k[1]))
+        ranked = self.kept
         n_worst = min(self.count, (len(ranked) + 1) // 2)
         result: dict[str, list[dict[str, Any]]] = {"worst": [], "best": []}
         for kind, chosen in (("worst", ranked[:n_worst]), ("best", ranked[n_worst:][::-1])):
