@@ -38,7 +38,7 @@ def main() -> None:
     imports = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
                for _ in range(3)]
     print(f"matplotlib import (once per training process, at the first epoch end): {statistics.median(imports):.2f} s")
-    from unetseg.report.curves import plot_curves
+    from unetseg.drawing.curves import plot_curves
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "curves.png"

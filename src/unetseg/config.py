@@ -114,6 +114,20 @@ class DataConfig(_JsonDataclass):
             outside count in neither the loss nor the metrics.
         ignore_pattern: file name pattern of the ignore masks, e.g. ``{id}_training_mask.gif`` (default: same stem).
         invert_mask: for binary masks whose foreground is stored as the lower value (membrane: 0 = membrane).
+        ignore_index: stored mask values that count in neither the loss nor any metric and are never predicted
+            ("void"/"unlabelled": CamVid 11, Pascal VOC and Cityscapes 255; #rrggbb for colour-coded masks).
+        classes: a classes file (CSV or JSON: value, name, optional colour; see unetseg.data.classes): the masks'
+            labels with their names and colours; colour-coded (RGB) masks are decoded with its colours.
+        class_names: the names of the classes in order (without a classes file), e.g. sky building pole ...
+        class_colours: the classes' display colours (#rrggbb), from the classes file (found from the data).
+        val_data, val_images, val_masks: a validation set of its own (the dataset's own split), with the same
+            folder rules as data / images / masks, instead of holding out part of the training pairs.
+        split: how the training pairs are split when no validation folders are given: "groups" (seeded, by group,
+            as Carvana's cars or --group-pattern say, else each image alone), or "blocks" (contiguous runs of frames
+            in name order, 10 blocks) for video frames whose neighbours look alike.
+        oversample: patch runs: the share of crops centred on a pixel of a foreground class present in the image,
+            the class drawn uniformly (nnU-Net oversamples foreground in a third of its patches), so rare classes
+            are seen.
         cache: where the decoded uint8 images live during training: "memory", "disk" (a memory-mapped file in the
             run folder, deleted at the end) or "auto" (disk when they would take over half the free RAM). Under
             torchrun with several processes on a node, "auto" and "disk" decode once per node into memory-mapped
@@ -162,6 +176,15 @@ class DataConfig(_JsonDataclass):
     ignore_masks: str = ""
     ignore_pattern: str = ""
     invert_mask: bool = False
+    ignore_index: tuple[int, ...] = ()
+    classes: str = ""
+    class_names: list[str] | None = None
+    class_colours: list[str] | None = None
+    val_data: str = ""
+    val_images: str = ""
+    val_masks: str = ""
+    split: Literal["groups", "blocks"] = "groups"
+    oversample: float = 0.33
     snap_masks: bool = False
     cache: Literal["auto", "memory", "disk"] = "auto"
     cache_dir: str = ""
@@ -202,6 +225,18 @@ class DataConfig(_JsonDataclass):
             self.patch = tuple(int(v) for v in self.patch)  # type: ignore[assignment]
             if len(self.patch) != 2 or min(self.patch) < 16:
                 raise ValueError(f"DataConfig.patch must be (width, height), each >= 16, got {self.patch}")
+        self.ignore_index = tuple(sorted({int(v) for v in self.ignore_index}))  # type: ignore[assignment]
+        if self.class_names is not None:  # "sky,building" or ["sky", "building"]
+            names = [n.strip() for item in self.class_names for n in str(item).split(",") if n.strip()]
+            if len({n.lower() for n in names}) != len(names):
+                raise ValueError(f"DataConfig.class_names: a name is repeated in {names}")
+            self.class_names = names or None
+        if self.split not in ("groups", "blocks"):
+            raise ValueError(f"DataConfig.split must be groups or blocks, got {self.split!r}")
+        if (self.val_images or self.val_masks) and not (self.val_images and self.val_masks):
+            raise ValueError("--val-images and --val-masks go together: name both folders")
+        if not 0.0 <= self.oversample <= 1.0:
+            raise ValueError(f"DataConfig.oversample must be in [0, 1], got {self.oversample}")
         if self.cache not in ("auto", "memory", "disk"):
             raise ValueError(f"DataConfig.cache must be auto, memory or disk, got {self.cache!r}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -217,6 +252,10 @@ class DataConfig(_JsonDataclass):
         for name in ("brightness", "contrast", "saturation"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"DataConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def has_val_folders(self) -> bool:
+        """True when the validation pairs come from folders of their own (--val-data or --val-images/--val-masks)."""
+        return bool(self.val_data or self.val_images)
 
     def photometric(self) -> bool:
         """True when any colour / lighting augmentation is on."""
@@ -241,6 +280,12 @@ class TrainConfig(_JsonDataclass):
         schedule: "restarts": the seed's cosine annealing with warm restarts (restart_epochs, restart_mult);
             "cosine": linear warm-up for warmup_steps, then one cosine decay to min_lr at the last step.
         warmup_steps: the warm-up steps of the "cosine" schedule.
+        loss: "ce": the seed's BCE (binary) or cross-entropy (multi-class); "dice": soft Dice over the batch;
+            "dice_ce": Dice + cross-entropy 1:1 (nnU-Net's default). Pixels of ignored values count in none.
+        class_weights: "none", "auto" (median-frequency balancing over the training masks, as SegNet trained
+            CamVid) or one weight per class, e.g. "1,4,8"; they weigh the cross-entropy per pixel and the Dice per
+            class.
+        class_weight_values: the weights in use (found from the data for "auto"; read-only).
         ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.999) and save it as
             the final weights; 0 turns it off.
         bn_recalibrate: before each validation and the final save, recompute the batch-norm statistics of the
@@ -278,6 +323,9 @@ class TrainConfig(_JsonDataclass):
     max_steps: int = 0
     schedule: Literal["restarts", "cosine"] = "restarts"
     warmup_steps: int = 0
+    loss: Literal["ce", "dice", "dice_ce"] = "ce"
+    class_weights: str = "none"
+    class_weight_values: list[float] | None = None
     ema_decay: float = 0.0
     bn_recalibrate: bool = False
     val_every: int = 1
@@ -301,6 +349,19 @@ class TrainConfig(_JsonDataclass):
             parse_duration(self.budget)
         if self.schedule not in ("restarts", "cosine"):
             raise ValueError(f"TrainConfig.schedule must be restarts or cosine, got {self.schedule!r}")
+        if self.loss not in ("ce", "dice", "dice_ce"):
+            raise ValueError(f"TrainConfig.loss must be ce, dice or dice_ce, got {self.loss!r}")
+        weights = str(self.class_weights).strip().lower()
+        if weights not in ("none", "auto"):
+            try:
+                values = [float(v) for v in re.split(r"[\s,]+", weights) if v]
+            except ValueError:
+                values = []
+            if not values or any(v < 0 or v != v for v in values):
+                raise ValueError(f"TrainConfig.class_weights must be none, auto or weights >= 0 such as 1,4,8; got "
+                                 f"{self.class_weights!r}")
+        if self.class_weight_values is not None and any(v < 0 for v in self.class_weight_values):
+            raise ValueError("TrainConfig.class_weight_values must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.max_steps < 0 or self.warmup_steps < 0:

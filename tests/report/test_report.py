@@ -16,8 +16,8 @@ from PIL import Image
 from unetseg import RunConfig, fit, write_report
 from unetseg.cli.main import main
 from unetseg.data.encoding import IGNORE
-from unetseg.report.curves import plot_curves
-from unetseg.report.overlays import EDGE, EXTRA, MISSED, error_overlay
+from unetseg.drawing.curves import plot_curves
+from unetseg.drawing.overlays import EDGE, EXTRA, MISSED, error_overlay
 from tests.train.test_fit import tiny_config
 
 
@@ -44,7 +44,7 @@ def test_curves_are_drawn_after_the_first_epoch_and_redrawn_after_the_next(synth
 
 
 def test_curves_are_redrawn_within_their_share_of_the_training_time(tmp_path):
-    from unetseg.report.curves import CurvesPainter
+    from unetseg.drawing.curves import CurvesPainter
 
     metrics = tmp_path / "metrics.jsonl"
     line = {"epoch": 1, "train_loss": 0.5, "lr": 1e-3, "val_loss": 0.6, "val_dice": 0.7}

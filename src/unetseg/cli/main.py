@@ -25,7 +25,8 @@ logger = logging.getLogger("unetseg")
 _SECTIONS = {"model": UNetConfig, "data": DataConfig, "train": TrainConfig}
 _LOCATION = {"data", "images", "masks", "pairs_csv"}
 _PAIRING = ("data", "images", "masks", "image_pattern", "mask_pattern", "pairs_csv", "ignore_masks", "ignore_pattern")
-_DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "follow_classes", "plan", "patch_scale"}  # found from the data, not set by hand
+_DERIVED = {"mask_values", "mask_palette", "mask_mode", "follow_channels", "follow_classes", "plan", "patch_scale",
+            "class_colours", "class_weight_values"}  # found from the data, not set by hand
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +62,15 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _label_values(text: str) -> list[int]:
+    from unetseg.data.classes import parse_label_value
+
+    try:
+        return [parse_label_value(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--ignore-index: ")) from None
+
+
 def _field_help(cls: type) -> dict[str, str]:
     """``name -> text`` from the "Attributes:" section of a dataclass docstring."""
     helps: dict[str, str] = {}
@@ -90,6 +100,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] =
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif f.name in ("image_size", "patch"):
                 kwargs.update(type=_size, metavar="WxH")
+            elif f.name == "ignore_index":  # --ignore-index 11, --ignore-index 11 255, 11,255, repeated; #rrggbb
+                kwargs.update(type=_label_values, nargs="+", action="extend", metavar="V")
+            elif f.name == "class_names":
+                kwargs.update(type=str, nargs="+", metavar="NAME")
+            elif f.name == "class_weights":
+                kwargs.update(type=str, nargs="+", metavar="auto|W")
             elif typing.get_origin(hint) is tuple:
                 kwargs.update(type=float, nargs="+")
             elif typing.get_origin(hint) is typing.Literal:
@@ -125,6 +141,10 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for key, value in vars(args).items():
         if "." in key:
             section, name = key.split(".")
+            if name == "ignore_index":  # lists from each use of the flag
+                value = [v for part in value for v in (part if isinstance(part, list) else [part])]
+            elif name == "class_weights":  # "auto", or the weights as separate words or "1,4,8"
+                value = ",".join(value) if isinstance(value, list) else value
             base[section][name] = value
     given = vars(args)
     if "model.in_channels" in given:
@@ -222,7 +242,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.infer.predict import THRESHOLD_FILE
     from unetseg.data import find_pairs
     from unetseg.checkpoint import read_split
-    from unetseg.data.dataset import pairs_from_split
+    from unetseg.data.split import pairs_of_split
     from unetseg.infer import Predictor, evaluate_pairs
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
@@ -231,7 +251,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
-        for f in _LOCATION | {"ignore_masks"}:
+        for f in _LOCATION | {"ignore_masks", "val_data", "val_images", "val_masks"}:
             setattr(data, f, "")
     for f, value in given.items():
         setattr(data, f, value)
@@ -239,7 +259,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.split = "val" if args.tune_threshold and not given.keys() & _LOCATION else "all"
     pairs = find_pairs(data)
     if args.split != "all":
-        pairs = pairs_from_split(pairs, read_split(args.model, args.split))
+        pairs = pairs_of_split(pairs, args.split, read_split(args.model, args.split))
     if args.tune_threshold and predictor.config.model.num_classes != 1:
         raise ValueError("--tune-threshold: only for binary models (a multi-class model takes the argmax)")
     if args.tune_threshold and args.split == "train":
@@ -249,12 +269,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     meta = {"model": str(args.model), "split": args.split, "weights": args.weights, "tta": args.tta,
             "threshold": predictor.threshold}
     result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds, meta=meta)
-    per_class = "".join(f"  class {k.removeprefix('mean_dice_class')} Dice {v:.5f}" for k, v in result.items()
-                        if k.startswith("mean_dice_class"))
     scored = "" if result["scored_images"] == result["images"] else \
         f", {result['images'] - result['scored_images']} with nothing to find and nothing found left out of the means"
     print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
-          f"{result['global_dice']:.5f}{per_class}  ({result['images']} images, {args.split}{scored})")
+          f"{result['global_dice']:.5f}  ({result['images']} images, {args.split}{scored})")
+    if predictor.config.model.num_classes > 1:  # the field's multi-class table, from the pooled confusion matrix
+        print(f"mIoU {result['miou']:.4f} over the scored classes, global pixel accuracy "
+              f"{result['pixel_accuracy']:.4f}")
+        width = max(len(c["name"]) for c in result["per_class"]) + 2
+        print(f"{'class':<{width}}{'IoU':>8}{'Dice':>8}{'pixels':>12}")
+        for c in result["per_class"]:
+            print(f"{c['name']:<{width}}{c['iou']:>8.4f}{c['dice']:>8.4f}{c['pixels']:>12d}")
     if args.tune_threshold:
         scores = result["threshold_dice"]
         best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))  # ties: the one nearest 0.5

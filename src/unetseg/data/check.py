@@ -6,9 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from unetseg.config import DataConfig, RunConfig
-from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset, split_by_group
+from unetseg.data.classes import (ClassEntry, class_names, default_colour, default_names, hex_colour,
+                                  read_classes_file)
+from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset
 from unetseg.data.encoding import MaskEncoding
+from unetseg.data.errors import DataError
 from unetseg.data.pairing import Pair, Pairing, pair_files
+from unetseg.data.split import describe_split, leak_warning, split_pairs
 
 
 def encoding_of(cfg: DataConfig) -> MaskEncoding | None:
@@ -16,7 +20,8 @@ def encoding_of(cfg: DataConfig) -> MaskEncoding | None:
     if cfg.mask_values is None:
         return None
     palette = tuple(cfg.mask_palette) if cfg.mask_palette else None
-    return MaskEncoding(tuple(cfg.mask_values), cfg.mask_mode or ("P" if palette else "L"), palette)
+    return MaskEncoding(tuple(cfg.mask_values), cfg.mask_mode or ("P" if palette else "L"), palette,
+                        tuple(cfg.ignore_index))
 
 
 def scan(cfg: RunConfig, progress: bool = True, cache_file: Path | None = None,
@@ -30,25 +35,60 @@ def scan(cfg: RunConfig, progress: bool = True, cache_file: Path | None = None,
         (dataset or None when there are errors, report).
     """
     pairing = pairing or pair_files(cfg.data)
+    table = read_classes_file(cfg.data.classes) if cfg.data.classes else None
     data, report = load_dataset(pairing, cfg.data.image_size,
                                 channels=None if cfg.data.follow_channels else cfg.model.in_channels,
                                 num_classes=None if cfg.data.follow_classes else cfg.model.num_classes,
                                 encoding=encoding_of(cfg.data), invert=cfg.data.invert_mask, snap=cfg.data.snap_masks,
-                                progress=progress, cache_file=cache_file)
+                                progress=progress, cache_file=cache_file, ignore=tuple(cfg.data.ignore_index),
+                                table=table, table_path=cfg.data.classes)
+    if report.encoding is not None:
+        try:
+            report.names = names_for(cfg.data, report.encoding, table)
+        except DataError as err:
+            report.errors.append(str(err))
     if pairing.pairs:
         check_split(pairing.pairs, cfg.data, report)
     return data, report
 
 
+def names_for(cfg: DataConfig, encoding: MaskEncoding, table: list[ClassEntry] | None) -> list[str]:
+    """The class names: the classes file's (ignored values left out), --class-names, or the defaults.
+
+    Raises:
+        DataError: when --class-names gives another count than the classes found.
+    """
+    if table is not None:
+        stored = _table_values(table, encoding)
+        by_value = dict(zip(stored, (e.name for e in table)))
+        return [by_value[v] for v in encoding.values]
+    if cfg.class_names and len(cfg.class_names) != encoding.num_labels:
+        raise DataError(f"--class-names: {len(cfg.class_names)} names for {encoding.num_labels} classes "
+                        f"{encoding.describe(encoding.values)}" + (f" (ignored: {encoding.describe(encoding.ignore)})"
+                                                                   if encoding.ignore else ""))
+    return class_names(cfg.class_names, encoding.num_labels)
+
+
+def _table_values(table: list[ClassEntry], encoding: MaskEncoding) -> list[int]:
+    if encoding.mode == "RGB":
+        return [(e.colour[0] << 16) | (e.colour[1] << 8) | e.colour[2] if e.colour else -1 for e in table]
+    return [e.value for e in table]
+
+
 def check_split(pairs: list[Pair], cfg: DataConfig, report: DataReport) -> None:
     """Add the train/validation split the run would make to the report's notes, and a warning when validation
-    comes out empty or far from ``val_fraction`` (too few groups)."""
-    train_idx, val_idx = split_by_group(pairs, cfg.val_fraction, cfg.split_seed)
+    comes out empty or far from ``val_fraction`` (too few groups), or leaks (video frames split per image)."""
+    train_idx, val_idx = split_pairs(pairs, cfg)
+    report.notes.append(f"split: {len(train_idx)} train / {len(val_idx)} validation images ({describe_split(pairs, cfg)}"
+                        + ("" if any(p.split == "val" for p in pairs) else f"; --val-fraction {cfg.val_fraction:g}")
+                        + ")")
+    leak = leak_warning(pairs, cfg)
+    if leak:
+        report.warnings.insert(0, leak)
+    if any(p.split == "val" for p in pairs):
+        return
     groups = len({p.group for p in pairs})
-    rule = f"groups by --group-pattern {cfg.group_pattern!r}" if cfg.group_pattern else \
-        "Carvana car ids" if groups < len(pairs) else "each image its own group"
-    report.notes.append(f"split: {len(train_idx)} train / {len(val_idx)} validation images ({groups} groups: {rule}; "
-                        f"--val-fraction {cfg.val_fraction:g}, --split-seed {cfg.split_seed})")
+    rule = describe_split(pairs, cfg)
     share = len(val_idx) / len(pairs)
     if cfg.val_fraction > 0 and not val_idx:
         report.warnings.insert(0, f"{pairs[0].image.parent}: no validation split ({len(pairs)} images in {groups} "
@@ -64,6 +104,12 @@ def adopt(cfg: RunConfig, data: ArrayDataset, report: DataReport) -> None:
     enc = data.encoding
     cfg.data.mask_values, cfg.data.mask_mode = list(enc.values), enc.mode
     cfg.data.mask_palette = list(enc.palette) if enc.palette else None
+    if report.names and (cfg.data.classes or cfg.data.class_names):  # stored with the run: no file needed later
+        cfg.data.class_names = list(report.names)
+    if cfg.data.classes:
+        table = {e.name: e.colour for e in read_classes_file(cfg.data.classes)}
+        cfg.data.class_colours = [hex_colour(table.get(n) or default_colour(k, enc.num_labels))
+                                  for k, n in enumerate(report.names)]
     if cfg.data.follow_channels:
         cfg.model.in_channels = report.channels
     if cfg.data.follow_classes:
@@ -89,9 +135,14 @@ def format_report(report: DataReport) -> str:
         kind = {"P": "palette indices", "L": "grey levels", "RGB": "RGB colours"}[enc.mode]
         lines.append(f"mask encoding: {kind} {enc.describe(enc.values)} -> classes 0..{enc.num_labels - 1}"
                      f" ({'binary: 1 output, sigmoid + BCE' if enc.num_labels == 2 else f'{enc.num_labels} outputs, softmax + CE'})")
+        if enc.ignore:
+            lines.append(f"ignored (void) values: {enc.describe(enc.ignore)}, {report.void_pixels} pixels, counted in "
+                         f"neither loss nor metrics")
         total = sum(report.class_pixels) or 1
+        named = report.names and report.names != default_names(enc.num_labels)
         lines.append("class pixel fractions: " + ", ".join(
-            f"{k}: {n / total:.4f}" for k, n in enumerate(report.class_pixels)))
+            f"{k} {report.names[k]}: {n / total:.4f}" if named else f"{k}: {n / total:.4f}"
+            for k, n in enumerate(report.class_pixels)))
     if report.ignore_masks:
         lines.append(f"ignore masks: {report.ignore_masks}, {report.ignored_share:.1%} of their pixels count in neither "
                      f"loss nor metrics")

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from unetseg.data.encoding import IGNORE, MaskEncoding, detect_encoding, rare_labels
+from unetseg.data.classes import ClassEntry
+from unetseg.data.encoding import IGNORE, MaskEncoding, detect_encoding, rare_labels, void_hints
 from unetseg.data.errors import DataError, raise_problems
 from unetseg.data.io import DECODE_THREADS, Size, image_info, read_image, read_mask
 from unetseg.data.pairing import Pair, Pairing
@@ -66,6 +67,8 @@ class DataReport:
     channels: int = 3
     encoding: MaskEncoding | None = None
     class_pixels: list[int] = field(default_factory=list)
+    void_pixels: int = 0  # pixels of ignored (void) mask values, at the original size
+    names: list[str] = field(default_factory=list)  # the class names
     ignore_masks: int = 0
     ignored_share: float = 0.0  # of the pixels of the pairs that have an ignore mask, at the training size
     errors: list[str] = field(default_factory=list)
@@ -79,7 +82,8 @@ class DataReport:
 
 def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None = None, num_classes: int | None = None,
                  encoding: MaskEncoding | None = None, invert: bool = False, snap: bool = False,
-                 progress: bool = True, cache_file: Path | None = None) -> tuple[ArrayDataset | None, DataReport]:
+                 progress: bool = True, cache_file: Path | None = None, ignore: tuple[int, ...] = (),
+                 table: list[ClassEntry] | None = None, table_path: str = "") -> tuple[ArrayDataset | None, DataReport]:
     """Check and decode every pair once to ``size``; map mask values to class indices.
 
     Args:
@@ -92,6 +96,8 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
         progress: show a progress bar.
         cache_file: keep the decoded images in this .npy file, memory-mapped, instead of in RAM (datasets larger
             than memory); None keeps them in RAM.
+        ignore: stored mask values that count nowhere (void).
+        table, table_path: the entries of a classes file and its path: the labels, whatever the masks hold.
 
     Returns:
         (dataset, report); the dataset is None when the report has errors.
@@ -107,6 +113,15 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
         except DataError as err:
             report.errors.append(str(err))
     report.image_sizes = Counter(info[0] for info in infos if info)
+    kinds = {p.split == "val": set() for p in pairs}
+    for pair, info in zip(pairs, infos):
+        if info is not None:
+            kinds[pair.split == "val"].add(info[1])
+    if len(kinds) == 2 and kinds[True] and kinds[False] and kinds[True] != kinds[False]:
+        odd = next(p for p, info in zip(pairs, infos) if p.split == "val" and info and info[1] not in kinds[False])
+        grey = {1: "greyscale", 3: "colour"}
+        report.errors.append(f"{odd.image}: validation image is {grey[image_info(odd.image)[1]]} but the training "
+                             f"images are {' and '.join(grey[c] for c in sorted(kinds[False]))}")
     if channels is None:
         channels = 1 if infos and all(info is not None and info[1] == 1 for info in infos) else 3
     report.channels = channels
@@ -154,10 +169,11 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
         try:
             encoding, report.notes = detect_encoding([masks_read[i].counts for i in ok], [masks_read[i].mode for i in ok],
                                                      [masks_read[i].palette for i in ok], [pairs[i].mask for i in ok],
-                                                     num_classes, invert, snap)
+                                                     num_classes, invert, snap, ignore, table, table_path)
         except DataError as err:
             report.errors.append(str(err))
             return None, report
+        report.warnings += void_hints(table, table_path, encoding)
     report.encoding = encoding
     report.warnings += rare_labels([masks_read[i].counts for i in ok], [pairs[i].mask for i in ok], encoding)
     classes = np.zeros((len(pairs), height, width), dtype=np.uint8)
@@ -172,6 +188,8 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
             k = encoding.values.index(value) if value in encoding.values else None
             if k is not None:
                 report.class_pixels[k] += n
+            elif value in encoding.ignore:
+                report.void_pixels += n
         if not (classes[i] > 0).any():
             report.warnings.append(f"{pairs[i].mask}: empty mask (background only)")
         if valid[i] is not None:
@@ -184,27 +202,9 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
     return ArrayDataset(images, classes, list(pairs), encoding), report
 
 
-def split_by_group(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded, reproducible train/validation split that keeps each group (Carvana: car) on one side.
-
-    Returns:
-        (train indices, validation indices); validation is empty when ``val_fraction`` is 0 or there is one group.
-    """
-    groups = sorted({p.group for p in pairs})
-    rng = np.random.default_rng(seed)
-    order = [groups[i] for i in rng.permutation(len(groups))]
-    n_val = 0 if val_fraction == 0 or len(groups) < 2 else min(len(groups) - 1, max(1, round(val_fraction * len(groups))))
-    val_groups = set(order[:n_val])
-    train = [i for i, p in enumerate(pairs) if p.group not in val_groups]
-    val = [i for i, p in enumerate(pairs) if p.group in val_groups]
-    return train, val
-
-
 def pairs_from_split(pairs: list[Pair], names: list[str]) -> list[Pair]:
-    """The pairs whose image file names are in ``names`` (a split saved with a run), in ``names`` order."""
-    by_name = {p.image.name: p for p in pairs}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        folder = pairs[0].image.parent if pairs else Path(".")
-        raise DataError(f"{folder}: {len(missing)} image(s) of the run's split are missing, e.g. {missing[0]}")
-    return [by_name[n] for n in names]
+    """The pairs whose image file names are in ``names`` (a split saved with a run), in ``names`` order; see
+    :func:`unetseg.data.split.pairs_of_split` for runs with validation folders."""
+    from unetseg.data.split import pairs_of_split
+
+    return pairs_of_split([p for p in pairs if p.split != "val"], "train", names)

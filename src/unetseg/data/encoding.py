@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unetseg.data.classes import USUAL_VOID, ClassEntry, is_void_name
 from unetseg.data.errors import DataError
 from unetseg.data.io import unpack_rgb
 
@@ -30,7 +31,8 @@ SNAP_MIN_SHARE = 0.01
 
 @dataclass(frozen=True)
 class MaskEncoding:
-    """Stored value of each class index, the masks' mode ("L", "P" or "RGB") and the palette of palette masks.
+    """Stored value of each class index, the masks' mode ("L", "P" or "RGB"), the palette of palette masks (or the
+    display palette of grey-level masks with class colours), and the stored values that are ignored (IGNORE).
 
     Example:
         Carvana's GIFs: ``MaskEncoding(values=(0, 1), mode="P", palette=(0, 0, 0, 255, 255, 255))``;
@@ -40,6 +42,7 @@ class MaskEncoding:
     values: tuple[int, ...]
     mode: str = "L"
     palette: tuple[int, ...] | None = None
+    ignore: tuple[int, ...] = ()
 
     @property
     def num_labels(self) -> int:
@@ -56,6 +59,8 @@ class MaskEncoding:
             else:
                 dist = np.abs(found[:, None].astype(np.int64) - values[None, :])
             out = dist.argmin(1)
+        if self.ignore:  # void values count nowhere
+            out = np.where(np.isin(found, np.asarray(self.ignore, dtype=np.int64)), IGNORE, out)
         return out
 
     def to_classes(self, stored: np.ndarray, path: str | Path, snap: bool = False) -> np.ndarray:
@@ -74,9 +79,11 @@ class MaskEncoding:
             found, inverse = np.unique(stored, return_inverse=True)
             classes = self._classes_of(found.astype(np.int64), snap)[inverse.reshape(stored.shape)]
         if not snap and (classes > IGNORE).any():
-            bad = sorted(set(np.unique(stored[classes > IGNORE]).tolist()))
-            raise DataError(f"{path}: mask values {self.describe(bad[:10])} are not among the dataset's labels "
-                            f"{self.describe(self.values)}")
+            outside = classes > IGNORE
+            bad = sorted(set(np.unique(stored[outside]).tolist()))
+            ignored = f" (ignored: {self.describe(self.ignore)})" if self.ignore else ""
+            raise DataError(f"{path}: mask values {self.describe(bad[:10])} ({int(outside.sum())} pixels) are not "
+                            f"among the dataset's labels {self.describe(self.values)}{ignored}")
         return classes.astype(np.uint8)
 
     def describe(self, values: Sequence[int]) -> str:
@@ -100,9 +107,10 @@ class MaskEncoding:
         values = np.asarray(self.values, dtype=np.uint32)[classes]
         if self.mode == "RGB":
             return Image.fromarray(unpack_rgb(values), mode="RGB")
-        image = Image.fromarray(values.astype(np.uint8), mode="P" if self.mode == "P" else "L")
-        if self.mode == "P" and self.palette:
-            image.putpalette(list(self.palette))
+        coloured = bool(self.palette) and self.mode in ("P", "L")  # grey levels with class colours: a palette PNG
+        image = Image.fromarray(values.astype(np.uint8), mode="P" if coloured or self.mode == "P" else "L")
+        if coloured:
+            image.putpalette(list(self.palette))  # type: ignore[arg-type]
         return image
 
 
@@ -123,7 +131,8 @@ def fits_an_encoding(values: Sequence[int], mode: str) -> bool:
 
 def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], palettes: Sequence[tuple[int, ...] | None],
                     paths: Sequence[Path], num_classes: int | None, invert: bool = False,
-                    snap: bool = False) -> tuple[MaskEncoding, list[str]]:
+                    snap: bool = False, ignore: Sequence[int] = (),
+                    table: Sequence[ClassEntry] | None = None, table_path: str = "") -> tuple[MaskEncoding, list[str]]:
     """Find the encoding of a set of masks from their value counts.
 
     Args:
@@ -133,6 +142,8 @@ def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], pale
         invert: binary masks store the foreground as the lower value.
         snap: values beyond the labels are snapped to the nearest label (the labels are then the values
             covering at least 1% of pixels, or the ``num_classes`` most frequent ones).
+        ignore: stored values that count nowhere (void); never classes.
+        table: the entries of a classes file (``table_path``): the labels, in its order, whatever the masks hold.
 
     Returns:
         (encoding, notes to log).
@@ -144,14 +155,32 @@ def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], pale
         odd = next(i for i, m in enumerate(modes) if m != modes[0])
         raise DataError(f"{paths[odd]}: mask mode {modes[odd]} differs from {paths[0]} ({modes[0]}); all masks "
                         f"need one encoding")
+    ignore = tuple(sorted(set(ignore)))
     total: dict[int, int] = {}
     for c in counts:
         for v, n in c.items():
-            total[v] = total.get(v, 0) + n
+            if v not in ignore:
+                total[v] = total.get(v, 0) + n
     describe = MaskEncoding((), modes[0]).describe
+    if table is not None:
+        return _from_table(table, table_path, total, counts, modes[0], palettes, paths, ignore), []
     values = sorted(total)
     wanted = None if num_classes is None else max(2, num_classes)
     notes = []
+    holder = _holder(counts, paths)
+    if modes[0] != "RGB" and values and max(values) < 256:
+        others = [v for v in values if v != USUAL_VOID]
+        if num_classes is None and USUAL_VOID in values and len(others) >= 2 and max(others) < MAX_LABELS:
+            raise DataError(f"{holder(USUAL_VOID)}: mask value 255 beside the labels {describe(others)} is the usual "
+                            f"void / unlabelled value: give --ignore-index 255 so it counts nowhere (or --num-classes "
+                            f"{len(values)} to learn it as a class)")
+        if wanted is not None and max(values) < MAX_LABELS and not snap:
+            beyond = [v for v in values if v >= wanted]
+            if beyond:  # class indices: a value outside 0..wanted-1 would silently shift the classes
+                raise DataError(f"{holder(beyond[0])}: mask value {beyond[0]} is outside the declared classes "
+                                f"0..{wanted - 1} (--num-classes {num_classes}); give --ignore-index {beyond[0]} if "
+                                f"it is void, or the right --num-classes")
+            values = list(range(wanted))  # every declared class, also one absent from these masks
     if (wanted is not None and len(values) > wanted) or (wanted is None and not fits_an_encoding(values, modes[0])):
         if snap:
             by_count = sorted(values, key=lambda v: -total[v])
@@ -182,7 +211,67 @@ def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], pale
     palette = None
     if modes[0] == "P":
         palette = max((p for p in palettes if p), key=len, default=None)
-    return MaskEncoding(tuple(values), modes[0], palette), notes
+    return MaskEncoding(tuple(values), modes[0], palette, ignore), notes
+
+
+def _holder(counts: Sequence[dict[int, int]], paths: Sequence[Path]):
+    """``value -> the first mask file holding it``."""
+    def first(value: int) -> Path:
+        return next((paths[i] for i, c in enumerate(counts) if c.get(value)), paths[0])
+    return first
+
+
+def _from_table(table: Sequence[ClassEntry], table_path: str, total: dict[int, int], counts: Sequence[dict[int, int]],
+                mode: str, palettes: Sequence[tuple[int, ...] | None], paths: Sequence[Path],
+                ignore: tuple[int, ...]) -> MaskEncoding:
+    """The encoding a classes file declares; every stored value of the masks must be in it (or ignored)."""
+    if mode == "RGB":
+        missing = [e.name for e in table if e.colour is None]
+        if missing:
+            raise DataError(f"{table_path}: the masks are colour-coded (RGB) but class {missing[0]!r} has no colour")
+        stored = [(e.colour[0] << 16) | (e.colour[1] << 8) | e.colour[2] for e in table]  # type: ignore[index]
+    else:
+        stored = [e.value for e in table]
+        if max(stored) > 255:
+            raise DataError(f"{table_path}: value {max(stored)} cannot be stored in 8-bit {mode} masks")
+    describe = MaskEncoding((), mode).describe
+    unknown = sorted(v for v in total if v not in stored)
+    if unknown:
+        v = unknown[0]
+        n = sum(c.get(v, 0) for c in counts)
+        what = "colour" if mode == "RGB" else "value"
+        raise DataError(f"{_holder(counts, paths)(v)}: mask {what} {describe([v])[1:-1]} ({n} pixels in all) is not "
+                        f"in the classes file {table_path}" + (f" ({len(unknown)} such values)" if len(unknown) > 1
+                                                              else "") + "; add it there or give --ignore-index")
+    values = tuple(v for v in stored if v not in ignore)
+    if len(values) < 2:
+        raise DataError(f"{table_path}: fewer than two classes are left once {describe(ignore)} are ignored")
+    palette = None
+    if mode == "P":
+        palette = max((p for p in palettes if p), key=len, default=None)
+    if mode in ("L", "P") and all(e.colour is not None for e in table):  # predictions drawn in the file's colours
+        flat = list(palette or [0] * 768)
+        flat += [0] * (768 - len(flat))
+        for v, e in zip(stored, table):
+            flat[3 * v:3 * v + 3] = e.colour  # type: ignore[assignment]
+        palette = tuple(flat)
+    return MaskEncoding(values, mode, palette, ignore)
+
+
+def void_hints(table: Sequence[ClassEntry] | None, table_path: str, encoding: MaskEncoding) -> list[str]:
+    """Warnings for a class the classes file names as void (void, unlabelled, ignore, ...) but that is learned as a
+    class: it should be given to --ignore-index."""
+    if not table:
+        return []
+    hints = []
+    for e in table:
+        stored = e.value if encoding.mode != "RGB" or e.colour is None else \
+            (e.colour[0] << 16) | (e.colour[1] << 8) | e.colour[2]
+        if is_void_name(e.name) and stored not in encoding.ignore:
+            shown = encoding.describe([stored])[1:-1]
+            hints.append(f"{table_path}: class {e.name!r} (value {shown}) reads as void / unlabelled: give "
+                         f"--ignore-index {shown} so it counts in neither the loss nor the metrics")
+    return hints
 
 
 RARE_MASK_SHARE = 0.01  # a label found in fewer than this share of the masks (or in one) is worth a word

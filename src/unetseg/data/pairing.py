@@ -11,6 +11,7 @@ pairs. Whatever the rule, every image must have exactly one mask and every mask 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,14 @@ _CARVANA_STEM = re.compile(r"^([0-9a-f]{12})_\d{2}$")
 
 @dataclass(frozen=True)
 class Pair:
-    """One example: image, mask, optional ignore mask (non-zero = pixels that count), and its split group."""
+    """One example: image, mask, optional ignore mask (non-zero = pixels that count), its split group, and
+    ``split="val"`` for a pair of the validation folders (--val-data / --val-images)."""
 
     image: Path
     mask: Path
     group: str
     ignore: Path | None = None
+    split: str = ""
 
     @property
     def stem(self) -> str:
@@ -139,7 +142,31 @@ def _from_csv(csv_path: Path, base: Path) -> tuple[list[tuple[Path, Path]], list
 
 def pair_files(cfg: DataConfig) -> Pairing:
     """Pair the images and masks that ``cfg`` points at (``data`` folder, or ``images`` / ``masks`` folders, with
-    optional ``image_pattern`` / ``mask_pattern``, or ``pairs_csv``), collecting every problem rather than stopping."""
+    optional ``image_pattern`` / ``mask_pattern``, or ``pairs_csv``), collecting every problem rather than stopping.
+    The pairs of validation folders (``val_data`` or ``val_images`` / ``val_masks``, the same rules) follow, marked
+    ``split="val"``.
+
+    Raises:
+        DataError: when a folder is missing or holds no images (the validation folders: no pairs either).
+    """
+    pairing = _pair_files(cfg)
+    if cfg.has_val_folders():
+        val_cfg = dataclasses.replace(cfg, data=cfg.val_data, images=cfg.val_images, masks=cfg.val_masks,
+                                      pairs_csv="", val_data="", val_images="", val_masks="")
+        where = "--val-data " + cfg.val_data if cfg.val_data else f"--val-images {cfg.val_images}"
+        try:
+            val = _pair_files(val_cfg)
+        except DataError as err:
+            raise DataError(f"{err} ({where})") from None
+        if not val.pairs:
+            raise DataError(f"{cfg.val_data or cfg.val_images}: no validation image/mask pairs ({where}); "
+                            + (val.problems[0] if val.problems else "the folder is empty"))
+        pairing = Pairing(pairing.pairs + [dataclasses.replace(p, split="val") for p in val.pairs],
+                          pairing.rule, pairing.problems + val.problems)
+    return pairing
+
+
+def _pair_files(cfg: DataConfig) -> Pairing:
     problems: list[str] = []
     if cfg.pairs_csv:
         csv_path = Path(cfg.pairs_csv)
@@ -215,7 +242,7 @@ def ignore_masks_for(images: list[Path], cfg: DataConfig, problems: list[str]) -
 def _attach_ignore(pairs: list[Pair], cfg: DataConfig, problems: list[str]) -> list[Pair]:
     """Give each pair its ignore mask; pairs without exactly one are left out (and named in ``problems``)."""
     ignores = ignore_masks_for([p.image for p in pairs], cfg, problems)
-    return [Pair(p.image, p.mask, p.group, ignore) for p, ignore in zip(pairs, ignores) if ignore is not None]
+    return [dataclasses.replace(p, ignore=ignore) for p, ignore in zip(pairs, ignores) if ignore is not None]
 
 
 def find_pairs(data: str | Path | DataConfig) -> list[Pair]:

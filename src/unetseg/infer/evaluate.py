@@ -18,9 +18,11 @@ from unetseg.data.errors import DataError
 from unetseg.data.io import read_image, read_mask
 from unetseg.data.pairing import Pair
 from unetseg.infer.predict import Predictor
-from unetseg.metrics import (confusion_counts, dice_from_counts, foreground_mean, iou_from_counts, logits_to_classes,
-                             nan_mean)
-from unetseg.report.overlays import display_size, error_overlay, shrink_classes
+from unetseg.data.classes import class_names
+from unetseg.drawing.confusion import plot_confusion
+from unetseg.drawing.overlays import display_size, error_overlay, shrink_classes
+from unetseg.metrics import (class_scores, confusion_counts, confusion_matrix, counts_from_confusion, dice_from_counts,
+                             foreground_mean, iou_from_counts, logits_to_classes, nan_mean)
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +48,28 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         pairs: image/mask pairs (e.g. from :func:`unetseg.data.find_pairs`).
         out_dir: when given, ``per_image.csv`` and ``summary.json`` are written there, and error overlays of the
             ``overlays`` worst and best scored images (``overlays/worst_01_<stem>.jpg``, ``best_01_...``: missed
-            pixels red, extra pixels blue, the predicted edges yellow; see :mod:`unetseg.report.overlays`).
+            pixels red, extra pixels blue, the predicted edges yellow; see :mod:`unetseg.drawing.overlays`).
         meta: facts to store in ``summary.json`` with the scores (e.g. the split).
         thresholds: for a binary model, foreground probabilities to score too (``threshold_dice``: the mean Dice
             at each, an image with nothing to find and nothing found counting 1.0 so that every threshold is averaged
             over the same images), for ``unetseg evaluate --tune-threshold``.
 
+    The field's multi-class scores come from the confusion matrix pooled over all images (the CamVid / Cityscapes
+    protocol): IoU and Dice per class, the mean IoU over the scored classes (``miou``) and the global pixel accuracy;
+    pixels of ignored (void) values count nowhere. With ``out_dir``, ``confusion.csv`` (pixel counts, rows the true
+    class) and ``confusion.png`` (rows normalised) are written too.
+
     Returns:
-        ``{"images", "mean_dice", "mean_iou", "global_dice", "per_image": [{"image", "dice", "iou"}, ...]}``,
+        ``{"images", "mean_dice", "mean_iou", "global_dice", "miou", "pixel_accuracy", "per_class": [{"class", "name",
+        "iou", "dice", "pixels"}, ...], "per_image": [{"image", "dice", "iou"}, ...]}``,
         ``"threshold_dice": {threshold: mean Dice}`` where thresholds are given, and with ``out_dir``
         ``"worst"`` / ``"best"``: ``[{"image", "dice", "overlay"}, ...]`` (overlay file names in ``out_dir``).
     """
     if not pairs:
         raise DataError("nothing to evaluate: no image/mask pairs (check --data, --images/--masks or --split)")
     labels = max(2, predictor.config.model.num_classes)
-    total = torch.zeros(labels, 3, dtype=torch.int64)
+    names = class_names(predictor.config.data.class_names, labels)
+    matrix = torch.zeros(labels, labels, dtype=torch.int64)
     rows = []
     by_image = {p.image: p for p in pairs}
     snap = predictor.config.data.snap_masks
@@ -81,8 +90,9 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         if pred.shape != target.shape:
             raise DataError(f"{pair.mask}: mask is {tuple(target.shape[::-1])} (WxH) but the image is "
                              f"{tuple(pred.shape[::-1])}")
-        counts = confusion_counts(pred[None], target[None], labels)[0]
-        total += counts
+        confusion = confusion_matrix(pred[None], target[None], labels)[0]
+        matrix += confusion
+        counts = counts_from_confusion(confusion)
         dice = dice_from_counts(counts)
         row = {"image": path.name, "dice": float(foreground_mean(dice)),
                "iou": float(foreground_mean(iou_from_counts(counts)))}
@@ -102,9 +112,13 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         "scored_images": sum(r["dice"] == r["dice"] for r in rows),  # not NaN
         "mean_dice": mean["dice"],
         "mean_iou": mean["iou"],
-        "global_dice": float(foreground_mean(dice_from_counts(total))),
+        "global_dice": float(foreground_mean(dice_from_counts(counts_from_confusion(matrix)))),
         **{f"mean_{key}": value for key, value in mean.items() if key.startswith("dice_class")},
     }
+    scores = class_scores(matrix)
+    summary.update(miou=scores["miou"], pixel_accuracy=scores["pixel_accuracy"], classes=names, per_class=[
+        {"class": k, "name": names[k], "iou": scores["iou"][k], "dice": scores["dice"][k],
+         "pixels": int(matrix[k].sum())} for k in range(labels)])
     if by_threshold:
         summary["threshold_dice"] = {t: nan_mean(d) for t, d in by_threshold.items()}
     if out_dir is not None:
@@ -114,6 +128,11 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["image", "dice", "iou"])
             writer.writeheader()
             writer.writerows(rows)
+        with open(out / "confusion.csv", "w", newline="") as fh:  # pixel counts: rows true, columns predicted
+            writer = csv.writer(fh)
+            writer.writerow(["true \\ predicted", *names])
+            writer.writerows([name, *row] for name, row in zip(names, matrix.tolist()))
+        plot_confusion(matrix.numpy(), names, out / "confusion.png")
         summary.update(drawn.draw(out / "overlays"), **(meta or {}))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return {**summary, "per_image": rows}

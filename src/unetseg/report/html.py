@@ -25,8 +25,8 @@ from unetseg._atomic import atomic_write_text
 from unetseg.checkpoint import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, CheckpointError, read_split
 from unetseg.config import RunConfig
 from unetseg.data.errors import DataError
-from unetseg.report.curves import plot_curves, read_metrics
-from unetseg.report.overlays import EDGE, EXTRA, MISSED
+from unetseg.drawing.curves import plot_curves, read_metrics
+from unetseg.drawing.overlays import EDGE, EXTRA, MISSED
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +92,14 @@ def _evaluation(run: RunSummary, evaluate: bool, progress: bool) -> None:
 
 def _evaluate_validation(run_dir: Path, folder: Path, progress: bool) -> None:
     from unetseg.data import find_pairs
-    from unetseg.data.dataset import pairs_from_split
+    from unetseg.data.split import pairs_of_split
     from unetseg.infer import Predictor, evaluate_pairs
 
     names = read_split(run_dir, "val")
     if not names:
         raise DataError("the run has no validation split")
     predictor = Predictor.from_run(run_dir)
-    pairs = pairs_from_split(find_pairs(predictor.config.data), names)
+    pairs = pairs_of_split(find_pairs(predictor.config.data), "val", names)
     logger.info("%s: evaluating the %d validation images for the report (stored in %s)", run_dir, len(pairs), folder)
     evaluate_pairs(predictor, pairs, folder, progress=progress,
                    meta={"split": "val", "weights": "final", "tta": predictor.tta, "threshold": predictor.threshold})

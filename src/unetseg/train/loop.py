@@ -30,19 +30,22 @@ from unetseg._device import autocast_dtype, device_name, free_memory, memory_for
 from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, SPLIT_FILE, STATE_FILE,
                                 WEIGHTS_FILE, CheckpointError, load_training_state, save_training_state, save_weights)
 from unetseg.config import RunConfig, parse_duration
-from unetseg.data import ArrayDataset, split_by_group
+from unetseg.data import ArrayDataset
+from unetseg.data.classes import class_names
 from unetseg.data.check import adopt, format_report, scan
 from unetseg.data.io import image_info
 from unetseg.data.node_cache import cache_prefix, load_node_cache
 from unetseg.data.pairing import Pairing, pair_files
+from unetseg.data.split import describe_split, split_pairs
 from unetseg.data.transforms import augment, to_float
-from unetseg.metrics import confusion_counts, dice_from_counts, foreground_mean, logits_to_classes
+from unetseg.metrics import (class_scores, confusion_matrix, counts_from_confusion, dice_from_counts, foreground_mean,
+                             logits_to_classes)
 from unetseg.model import UNet
-from unetseg.report.curves import CURVES_FILE, CurvesPainter
+from unetseg.drawing.curves import CURVES_FILE, CurvesPainter
 from unetseg.train._state import (LossLog, Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state,
                                    truncate_metrics)
 from unetseg.train.distributed import World, close_world, init_world
-from unetseg.train.losses import SegmentationLoss
+from unetseg.train.losses import SegmentationLoss, resolve_class_weights
 from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, TARGET, BudgetClock, make_plan, size_for
 from unetseg.train.weights import WeightAverage, recalibrate_bn
 
@@ -164,20 +167,28 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
     adopt(cfg, data, report)
     pairs = data.pairs
     split_path = out / SPLIT_FILE
-    if resume and split_path.is_file():
+    if any(p.split == "val" for p in pairs):  # the validation folders are the split, also on resume
+        train_idx, val_idx = split_pairs(pairs, cfg.data)
+        split = {"train": [pairs[i].image.name for i in train_idx], "val": [pairs[i].image.name for i in val_idx],
+                 "val_folders": cfg.data.val_data or cfg.data.val_images}
+        if world.is_main:
+            split_path.write_text(json.dumps(split, indent=1) + "\n")
+    elif resume and split_path.is_file():
         split = json.loads(split_path.read_text())
         by_name = {p.image.name: i for i, p in enumerate(pairs)}
         train_idx = [by_name[n] for n in split["train"] if n in by_name]
         val_idx = [by_name[n] for n in split["val"] if n in by_name]
     else:
-        train_idx, val_idx = split_by_group(pairs, cfg.data.val_fraction, cfg.data.split_seed)
+        train_idx, val_idx = split_pairs(pairs, cfg.data)
         split = {"train": [pairs[i].image.name for i in train_idx], "val": [pairs[i].image.name for i in val_idx]}
         if world.is_main:
             split_path.write_text(json.dumps(split, indent=1) + "\n")
     enc = data.encoding
-    logger.info("data: %d pairs (%s), %d train / %d validation (split by group, seed %d); %d channel(s), mask values "
-                "%s -> %d classes", len(pairs), report.rule, len(train_idx), len(val_idx), cfg.data.split_seed,
-                cfg.model.in_channels, enc.describe(enc.values), enc.num_labels)
+    logger.info("data: %d pairs (%s), %d train / %d validation (%s); %d channel(s), mask values %s -> %d classes%s%s",
+                len(pairs), report.rule, len(train_idx), len(val_idx), describe_split(pairs, cfg.data),
+                cfg.model.in_channels, enc.describe(enc.values), enc.num_labels,
+                f" ({', '.join(report.names)})" if cfg.data.class_names else "",
+                f", {enc.describe(enc.ignore)} ignored" if enc.ignore else "")
     return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, format_report(report), node_cache)
 
 
@@ -189,19 +200,23 @@ def _process_cache(cfg: RunConfig, out: Path, world: World) -> Path:
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device: torch.device,
              batch_size: int | None = None, world: World = World()) -> dict[str, Any]:
-    """Loss and mean per-image Dice (foreground classes) on decoded data at the training size.
+    """Loss, mean per-image Dice (foreground classes) and the pooled confusion matrix's scores on decoded data at
+    the training size.
 
     Under torchrun each process scores a contiguous share of the images, and the sums (losses, per-image Dice,
-    the number of images scored) are added over the processes before dividing: the same figures as one process.
+    the number of images scored, the confusion matrix) are added over the processes before dividing: the same
+    figures as one process.
 
     Returns:
-        ``{"loss": ..., "dice": ..., "dice_per_class": [...]}``: the per-image mean Dice of each foreground class
-        (one entry for binary data; NaN for a class never present nor predicted).
+        ``{"loss": ..., "dice": ..., "dice_per_class": [...], "miou": ..., "iou_per_class": [...],
+        "pixel_accuracy": ...}``: the per-image mean Dice of each foreground class (one entry for binary data; NaN
+        for a class never present nor predicted); IoU of every class and their mean over the scored classes, and
+        global pixel accuracy, from the confusion matrix pooled over the images (the CamVid protocol).
     """
     model.eval()
     dtype = autocast_dtype(device, cfg.train.amp)
     layout = memory_format(device, cfg.train.memory_format, training=True)  # the training model's layout
-    loss_fn = SegmentationLoss()
+    loss_fn = SegmentationLoss(cfg.train.loss, cfg.train.class_weight_values)
     labels = max(2, cfg.model.num_classes)
     share = np.array_split(np.arange(len(data)), world.size)[world.rank]
     batch = batch_size or cfg.train.batch_size
@@ -210,6 +225,7 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     dice_sum = torch.zeros(labels, dtype=torch.float64, device=device)
     dice_n = torch.zeros(labels, dtype=torch.float64, device=device)
+    matrix = torch.zeros(labels, labels, dtype=torch.float64, device=device)
     for start in range(0, len(share), batch):
         images, masks = data.take(share[start:start + batch])
         x = to_float(torch.from_numpy(images).to(device), cfg.data.mean, cfg.data.std)
@@ -217,15 +233,20 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
         x = x.contiguous(memory_format=layout)
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
             logits = model(x)
-        dice = dice_from_counts(confusion_counts(logits_to_classes(logits), y, labels))  # (images, labels)
+        confusion = confusion_matrix(logits_to_classes(logits), y, labels)  # (images, labels, labels)
+        matrix += confusion.sum(0)
+        dice = dice_from_counts(counts_from_confusion(confusion))  # (images, labels)
         columns = torch.cat([foreground_mean(dice)[:, None], dice[:, 1:]], dim=1)
         totals += torch.stack([loss_fn(logits, y).double() * len(x), torch.tensor(len(x), device=device)])
         dice_sum += columns.nan_to_num().sum(0)
         dice_n += (~columns.isnan()).sum(0)
-    totals, dice_sum, dice_n = world.sum(torch.cat([totals, dice_sum, dice_n])).split([2, labels, labels])
+    totals, dice_sum, dice_n, matrix = world.sum(torch.cat([totals, dice_sum, dice_n, matrix.flatten()])).split(
+        [2, labels, labels, labels * labels])
     dice = (dice_sum / dice_n.clamp_min(1)).masked_fill(dice_n == 0, float("nan")).tolist()
+    scores = class_scores(matrix.reshape(labels, labels).round().long().cpu())
     return {"loss": float(totals[0] / totals[1]) if totals[1] else float("nan"), "dice": dice[0],
-            "dice_per_class": dice[1:]}
+            "dice_per_class": dice[1:], "miou": scores["miou"], "iou_per_class": scores["iou"],
+            "pixel_accuracy": scores["pixel_accuracy"]}
 
 
 def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -237,10 +258,39 @@ def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> f
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+#: Pixels kept per class and image as centres of oversampled crops.
+CENTRES_PER_CLASS = 64
+
+
+def class_centres(masks: np.ndarray, rows: np.ndarray, labels: int) -> dict[int, list[np.ndarray]]:
+    """For each cache row, the (y, x) pixels (up to CENTRES_PER_CLASS, evenly spread over the class's pixels: no random
+    draw) of each class that oversampled crops may be centred on: every class of multi-class data, the foreground of
+    binary data. Classes absent from an image have no entry.
+
+    Returns:
+        ``row -> [points of class k (M, 2) int32 or an empty array, for k in 0..labels-1]``.
+    """
+    wanted = range(1, 2) if labels == 2 else range(labels)
+    out: dict[int, list[np.ndarray]] = {}
+    for r in np.asarray(rows).tolist():
+        mask = np.asarray(masks[r])
+        points = [np.zeros((0, 2), np.int32)] * labels
+        for k in wanted:
+            ys, xs = np.nonzero(mask == k)
+            if len(ys):
+                pick = np.linspace(0, len(ys) - 1, min(len(ys), CENTRES_PER_CLASS)).round().astype(np.int64)
+                points[k] = np.stack([ys[pick], xs[pick]], axis=1).astype(np.int32)
+        out[r] = points
+    return out
+
+
 def _crops(images: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor, patch: tuple[int, int],
-           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+           generator: torch.Generator, centres: dict[int, list[np.ndarray]] | None = None,
+           oversample: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ``patch`` (width, height) crops of the cached images ``idx``, their corners drawn from the step's
-    generator (before the augmentation's draws: exact resume holds). Only the crops are read, so a memory-mapped
+    generator (before the augmentation's draws: exact resume holds). With ``oversample`` > 0, that share of the crops
+    (drawn per crop) is centred on a pixel of a class present in the image, the class drawn uniformly among them
+    (nnU-Net's foreground oversampling, which makes rare classes seen). Only the crops are read, so a memory-mapped
     cache of large images is touched a patch at a time."""
     pw, ph = patch
     height, width = images.shape[1:3]
@@ -248,6 +298,15 @@ def _crops(images: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor, patch: 
     ys = torch.randint(0, height - ph + 1, (n,), generator=generator).tolist()
     xs = torch.randint(0, width - pw + 1, (n,), generator=generator).tolist()
     rows = idx.tolist()
+    if oversample > 0 and centres is not None:
+        u, v, w = torch.rand(3, n, generator=generator, dtype=torch.float64).tolist()
+        for i, r in enumerate(rows):
+            present = [pts for pts in centres.get(r, []) if len(pts)]
+            if u[i] < oversample and present:
+                pts = present[min(len(present) - 1, int(v[i] * len(present)))]
+                cy, cx = pts[min(len(pts) - 1, int(w[i] * len(pts)))].tolist()
+                ys[i] = min(max(0, cy - ph // 2), height - ph)
+                xs[i] = min(max(0, cx - pw // 2), width - pw)
     return (torch.stack([images[r, y:y + ph, x:x + pw] for r, y, x in zip(rows, ys, xs)]),
             torch.stack([masks[r, y:y + ph, x:x + pw] for r, y, x in zip(rows, ys, xs)]))
 
@@ -359,7 +418,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                         *cfg.data.patch, *cfg.data.image_size, cfg.data.patch_scale, *native)
         if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
             n = len(pairing.pairs)
-            n_val = len(split_by_group(pairing.pairs, cfg.data.val_fraction, cfg.data.split_seed)[1])
+            n_val = len(split_pairs(pairing.pairs, cfg.data)[1])
             if world.is_main:
                 make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started, world.size)
             planned = RunConfig.from_dict(world.broadcast_object(cfg.to_dict()))  # one plan for every process
@@ -375,6 +434,15 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         logger.info("training size %dx%d: about the seed's 480x320 pixel count (never more than the images'), "
                     "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *derived[0])
     layout = memory_format(device, cfg.train.memory_format, training=True)  # the plan may have measured it
+    labels = max(2, cfg.model.num_classes)
+    if not resume or (cfg.train.class_weight_values is None and cfg.train.class_weights != "none"):
+        # from the training masks at the training size, once, and recorded: a resumed run weighs as before
+        cfg.train.class_weight_values = resolve_class_weights(cfg.train.class_weights, data.train.masks, labels,
+                                                              data.train.row_numbers())
+        if cfg.train.class_weight_values is not None:
+            names = class_names(cfg.data.class_names, labels)
+            logger.info("class weights (%s): %s", "median frequency" if cfg.train.class_weights == "auto" else
+                        "given", ", ".join(f"{n} {w:.3g}" for n, w in zip(names, cfg.train.class_weight_values)))
     if not cfg.train.micro_batch:  # chosen once and recorded, so a resumed run accumulates exactly as before
         cfg.train.micro_batch = auto_micro_batch(cfg, device)
     if world.is_main:
@@ -465,7 +533,9 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                    total, cfg.train.epochs, time.strftime("%H:%M:%S", time.localtime(ends)))
 
     images, masks, rows = _place_cache(data.train, device)
-    loss_fn = SegmentationLoss()
+    centres = class_centres(data.train.masks, data.train.row_numbers(), labels) \
+        if cfg.data.patch and cfg.data.oversample > 0 else None
+    loss_fn = SegmentationLoss(cfg.train.loss, cfg.train.class_weight_values)
     losses = LossLog(out, sync_every=1 if device.type == "cpu" else 16, reduce=world.mean)
     last_save = time.monotonic()
     step_clock: list[float] = []  # seconds of the steps timed so far in this process (the first one is warm-up)
@@ -494,7 +564,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                 # DDP averages the processes' gradients: a shard's loss weighs by its share of the global batch
                 share = len(idx) * world.size / len(batches[step])
                 generator = _generator(cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1)))
-                batch_images, batch_masks = _crops(images, masks, idx, cfg.data.patch, generator) \
+                batch_images, batch_masks = _crops(images, masks, idx, cfg.data.patch, generator, centres,
+                                                   cfg.data.oversample) \
                     if cfg.data.patch else (images[idx], masks[idx])
                 x, y = augment(batch_images.to(device, non_blocking=True), batch_masks.to(device, non_blocking=True),
                                cfg.data, generator)
@@ -579,8 +650,14 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                 record.update(val_loss=val["loss"], val_dice=None if math.isnan(val["dice"]) else val["dice"])
                 if len(val["dice_per_class"]) > 1:
                     record["val_dice_per_class"] = [None if math.isnan(d) else d for d in val["dice_per_class"]]
-                if val["dice"] > pos.best and world.is_main:  # False for NaN (nothing to find in validation)
-                    pos.best = val["dice"]
+                score = val["dice"]
+                if labels > 2:  # multi-class: the field's scores, and the best weights by mean IoU
+                    names = class_names(cfg.data.class_names, labels)
+                    record.update(val_miou=_finite(val["miou"]), val_pixel_accuracy=_finite(val["pixel_accuracy"]),
+                                  val_iou_per_class={n: _finite(v) for n, v in zip(names, val["iou_per_class"])})
+                    score = val["miou"]
+                if score > pos.best and world.is_main:  # False for NaN (nothing to find in validation)
+                    pos.best = score
                     save_weights(final, out / BEST_FILE)
             if world.is_main:
                 with open(out / METRICS_FILE, "a") as fh:
@@ -599,8 +676,12 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             world.barrier()  # the others wait while the main process validates and saves
             last_save = time.monotonic()
             logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, epochs_planned(),
-                        train_loss, f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}" if val else "",
-                        seconds, record["images_per_s"])
+                        train_loss, "" if val is None else f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}"
+                        + (f", val mIoU {val['miou']:.4f}, pixel accuracy {val['pixel_accuracy']:.4f}"
+                           if labels > 2 else ""), seconds, record["images_per_s"])
+            if val is not None and labels > 2:
+                logger.info("  val IoU per class: %s", ", ".join(
+                    f"{n} {v:.3f}" for n, v in zip(class_names(cfg.data.class_names, labels), val["iou_per_class"])))
     if budget is not None and world.is_main and state is None:  # a resumed run's sessions are not one clock
         logger.info("budget %s: ran %s in all (%.1f%% of the budget)", cfg.train.budget,
                     _format_duration(time.monotonic() - started), 100 * (time.monotonic() - started) / budget)
@@ -608,6 +689,11 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     if data.node_cache is not None and world.local_rank == 0:  # finished: the node's cache goes (a run that failed
         shutil.rmtree(data.node_cache, ignore_errors=True)      # keeps it for its restart)
     return out
+
+
+def _finite(value: float) -> float | None:
+    """None for NaN (JSON has no NaN)."""
+    return None if value != value else value
 
 
 def _record_session(out: Path, data: _Data, device: torch.device, dtype: torch.dtype | None,

@@ -42,11 +42,12 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], out: str | Path
 
     Args:
         runs: run name -> its metrics records (``epoch``, ``train_loss``, ``lr``; ``val_loss``, ``val_dice`` and
-            ``val_dice_per_class`` where the epoch validated).
+            ``val_dice_per_class``, or for multi-class runs ``val_miou`` and ``val_iou_per_class``, where the epoch
+            validated).
         out: the PNG file to write.
 
     Three panels share the epoch axis: loss (training solid, validation dashed), validation Dice (per class dotted
-    where there are several classes) and the learning rate. With several runs, each run has its colour.
+    where there are several classes; multi-class runs: mean IoU and IoU per class) and the learning rate. With several runs, each run has its colour.
     """
     from matplotlib.figure import Figure  # the object API: no pyplot state, no display needed (Agg)
     from matplotlib.ticker import MaxNLocator
@@ -54,6 +55,7 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], out: str | Path
     fig = Figure(figsize=(12, 3.6), dpi=100, layout="constrained")
     loss_ax, dice_ax, lr_ax = fig.subplots(1, 3, sharex=True)
     several = len(runs) > 1
+    metric_title = "validation Dice"
     for i, (name, records) in enumerate(runs.items()):
         colour = COLOURS[i % len(COLOURS)]
         label = f"{name}: " if several else ""
@@ -63,20 +65,21 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], out: str | Path
         if val:
             loss_ax.plot([r["epoch"] for r in val], [r["val_loss"] for r in val], color=colour, linestyle="--",
                          marker="." if len(val) < 30 else None, label=f"{label}validation")
-        dice = [r for r in records if r.get("val_dice") is not None]
-        if dice:
-            dice_ax.plot([r["epoch"] for r in dice], [r["val_dice"] for r in dice], color=colour,
-                         marker="." if len(dice) < 30 else None, label=f"{label}mean")
-            per_class = [r for r in dice if r.get("val_dice_per_class")]
-            for k in range(len(per_class[0]["val_dice_per_class"]) if per_class else 0):
-                points = [(r["epoch"], r["val_dice_per_class"][k]) for r in per_class
-                          if r["val_dice_per_class"][k] is not None]
+        multi = any(r.get("val_miou") is not None for r in records)  # multi-class runs: mIoU and per-class IoU
+        key = "val_miou" if multi else "val_dice"
+        scored = [r for r in records if r.get(key) is not None]
+        if scored:
+            dice_ax.plot([r["epoch"] for r in scored], [r[key] for r in scored], color=colour,
+                         marker="." if len(scored) < 30 else None, label=f"{label}mean")
+            per_class = _per_class(scored, multi)
+            for k, (class_name, points) in enumerate(per_class.items()):
                 if points:
-                    dice_ax.plot(*zip(*points), color=colour, linestyle=":", alpha=0.4 + 0.6 * (k + 1) /
-                                 len(per_class[0]["val_dice_per_class"]), label=f"{label}class {k + 1}")
+                    dice_ax.plot(*zip(*points), color=colour if several else None, linestyle=":",
+                                 alpha=0.4 + 0.6 * (k + 1) / len(per_class), label=f"{label}{class_name}")
+            metric_title = "validation mIoU (per class dotted)" if multi else "validation Dice"
         lr_ax.plot(epochs, [r["lr"] for r in records], color=colour, label=name if several else None)
     loss_ax.set_title("loss")
-    dice_ax.set_title("validation Dice")
+    dice_ax.set_title(metric_title)
     lr_ax.set_title("learning rate")
     for ax in (loss_ax, dice_ax, lr_ax):
         ax.set_xlabel("epoch")
@@ -92,6 +95,21 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], out: str | Path
     if out is not None:
         atomic_write_bytes(Path(out), png)
     return png
+
+
+def _per_class(records: list[dict[str, Any]], multi: bool) -> dict[str, list[tuple[int, float]]]:
+    """``class name -> [(epoch, score)]``: IoU per class (multi-class runs, by name), else Dice per foreground class."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        if multi:
+            items = list((r.get("val_iou_per_class") or {}).items())
+        else:
+            items = [(f"class {k + 1}", v) for k, v in enumerate(r.get("val_dice_per_class") or [])]
+        for name, value in items:
+            out.setdefault(name, [])
+            if value is not None:
+                out[name].append((r["epoch"], value))
+    return out
 
 
 class CurvesPainter:
