@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from unetseg.metrics import (confusion_counts, dice_from_counts, foreground_mean, iou_from_counts,
@@ -98,3 +99,43 @@ def test_validation_sums_give_the_loss_and_dice_of_the_whole_set_in_one_pass():
     assert abs(got["dice"] - float(torch.nanmean(foreground_mean(dice)))) < 1e-9
     expected = [float(torch.nanmean(dice[:, k])) for k in (1, 2)]
     assert np.allclose(got["dice_per_class"], expected, atol=1e-9, equal_nan=True), (got, expected)
+
+
+def test_confusion_matrix_and_class_scores_against_a_brute_force_count():
+    import numpy as np
+
+    from unetseg.metrics import class_scores, confusion_matrix
+
+    rng = np.random.default_rng(0)
+    for void in (False, True):
+        k = 5
+        target = rng.integers(0, k, (3, 7, 9))
+        pred = rng.integers(0, k, (3, 7, 9))
+        if void:
+            target[rng.random(target.shape) < 0.2] = 255
+        brute = np.zeros((3, k, k), dtype=np.int64)
+        for n, i, j in np.ndindex(*target.shape):
+            if target[n, i, j] != 255:
+                brute[n, target[n, i, j], pred[n, i, j]] += 1
+        got = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), k)
+        assert got.tolist() == brute.tolist()
+        pooled = brute.sum(0)
+        scores = class_scores(torch.from_numpy(pooled))
+        for c in range(k):
+            tp = pooled[c, c]
+            fp, fn = pooled[:, c].sum() - tp, pooled[c, :].sum() - tp
+            assert scores["iou"][c] == pytest.approx(tp / (tp + fp + fn))
+            assert scores["dice"][c] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+        assert scores["miou"] == pytest.approx(np.mean([scores["iou"][c] for c in range(k)]))
+        counted = (target != 255).sum()
+        right = sum(int(((pred == c) & (target == c)).sum()) for c in range(k))
+        assert scores["pixel_accuracy"] == pytest.approx(right / counted)
+
+
+def test_a_class_in_neither_targets_nor_predictions_is_left_out_of_the_miou():
+    from unetseg.metrics import class_scores
+
+    matrix = torch.tensor([[3, 1, 0], [1, 3, 0], [0, 0, 0]])
+    scores = class_scores(matrix)
+    assert scores["iou"][0] == pytest.approx(0.6) and scores["iou"][2] != scores["iou"][2]  # NaN
+    assert scores["miou"] == pytest.approx(0.6)

@@ -175,7 +175,8 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
             return None, report
         report.warnings += void_hints(table, table_path, encoding)
     report.encoding = encoding
-    report.warnings += rare_labels([masks_read[i].counts for i in ok], [pairs[i].mask for i in ok], encoding)
+    if table is None:  # declared classes are not annotation slips
+        report.warnings += rare_labels([masks_read[i].counts for i in ok], [pairs[i].mask for i in ok], encoding)
     classes = np.zeros((len(pairs), height, width), dtype=np.uint8)
     report.class_pixels = [0] * encoding.num_labels
     for i in ok:

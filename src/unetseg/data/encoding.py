@@ -97,7 +97,7 @@ class MaskEncoding:
         v = self.values[k]
         if self.mode == "RGB":
             return tuple(int(c) for c in unpack_rgb(np.array(v)))  # type: ignore[return-value]
-        if self.mode == "P" and self.palette and len(self.palette) >= 3 * v + 3:
+        if self.palette and len(self.palette) >= 3 * v + 3:  # palette masks, or grey levels with class colours
             return tuple(self.palette[3 * v:3 * v + 3])  # type: ignore[return-value]
         return (v, v, v)
 

@@ -76,19 +76,22 @@ def _report_to_json(report: DataReport) -> dict:
     return {"rule": report.rule, "pairs": report.pairs, "channels": report.channels,
             "image_sizes": [[w, h, n] for (w, h), n in report.image_sizes.items()],
             "encoding": None if enc is None else {"values": list(enc.values), "mode": enc.mode,
-                                                  "palette": list(enc.palette) if enc.palette else None},
-            "class_pixels": report.class_pixels, "ignore_masks": report.ignore_masks,
-            "ignored_share": report.ignored_share, "errors": report.errors, "warnings": report.warnings,
-            "notes": report.notes}
+                                                  "palette": list(enc.palette) if enc.palette else None,
+                                                  "ignore": list(enc.ignore)},
+            "class_pixels": report.class_pixels, "void_pixels": report.void_pixels, "names": report.names,
+            "ignore_masks": report.ignore_masks, "ignored_share": report.ignored_share, "errors": report.errors,
+            "warnings": report.warnings, "notes": report.notes}
 
 
 def _report_from_json(d: dict) -> DataReport:
     enc = d["encoding"]
     encoding = None if enc is None else MaskEncoding(tuple(enc["values"]), enc["mode"],
-                                                       tuple(enc["palette"]) if enc["palette"] else None)
+                                                       tuple(enc["palette"]) if enc["palette"] else None,
+                                                       tuple(enc.get("ignore", ())))
     return DataReport(d["rule"], d["pairs"], Counter({(w, h): n for w, h, n in d["image_sizes"]}), d["channels"],
-                      encoding, d["class_pixels"], d["ignore_masks"], d["ignored_share"], d["errors"], d["warnings"],
-                      d["notes"])
+                      encoding, class_pixels=d["class_pixels"], void_pixels=d.get("void_pixels", 0),
+                      names=d.get("names", []), ignore_masks=d["ignore_masks"], ignored_share=d["ignored_share"],
+                      errors=d["errors"], warnings=d["warnings"], notes=d["notes"])
 
 
 def _read_done(folder: Path) -> dict | None:

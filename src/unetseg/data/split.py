@@ -91,6 +91,10 @@ def frame_sequences(pairs: list[Pair]) -> Counter | None:
     found = Counter(m.group(1) for m in matches if m)
     if sum(found.values()) < 0.8 * len(pairs) or max(found.values(), default=0) < 5:
         return None
+    # a sequence id (0016E5, seq01, 2011_09_26_drive_0001) or several sequences; plain numbering (0001, img_0001)
+    # says nothing about where the images come from
+    if len(found) < 2 and not any(ch.isdigit() for ch in next(iter(found))):
+        return None
     return found
 
 

@@ -67,3 +67,63 @@ def make_synthetic_dataset(out: str | Path, count: int = 120, size: tuple[int, i
         Image.fromarray(image).save(out / "images" / f"{i:04d}.png")
         Image.fromarray(mask).save(out / "masks" / f"{i:04d}.png")
     return out
+
+
+#: Class names of the multi-class synthetic set (class 0 is the background), and the void value at object edges.
+MULTICLASS_NAMES = ("background", "disc", "box", "line")
+VOID = 255
+
+
+def make_multiclass_sample(rng: np.random.Generator, size: tuple[int, int],
+                           void_edges: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One image (H, W, 3) uint8 and its label map (H, W) uint8: 0 background, 1 discs, 2 boxes, 3 thin lines (a
+    rare class), each with its own texture; with ``void_edges`` a one-pixel ring of VOID (255) around every object,
+    as annotators leave edges unlabelled (Pascal VOC)."""
+    w, h = size
+    labels = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(labels)
+    for _ in range(rng.integers(1, 3)):
+        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+        r = rng.uniform(0.08, 0.2) * min(w, h)
+        if rng.random() < 0.5:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)
+        else:
+            draw.rectangle([cx - r, cy - 0.7 * r, cx + r, cy + 0.7 * r], fill=2)
+    x0, x1 = sorted(rng.uniform(0, w, 2))
+    draw.line([(x0, rng.uniform(0, h)), (x1, rng.uniform(0, h))], fill=3, width=4)
+    label = np.asarray(labels).copy()
+    textures = [_texture(rng, h, w, stripes=k > 0) for k in range(4)]
+    tint = np.array([[0, 0, 0], [0.25, -0.1, -0.1], [-0.1, 0.25, -0.1], [-0.1, -0.1, 0.3]], dtype=np.float32)
+    image = np.zeros((h, w, 3), dtype=np.float32)
+    for k in range(4):
+        image = np.where((label == k)[..., None], textures[k] + tint[k], image)
+    image = image + rng.normal(0, 0.04, size=(h, w, 3))
+    if void_edges:
+        padded = np.pad(label, 1, mode="edge")
+        edge = np.zeros_like(label, dtype=bool)
+        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+            edge |= padded[dy:dy + h, dx:dx + w] != label
+        label[edge & (label > 0)] = VOID  # the objects' outer pixels
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), label
+
+
+def make_multiclass_dataset(out: str | Path, count: int = 60, size: tuple[int, int] = (96, 64), seed: int = 0,
+                            void_edges: bool = True) -> Path:
+    """Write ``count`` multi-class pairs as ``out/images/NNNN.png`` + ``out/masks/NNNN.png`` (grey levels 0-3, and
+    255 = void at the objects' edges) and ``out/classes.csv`` (value, name, colour; 255 named void).
+
+    Returns:
+        ``out``, ready for ``unetseg train --data OUT --classes OUT/classes.csv --ignore-index 255``.
+    """
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        image, mask = make_multiclass_sample(rng, size, void_edges)
+        Image.fromarray(image).save(out / "images" / f"{i:04d}.png")
+        Image.fromarray(mask).save(out / "masks" / f"{i:04d}.png")
+    colours = ("#000000", "#e6194b", "#3cb44b", "#ffe119")
+    rows = [f"{k},{name},{colour}" for k, (name, colour) in enumerate(zip(MULTICLASS_NAMES, colours))]
+    (out / "classes.csv").write_text("value,name,colour\n" + "\n".join(rows) + f"\n{VOID},void,#ffffff\n")
+    return out

@@ -1,0 +1,114 @@
+"""Multi-class runs end to end: void pixels count nowhere (loss, validation, evaluate) and are never predicted;
+validation folders are the split, also on resume; metrics.jsonl carries mIoU and per-class IoU by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+from unetseg import Predictor, evaluate_pairs, find_pairs, fit
+from unetseg.checkpoint import load_model
+from unetseg.config import DataConfig, RunConfig, TrainConfig, UNetConfig
+from unetseg.data.synthetic import VOID, make_multiclass_dataset
+from unetseg.data.transforms import to_float
+from unetseg.metrics import class_scores
+from unetseg.train.loop import evaluate as validate
+from unetseg.train.losses import SegmentationLoss
+
+
+def _config(root, **data) -> RunConfig:
+    return RunConfig(model=UNetConfig(base_channels=4, depth=2),
+                     data=DataConfig(data=str(root), image_size=(48, 32), classes=str(root / "classes.csv"),
+                                     ignore_index=(VOID,), rotate_limit=0, **data),
+                     train=TrainConfig(epochs=2, batch_size=4, lr=3e-3, loss="dice_ce", class_weights="auto",
+                                       progress=False, amp="off"))
+
+
+def test_void_edges_count_nowhere_and_are_never_predicted(tmp_path):
+    root = make_multiclass_dataset(tmp_path / "mc", count=12, size=(48, 32), seed=2)
+    run = fit(_config(root, val_fraction=0.25), tmp_path / "run")
+    cfg = RunConfig.load(run / "config.json")
+    assert cfg.model.num_classes == 4 and cfg.data.class_names == ["background", "disc", "box", "line"]
+    assert len(cfg.train.class_weight_values) == 4
+    record = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert set(record["val_iou_per_class"]) == {"background", "disc", "box", "line"}
+
+    # evaluate's scores equal a count by hand over the non-void pixels at the masks' own size
+    predictor = Predictor.from_run(run, device="cpu", amp="off")
+    pairs = find_pairs(root)
+    result = evaluate_pairs(predictor, pairs, tmp_path / "eval")
+    matrix = np.zeros((4, 4), dtype=np.int64)
+    for pair in pairs:
+        truth = np.asarray(Image.open(pair.mask))
+        pred = predictor.predict_image(pair.image)  # class indices at the image's size
+        assert VOID not in np.unique(pred) and pred.max() < 4  # never the void value
+        counted = truth != VOID
+        np.add.at(matrix, (truth[counted], pred[counted]), 1)
+    assert (truth == VOID).any()  # the edges were void
+    scores = class_scores(torch.from_numpy(matrix))
+    assert result["miou"] == scores["miou"] and result["pixel_accuracy"] == scores["pixel_accuracy"]
+    assert [c["pixels"] for c in result["per_class"]] == matrix.sum(1).tolist()
+    csv_rows = (tmp_path / "eval" / "confusion.csv").read_text().splitlines()
+    assert csv_rows[0].split(",")[1:] == ["background", "disc", "box", "line"]
+    assert [int(v) for v in csv_rows[2].split(",")[1:]] == matrix[1].tolist()
+
+    # the loss and the validation figures see no void pixel: changing the logits there changes nothing
+    model = load_model(run)[0].eval()
+    from unetseg.data.check import scan
+
+    data, _ = scan(cfg, progress=False)
+    x = to_float(torch.from_numpy(data.images), cfg.data.mean, cfg.data.std)
+    y = torch.from_numpy(data.masks).long()
+    assert (y == 255).any()
+    with torch.no_grad():
+        logits = model(x)
+    loss = SegmentationLoss(cfg.train.loss, cfg.train.class_weight_values)
+    moved = logits.clone()
+    moved[:, 3][y == 255] = 50.0  # the void pixels now scream "line"
+    assert abs(loss(logits, y).item() - loss(moved, y).item()) < 1e-5
+    full = validate(model, data, cfg, torch.device("cpu"))
+    brute = np.zeros((4, 4), dtype=np.int64)
+    pred = logits.argmax(1)
+    keep = y != 255
+    np.add.at(brute, (y[keep].numpy(), pred[keep].numpy()), 1)
+    assert abs(full["miou"] - class_scores(torch.from_numpy(brute))["miou"]) < 1e-9
+
+
+def test_validation_folders_are_the_split_and_resume_keeps_it(tmp_path):
+    train = make_multiclass_dataset(tmp_path / "train", count=8, size=(48, 32), seed=3)
+    val = make_multiclass_dataset(tmp_path / "val", count=3, size=(48, 32), seed=4)  # the same file names as train's
+    cfg = _config(train, val_data=str(val))
+    cfg.train.epochs = 1
+    run = fit(cfg, tmp_path / "run")
+    split = json.loads((run / "split.json").read_text())
+    assert split["train"] == [f"{i:04d}.png" for i in range(8)] and split["val"] == [f"{i:04d}.png" for i in range(3)]
+    assert split["val_folders"] == str(val)
+    resumed = RunConfig.load(run / "config.json")
+    resumed.train.epochs = 2
+    fit(resumed, run, resume=True)
+    assert json.loads((run / "split.json").read_text()) == split
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and all(r["val_miou"] is not None for r in records)
+
+
+def test_a_validation_folder_without_pairs_or_of_other_channels_is_one_line(tmp_path):
+    import pytest
+
+    from unetseg.data import DataError
+
+    train = make_multiclass_dataset(tmp_path / "train", count=4, size=(48, 32), seed=3)
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    with pytest.raises(DataError) as err:
+        fit(_config(train, val_data=str(empty)), tmp_path / "run1")
+    assert "empty/images: no images" in str(err.value) and "--val-data" in str(err.value)
+    grey = make_multiclass_dataset(tmp_path / "grey", count=2, size=(48, 32), seed=5)
+    for p in (grey / "images").iterdir():
+        Image.open(p).convert("L").save(p)
+    with pytest.raises(DataError) as err:
+        fit(_config(train, val_data=str(grey)), tmp_path / "run2")
+    assert "grey/images/0000.png: validation image is greyscale but the training images are colour" in str(err.value)
