@@ -28,3 +28,34 @@ def test_a_two_minute_budget_segments_the_held_out_white_car(tmp_path):
     result = evaluate_pairs(Predictor.from_run(run, device="cpu"), held_out)
     assert result["mean_dice"] >= 0.90, result
     assert min(r["dice"] for r in result["per_image"]) >= 0.80, result["per_image"]
+
+
+CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car", "pedestrian",
+                  "bicyclist"]
+
+
+@pytest.mark.slow
+def test_a_two_minute_budget_learns_held_out_camvid_frames(tmp_path):
+    """80 CamVid frames in training, a contiguous block of 21 held out; void (11) ignored; the plan's multi-class
+    choices (Dice + CE, median-frequency weights, a size that keeps poles). The floor is well below what it reaches
+    (0.31 mIoU, measured with another training beside it on the 2-core Xeon: see the README)."""
+    data = shared_dataset("camvid_val")
+    frames = sorted(p.name for p in (data / "images").iterdir())
+    train, held = tmp_path / "train", tmp_path / "held"
+    for folder, names in ((train, frames[:80]), (held, frames[80:])):  # the video's last 21 frames held out
+        for sub in ("images", "labels"):
+            (folder / sub).mkdir(parents=True)
+            for name in names:
+                (folder / sub / name).symlink_to(data / sub / name)
+    cfg = RunConfig(data=DataConfig(data=str(train), val_data=str(held), ignore_index=(11,), class_names=CAMVID_CLASSES,
+                                    vflip_p=0.0, rotate_limit=10),
+                    train=TrainConfig(budget="2m", progress=False))
+    run = fit(cfg, tmp_path / "run")
+    stored = RunConfig.load(run / "config.json")
+    assert stored.train.loss == "dice_ce" and stored.train.class_weights == "auto"
+    assert json.loads((run / "split.json").read_text())["val"] == frames[80:]
+    held_pairs = find_pairs(held)
+    result = evaluate_pairs(Predictor.from_run(run, device="cpu"), held_pairs)
+    ious = {c["name"]: c["iou"] for c in result["per_class"]}
+    assert result["miou"] >= 0.20, ious
+    assert ious["road"] >= 0.6 and ious["sky"] >= 0.6, ious

@@ -148,3 +148,15 @@ def test_class_names_must_match_the_classes(tmp_path):
     cfg = _cfg(root, ignore_index=(255,), class_names=["bg", "disc"])
     _, report = scan(cfg, progress=False)
     assert report.errors and "--class-names: 2 names for 4 classes" in report.errors[0]
+
+
+def test_the_shipped_camvid_classes_file_fits_camvid(tmp_path):
+    from tests.conftest import shared_dataset
+
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "camvid_classes.csv"
+    entries = read_classes_file(shipped)
+    assert [e.value for e in entries] == list(range(12)) and entries[11].name == "void"
+    data = shared_dataset("camvid_val")
+    cfg = RunConfig(data=DataConfig(data=str(data), image_size=(96, 72), classes=str(shipped), ignore_index=(11,)))
+    _, report = scan(cfg, progress=False)
+    assert not report.errors and report.names[2] == "pole" and len(report.names) == 11

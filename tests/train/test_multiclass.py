@@ -93,6 +93,17 @@ def test_validation_folders_are_the_split_and_resume_keeps_it(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and all(r["val_miou"] is not None for r in records)
 
+    # the report evaluates the validation folder and shows IoU per class by name, in the classes' colours
+    from unetseg import write_report
+
+    page = write_report([run], tmp_path / "report.html").read_text()
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["images"] == 3 and [c["name"] for c in summary["per_class"]] == ["background", "disc", "box", "line"]
+    for c in summary["per_class"]:
+        assert f"<th>{c['name']}</th>" in page
+    assert 'style="background:#ffe119"' in page  # the line class's colour from classes.csv
+    assert 'alt="confusion matrix"' in page and f"mIoU {summary['miou']:.4f}" in page
+
 
 def test_a_validation_folder_without_pairs_or_of_other_channels_is_one_line(tmp_path):
     import pytest

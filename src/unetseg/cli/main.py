@@ -322,8 +322,13 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
-    from unetseg.data.synthetic import make_synthetic_dataset
+    from unetseg.data.synthetic import make_multiclass_dataset, make_synthetic_dataset
 
+    if args.multiclass:
+        out = make_multiclass_dataset(args.out, count=args.count, size=args.size, seed=args.seed)
+        print(f"{args.count} synthetic multi-class pairs (4 classes, void 255 at the edges) and classes.csv written "
+              f"to {out}; train with --classes {out / 'classes.csv'} --ignore-index 255")
+        return 0
     out = make_synthetic_dataset(args.out, count=args.count, size=args.size, seed=args.seed)
     print(f"{args.count} synthetic image/mask pairs written to {out}")
     return 0
@@ -439,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=120, help="number of pairs")
     p.add_argument("--size", type=_size, default=(128, 96), metavar="WxH", help="image size")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--multiclass", action="store_true", help="4 classes (background, discs, boxes, thin lines) "
+                   "with void (255) at the objects' edges, and classes.csv")
     p.set_defaults(handler=_cmd_demo_data)
     return parser
 

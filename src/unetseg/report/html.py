@@ -24,9 +24,14 @@ from PIL import Image
 from unetseg._atomic import atomic_write_text
 from unetseg.checkpoint import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, CheckpointError, read_split
 from unetseg.config import RunConfig
+from unetseg.data.classes import default_colour
 from unetseg.data.errors import DataError
+from unetseg.data.pairing import find_pairs
+from unetseg.data.split import pairs_of_split
 from unetseg.drawing.curves import plot_curves, read_metrics
 from unetseg.drawing.overlays import EDGE, EXTRA, MISSED
+from unetseg.infer import Predictor, evaluate_pairs
+from unetseg.infer.predict import stored_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +74,6 @@ def _evaluation(run: RunSummary, evaluate: bool, progress: bool) -> None:
         return
     fresh = summary_file.is_file() and summary_file.stat().st_mtime >= weights.stat().st_mtime
     if fresh:  # of the validation split, at the threshold predict uses now, without TTA
-        from unetseg.infer.predict import stored_threshold
-
         stored = json.loads(summary_file.read_text())
         fresh = stored.get("split") == "val" and stored.get("weights", "final") == "final" and \
             not stored.get("tta") and stored.get("threshold") == stored_threshold(run.path)
@@ -91,10 +94,6 @@ def _evaluation(run: RunSummary, evaluate: bool, progress: bool) -> None:
 
 
 def _evaluate_validation(run_dir: Path, folder: Path, progress: bool) -> None:
-    from unetseg.data import find_pairs
-    from unetseg.data.split import pairs_of_split
-    from unetseg.infer import Predictor, evaluate_pairs
-
     names = read_split(run_dir, "val")
     if not names:
         raise DataError("the run has no validation split")
@@ -188,6 +187,9 @@ def _facts(run: RunSummary) -> dict[str, str]:
         "validation mean Dice (original size)": f'<span class="score">{_num(ev["mean_dice"])}</span>' if ev else
         f'<span class="note">{_e(run.no_evaluation)}</span>',
         "validation global Dice": _num(ev["global_dice"]) if ev else "&ndash;",
+        **({"validation mIoU (pooled confusion)": f'<span class="score">{_num(ev["miou"])}</span>',
+            "validation pixel accuracy": _num(ev.get("pixel_accuracy"))}
+           if ev and ev.get("miou") is not None and len(ev.get("per_class", [])) > 2 else {}),
         "validation images": _num(ev["images"]) if ev else "&ndash;",
         "evaluated with": _e(f'{ev.get("weights", "final")} weights, threshold {ev.get("threshold", 0.5)}'
                              + (", flip TTA" if ev.get("tta") else "")) if ev else "&ndash;",
@@ -283,7 +285,7 @@ def _evaluation_section(run: RunSummary, several: bool) -> str:
               f'&nbsp; <span class="swatch" style="background:rgb{EXTRA}"></span> extra (predicted, not in the '
               f'mask) &nbsp; <span class="swatch" style="background:rgb{EDGE}"></span> edges of the prediction '
               f'&nbsp; dimmed: not scored (outside the ignore mask)</p>')
-    parts = [f"<h2>{title}</h2>", legend]
+    parts = [f"<h2>{title}</h2>", _classes_section(run), legend]
     for kind in ("worst", "best"):
         shown = ev.get(kind) or []
         if not shown:
@@ -307,6 +309,32 @@ def _evaluation_section(run: RunSummary, several: bool) -> str:
     if len(table_rows) > PER_IMAGE_ROWS:
         parts.append(f"<details><summary>the other {len(table_rows) - PER_IMAGE_ROWS} images</summary>"
                      + _table(["image", *columns], table_rows[PER_IMAGE_ROWS:]) + "</details>")
+    return "".join(parts)
+
+
+def _classes_section(run: RunSummary) -> str:
+    """Multi-class runs: IoU and Dice per class by name with the class colours (the legend of predictions and
+    overlays), the mIoU, and the normalised confusion matrix."""
+    ev = run.evaluation or {}
+    per_class = ev.get("per_class") or []
+    if len(per_class) <= 2:
+        return ""
+    colours = run.config.data.class_colours or []
+    rows = []
+    for c in per_class:
+        k = int(c["class"])
+        colour = colours[k] if k < len(colours) else "#%02x%02x%02x" % default_colour(k, len(per_class))
+        swatch = f'<span class="swatch" style="background:{_e(colour)}"></span>'
+        rows.append((str(c["name"]), [swatch, f'<span class=num>{_num(c["iou"])}</span>',
+                                      f'<span class=num>{_num(c["dice"])}</span>',
+                                      f'<span class=num>{int(c["pixels"]):,}</span>'], False))
+    parts = [f'<h3>Classes: mIoU {_num(ev.get("miou"))}, pixel accuracy {_num(ev.get("pixel_accuracy"))}</h3>',
+             '<p class="note">IoU and Dice per class from the confusion matrix pooled over the validation images '
+             '(void pixels count nowhere); the colours are those of the predicted masks and overlays</p>',
+             _table(["class", "colour", "IoU", "Dice", "pixels"], rows)]
+    picture = (run.path / EVAL_DIR / "confusion.png")
+    if picture.is_file():
+        parts.append(_img(picture.read_bytes(), "image/png", "confusion matrix", style="max-width:720px"))
     return "".join(parts)
 
 

@@ -31,6 +31,7 @@ from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_F
                                 WEIGHTS_FILE, CheckpointError, load_training_state, save_training_state, save_weights)
 from unetseg.config import RunConfig, parse_duration
 from unetseg.data import ArrayDataset
+from unetseg.data.ceiling import sample_class_maps
 from unetseg.data.classes import class_names
 from unetseg.data.check import adopt, format_report, scan
 from unetseg.data.io import image_info
@@ -420,7 +421,11 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             n = len(pairing.pairs)
             n_val = len(split_pairs(pairing.pairs, cfg.data)[1])
             if world.is_main:
-                make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started, world.size)
+                train_masks = [p.mask for i, p in enumerate(pairing.pairs)
+                               if i in set(split_pairs(pairing.pairs, cfg.data)[0])]
+                maps, found = sample_class_maps(train_masks, cfg.data.ignore_index)
+                make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started, world.size,
+                          maps, max(2, found))
             planned = RunConfig.from_dict(world.broadcast_object(cfg.to_dict()))  # one plan for every process
             cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
         elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:

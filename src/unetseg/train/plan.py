@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from unetseg.config import RunConfig, parse_duration
+from unetseg.data.ceiling import resolution_ceiling
 from unetseg.model import UNet
 from unetseg.train.losses import SegmentationLoss
 
@@ -45,6 +46,15 @@ VALIDATIONS = 8
 BN_IMAGES = 256
 #: A forward pass costs about this share of a training step.
 FORWARD_SHARE = 0.35
+#: Multi-class data: where some candidate at a size whose worst class keeps a resolution ceiling of at least this (the
+#: IoU a perfect model could reach once the masks are shrunk to that size and its prediction is enlarged back) sees
+#: MIN_IMAGES, the plan chooses among those only, so small classes (CamVid's poles: 0.83 at 3/4 size, 0.71 at 1/2,
+#: 0.52 at 1/4) survive the shrinking; shorter budgets keep the rule for binary data (images seen come first).
+CEILING_FLOOR = 0.75
+#: Narrow models at the larger sizes, for multi-class data whose small classes rule out the small sizes.
+MULTICLASS_LADDER: tuple[tuple[int, float], ...] = ((8, 0.44), (8, 1.0))
+#: Multi-class budget runs train with Dice + cross-entropy and median-frequency class weights (benchmarks/losses.py).
+MULTICLASS_LOSS = {"loss": "dice_ce", "class_weights": "auto"}
 
 
 def size_for(aspect: float, scale: float, native: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -109,7 +119,7 @@ class Choice:
 
 def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int], device: torch.device,
               dtype: torch.dtype | None, layout: torch.memory_format, keep: set[str], started: float,
-              processes: int = 1) -> None:
+              processes: int = 1, class_maps: list | None = None, num_labels: int = 2) -> None:
     """Fill ``cfg`` for a budget run (``cfg.train.budget``): every setting not named in ``keep`` (dotted names such
     as ``"model.base_channels"``) may be chosen; the choices, measurements and reasons go to ``cfg.train.plan``.
 
@@ -118,6 +128,9 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         native: the images' (width, height): the training size keeps its aspect ratio and is never larger.
         started: ``time.monotonic()`` when the run started (the budget's clock).
         processes: torch.distributed processes sharing each step (each times its share of the batch).
+        class_maps, num_labels: a sample of the masks as class-index maps at their own size and the number of
+            classes (:func:`unetseg.data.ceiling.sample_class_maps`): each candidate size's resolution ceiling is
+            logged, and for more than two classes sizes below CEILING_FLOOR are left out.
     """
     budget = parse_duration(cfg.train.budget)
     t, d, m = cfg.train, cfg.data, cfg.model
@@ -142,7 +155,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
 
     ladder = []
     aspect, native_scale = native[0] / native[1], native[0] * native[1] / SEED_PIXELS
-    for base, scale in LADDER:
+    for base, scale in LADDER + (MULTICLASS_LADDER if num_labels > 2 else ()):
         b = m.base_channels if "model.base_channels" in keep else base
         s = d.image_size if "data.image_size" in keep else size_for(aspect, min(scale, native_scale), native)
         if (b, s) not in [(c[0], c[1]) for c in ladder]:
@@ -174,11 +187,21 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         else:
             choices.append(Choice(b, s, est, False, measured[-1].layout))
     available = TARGET * budget - (time.monotonic() - started)
-    best = choices[0]
-    for c in choices:
+    sizes = sorted({c.size for c in choices})
+    ceilings = resolution_ceiling(class_maps, sizes, num_labels) if class_maps else None
+    worst = {size: _worst(ceilings[i]) for i, size in enumerate(sizes)} if ceilings is not None else {}
+    def sees_enough(c: Choice) -> bool:
         train_s = available - reserve_seconds(n_train, n_val, c.seconds_per_image, VALIDATIONS) - \
             decode_seconds(n_train + n_val)
-        if train_s / c.seconds_per_image >= MIN_IMAGES:
+        return train_s / c.seconds_per_image >= MIN_IMAGES
+
+    pool = choices
+    if num_labels > 2 and worst and "data.image_size" not in keep:  # small classes should survive the shrinking,
+        fine = [c for c in choices if worst[c.size][0] >= CEILING_FLOOR and sees_enough(c)]  # where time allows
+        pool = fine or choices
+    best = pool[0]
+    for c in pool:
+        if sees_enough(c):
             best = c
     m.base_channels, d.image_size = best.base, best.size
     if "train.memory_format" not in keep:  # the faster layout for this model on this device
@@ -197,7 +220,15 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     if "train.bn_recalibrate" not in keep:
         t.bn_recalibrate = True
         chosen.append("bn_recalibrate")
-    augmentation = {k: v for k, v in STRONG_AUGMENTATION.items() if f"data.{k}" not in keep}
+    if num_labels > 2:  # rare classes are found only with a loss that weighs them
+        for name, value in MULTICLASS_LOSS.items():
+            if f"train.{name}" not in keep:
+                setattr(t, name, value)
+                chosen.append(name)
+    # multi-class scenes: colour tells classes apart (sky, vegetation, road), so no channel shuffles or grey images
+    strong = {k: v for k, v in STRONG_AUGMENTATION.items()
+              if num_labels <= 2 or k not in ("channel_shuffle_p", "grayscale_p")}
+    augmentation = {k: v for k, v in strong.items() if f"data.{k}" not in keep}
     for k, v in augmentation.items():
         setattr(d, k, v)
     # as the loop counts them: several processes drop the last partial batch
@@ -216,19 +247,39 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         "chosen": chosen, "augmentation": augmentation, "train_images": n_train, "val_images": n_val,
         "candidates": [{"base_channels": c.base, "image_size": list(c.size),
                         "s_per_image": round(c.seconds_per_image, 5), "measured": c.measured,
-                        "memory_format": str(c.layout).split(".")[-1]} for c in choices],
-        "probe_s": round(probe_spent, 2), "rule": f"costliest candidate seeing >= {MIN_IMAGES} training images",
+                        "memory_format": str(c.layout).split(".")[-1],
+                        **({"ceiling_iou": round(worst[c.size][0], 4), "ceiling_worst_class": worst[c.size][1]}
+                           if c.size in worst else {})} for c in choices],
+        "probe_s": round(probe_spent, 2),
+        "rule": f"costliest candidate seeing >= {MIN_IMAGES} training images"
+        + (f", among sizes whose worst class's resolution ceiling is >= {CEILING_FLOOR} IoU where one of them does"
+           if num_labels > 2 and worst else ""),
         "planned_steps": total, "corrected_steps": None,
     }
     images_seen = total * batch
     ends = time.strftime("%H:%M:%S", time.localtime(time.time() + TARGET * budget - (time.monotonic() - started)))
     logger.info("budget %s: plan on %s (%s): U-Net base %d at %dx%d, batch %d, lr %g, %s schedule over %d steps "
-                "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s)%s, ending about "
-                "%s; measured %.3f s/image (%s); augmentation %s; chosen: %s", cfg.train.budget, device,
+                "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s)%s, loss %s%s, "
+                "ending about %s; measured %.3f s/image (%s); augmentation %s; chosen: %s", cfg.train.budget, device,
                 t.plan["precision"], m.base_channels, *d.image_size, batch, t.lr, t.schedule, total, t.epochs, n_train,
-                images_seen, t.warmup_steps, t.val_every, ", BN recalibrated" if t.bn_recalibrate else "", ends,
+                images_seen, t.warmup_steps, t.val_every, ", BN recalibrated" if t.bn_recalibrate else "", t.loss,
+                "" if t.class_weights == "none" else f" with class weights {t.class_weights}", ends,
                 best.seconds_per_image, t.memory_format,
                 ", ".join(f"{k} {v}" for k, v in augmentation.items()) or "as given", ", ".join(chosen) or "nothing")
+    if worst:
+        logger.info("budget: candidates (base, size: s/image, resolution ceiling of the worst class): %s", "; ".join(
+            f"{c.base}, {c.size[0]}x{c.size[1]}: {c.seconds_per_image:.3f}, {worst[c.size][0]:.3f} (class "
+            f"{worst[c.size][1]})" for c in choices))
+
+
+def _worst(row) -> tuple[float, int]:
+    """(the lowest IoU ceiling, its class) of one size's per-class ceilings (NaN: a class in no sampled mask)."""
+    import numpy as np
+
+    if np.isnan(row).all():
+        return 1.0, -1
+    k = int(np.nanargmin(row))
+    return float(row[k]), k
 
 
 def decode_seconds(n: int) -> float:
