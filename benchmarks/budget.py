@@ -21,7 +21,7 @@ from pathlib import Path
 from unetseg import Predictor, RunConfig, evaluate_pairs, find_pairs, fit
 from unetseg.checkpoint import read_split
 from unetseg.config import DataConfig, TrainConfig, parse_duration, parse_size
-from unetseg.data.dataset import pairs_from_split
+from unetseg.data.split import pairs_of_split
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     run = fit(cfg, out, overwrite=True, keep=keep)
     seconds = time.monotonic() - t0
     cfg = RunConfig.load(run / "config.json")
-    held_out = pairs_from_split(find_pairs(args.data), read_split(run, "val"))
+    held_out = pairs_of_split(find_pairs(args.data), "val", read_split(run, "val"))
     scores = {}
     for weights in ("final", "best"):
         result = evaluate_pairs(Predictor.from_run(run, device="cpu", weights=weights), held_out)

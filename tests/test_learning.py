@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import shared_dataset
 from unetseg import Predictor, RunConfig, evaluate_pairs, find_pairs, fit
 from unetseg.config import DataConfig, TrainConfig
-from unetseg.data.dataset import pairs_from_split
+from unetseg.data.split import pairs_of_split
 
 WHITE_CAR = "0d3adbbc9a8b"
 
@@ -22,7 +22,7 @@ def test_a_two_minute_budget_segments_the_held_out_white_car(tmp_path):
                     train=TrainConfig(budget="2m", progress=False))
     run = fit(cfg, tmp_path / "run")
     split = json.loads((run / "split.json").read_text())
-    held_out = pairs_from_split(find_pairs(data), split["val"])
+    held_out = pairs_of_split(find_pairs(data), "val", split["val"])
     assert len(held_out) == 16 and {p.group for p in held_out} == {WHITE_CAR}
     assert not {p.group for p in held_out} & {p.split("_")[0] for p in split["train"]}
     result = evaluate_pairs(Predictor.from_run(run, device="cpu"), held_out)

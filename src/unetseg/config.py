@@ -122,6 +122,8 @@ class DataConfig(_JsonDataclass):
         class_colours: the classes' display colours (#rrggbb), from the classes file (found from the data).
         val_data, val_images, val_masks: a validation set of its own (the dataset's own split), with the same
             folder rules as data / images / masks, instead of holding out part of the training pairs.
+        val_ignore_masks: the validation set's ignore masks (with ignore_masks: required, since a validation image
+            must not borrow a training image's field of view); ignore_pattern applies to both.
         split: how the training pairs are split when no validation folders are given: "groups" (seeded, by group,
             as Carvana's cars or --group-pattern say, else each image alone), or "blocks" (contiguous runs of frames
             in name order, 10 blocks) for video frames whose neighbours look alike.
@@ -183,6 +185,7 @@ class DataConfig(_JsonDataclass):
     val_data: str = ""
     val_images: str = ""
     val_masks: str = ""
+    val_ignore_masks: str = ""
     split: Literal["groups", "blocks"] = "groups"
     oversample: float = 0.33
     snap_masks: bool = False
@@ -225,9 +228,12 @@ class DataConfig(_JsonDataclass):
             self.patch = tuple(int(v) for v in self.patch)  # type: ignore[assignment]
             if len(self.patch) != 2 or min(self.patch) < 16:
                 raise ValueError(f"DataConfig.patch must be (width, height), each >= 16, got {self.patch}")
-        self.ignore_index = tuple(sorted({int(v) for v in self.ignore_index}))  # type: ignore[assignment]
+        from unetseg._labels import label_values
+
+        self.ignore_index = tuple(sorted(set(label_values(self.ignore_index))))  # type: ignore[assignment]
         if self.class_names is not None:  # "sky,building" or ["sky", "building"]
-            names = [n.strip() for item in self.class_names for n in str(item).split(",") if n.strip()]
+            items = [self.class_names] if isinstance(self.class_names, str) else self.class_names
+            names = [n.strip() for item in items for n in str(item).split(",") if n.strip()]
             if len({n.lower() for n in names}) != len(names):
                 raise ValueError(f"DataConfig.class_names: a name is repeated in {names}")
             self.class_names = names or None
@@ -252,6 +258,14 @@ class DataConfig(_JsonDataclass):
         for name in ("brightness", "contrast", "saturation"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"DataConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataConfig:
+        """As for every section; a config.json written by a run before crop oversampling existed (it has mask_values
+        but no oversample) keeps plain random crops, so that run resumes exactly."""
+        if "mask_values" in d and "oversample" not in d:
+            d = {**d, "oversample": 0.0}
+        return super().from_dict(d)
 
     def has_val_folders(self) -> bool:
         """True when the validation pairs come from folders of their own (--val-data or --val-images/--val-masks)."""
@@ -351,6 +365,8 @@ class TrainConfig(_JsonDataclass):
             raise ValueError(f"TrainConfig.schedule must be restarts or cosine, got {self.schedule!r}")
         if self.loss not in ("ce", "dice", "dice_ce"):
             raise ValueError(f"TrainConfig.loss must be ce, dice or dice_ce, got {self.loss!r}")
+        if isinstance(self.class_weights, (list, tuple)):  # [1, 4, 8] in a config.json
+            self.class_weights = ",".join(str(v) for v in self.class_weights)
         weights = str(self.class_weights).strip().lower()
         if weights not in ("none", "auto"):
             try:

@@ -44,7 +44,7 @@ def test_classes_files_in_csv_and_json(tmp_path):
                                                                                  (1, "road", (128, 64, 128))]
     camvid32 = tmp_path / "class_dict.csv"  # CamVid's 32-class release: name,r,g,b for colour-coded masks
     camvid32.write_text("name,r,g,b\nAnimal,64,128,64\nArchway,192,0,128\n")
-    assert [e.value for e in read_classes_file(camvid32)] == [(64 << 16) | (128 << 8) | 64, (192 << 16) | 128]
+    assert [(e.value, e.colour) for e in read_classes_file(camvid32)] == [(0, (64, 128, 64)), (1, (192, 0, 128))]
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -82,8 +82,27 @@ def test_a_value_outside_the_declared_classes_is_one_line_naming_the_file_and_va
     cfg.data.follow_classes, cfg.model.num_classes = False, 3
     _, report = scan(cfg, progress=False)
     assert len(report.errors) == 1
-    assert "f0.png: mask value 11 is outside the declared classes 0..2" in report.errors[0]
+    assert "f0.png: mask value 11 is outside the declared classes [0, 1, 2]" in report.errors[0]
     assert "--ignore-index 11" in report.errors[0]
+
+
+def test_void_zero_with_declared_classes_one_to_n(tmp_path):
+    m = np.array([[0, 1, 2, 3]] * 32, np.uint8).repeat(8, axis=1)  # NYUv2-style: 0 void, classes 1..3
+    cfg = _cfg(_label_set(tmp_path / "d", [m]), ignore_index=(0,))
+    cfg.data.follow_classes, cfg.model.num_classes = False, 3
+    data, report = scan(cfg, progress=False)
+    assert not report.errors and data.encoding.values == (1, 2, 3)
+    assert set(np.unique(data.masks).tolist()) == {0, 1, 2, IGNORE}  # 1..3 -> classes 0..2, void nowhere
+
+
+def test_a_classes_file_and_another_num_classes_disagree_in_one_line(tmp_path):
+    m = np.array([[0, 1, 2, 2]] * 32, np.uint8).repeat(8, axis=1)
+    classes = tmp_path / "classes.csv"
+    classes.write_text("value,name\n0,road\n1,car\n2,person\n")
+    cfg = _cfg(_label_set(tmp_path / "d", [m]), classes=str(classes))
+    cfg.data.follow_classes, cfg.model.num_classes = False, 5
+    _, report = scan(cfg, progress=False)
+    assert report.errors and f"{classes}: the classes file declares 3 classes" in report.errors[0]
 
 
 def test_255_beside_a_small_label_set_asks_for_ignore_index(tmp_path):

@@ -123,3 +123,18 @@ def test_a_validation_folder_without_pairs_or_of_other_channels_is_one_line(tmp_
     with pytest.raises(DataError) as err:
         fit(_config(train, val_data=str(grey)), tmp_path / "run2")
     assert "grey/images/0000.png: validation image is greyscale but the training images are colour" in str(err.value)
+
+
+def test_validation_folders_need_their_own_ignore_masks(tmp_path):
+    import pytest
+
+    from unetseg.data import DataError, pair_files
+
+    train = make_multiclass_dataset(tmp_path / "train", count=3, size=(48, 32), seed=3)
+    val = make_multiclass_dataset(tmp_path / "val", count=2, size=(48, 32), seed=4)
+    cfg = DataConfig(data=str(train), val_data=str(val), ignore_masks=str(train / "masks"))
+    with pytest.raises(DataError, match="give --val-ignore-masks DIR"):
+        pair_files(cfg)
+    cfg.val_ignore_masks = str(val / "masks")  # the validation images' own (here: their masks, non-zero counts)
+    pairs = pair_files(cfg).pairs
+    assert [p.ignore.parent for p in pairs] == [train / "masks"] * 3 + [val / "masks"] * 2

@@ -251,7 +251,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
-        for f in _LOCATION | {"ignore_masks", "val_data", "val_images", "val_masks"}:
+        for f in _LOCATION | {"ignore_masks", "val_data", "val_images", "val_masks", "val_ignore_masks"}:
             setattr(data, f, "")
     for f, value in given.items():
         setattr(data, f, value)

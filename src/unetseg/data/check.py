@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unetseg.config import DataConfig, RunConfig
-from unetseg.data.classes import (ClassEntry, class_names, default_colour, default_names, hex_colour,
+from unetseg.data.classes import (ClassEntry, class_names, default_colour, default_names, hex_colour, pack_colour,
                                   read_classes_file)
 from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset
 from unetseg.data.encoding import MaskEncoding
@@ -35,7 +35,8 @@ def scan(cfg: RunConfig, progress: bool = True, cache_file: Path | None = None,
         (dataset or None when there are errors, report).
     """
     pairing = pairing or pair_files(cfg.data)
-    table = read_classes_file(cfg.data.classes) if cfg.data.classes else None
+    # the classes file is read when the run starts; a resumed run (mask_values stored) keeps its names and colours
+    table = read_classes_file(cfg.data.classes) if cfg.data.classes and cfg.data.mask_values is None else None
     data, report = load_dataset(pairing, cfg.data.image_size,
                                 channels=None if cfg.data.follow_channels else cfg.model.in_channels,
                                 num_classes=None if cfg.data.follow_classes else cfg.model.num_classes,
@@ -47,6 +48,10 @@ def scan(cfg: RunConfig, progress: bool = True, cache_file: Path | None = None,
             report.names = names_for(cfg.data, report.encoding, table)
         except DataError as err:
             report.errors.append(str(err))
+        if table is not None and report.names:  # the display colour of each class, from the file
+            by_name = {e.name: e.colour for e in table}
+            report.colours = [hex_colour(by_name.get(n) or default_colour(k, report.encoding.num_labels))
+                              for k, n in enumerate(report.names)]
     if pairing.pairs:
         check_split(pairing.pairs, cfg.data, report)
     return data, report
@@ -71,7 +76,7 @@ def names_for(cfg: DataConfig, encoding: MaskEncoding, table: list[ClassEntry] |
 
 def _table_values(table: list[ClassEntry], encoding: MaskEncoding) -> list[int]:
     if encoding.mode == "RGB":
-        return [(e.colour[0] << 16) | (e.colour[1] << 8) | e.colour[2] if e.colour else -1 for e in table]
+        return [pack_colour(e.colour) if e.colour else -1 for e in table]
     return [e.value for e in table]
 
 
@@ -106,10 +111,8 @@ def adopt(cfg: RunConfig, data: ArrayDataset, report: DataReport) -> None:
     cfg.data.mask_palette = list(enc.palette) if enc.palette else None
     if report.names and (cfg.data.classes or cfg.data.class_names):  # stored with the run: no file needed later
         cfg.data.class_names = list(report.names)
-    if cfg.data.classes:
-        table = {e.name: e.colour for e in read_classes_file(cfg.data.classes)}
-        cfg.data.class_colours = [hex_colour(table.get(n) or default_colour(k, enc.num_labels))
-                                  for k, n in enumerate(report.names)]
+    if report.colours:
+        cfg.data.class_colours = list(report.colours)
     if cfg.data.follow_channels:
         cfg.model.in_channels = report.channels
     if cfg.data.follow_classes:

@@ -37,8 +37,8 @@ _DEFAULT_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)
 
 @dataclass(frozen=True)
 class ClassEntry:
-    """One line of a classes file: the stored mask value (a grey level / palette index, or for colour-coded masks
-    the colour packed as 0xRRGGBB), the class name and its display colour."""
+    """An entry of a classes file: the stored mask value (a grey level or palette index; the row's index where the
+    file gives colours only), the class name, and its colour (for colour-coded masks: the stored colour)."""
 
     value: int
     name: str
@@ -68,20 +68,16 @@ def parse_colour(text: str, where: str) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
+def pack_colour(rgb: Sequence[int]) -> int:
+    """(r, g, b) -> ``0xRRGGBB``, the stored value of a colour in colour-coded masks."""
+    return (int(rgb[0]) << 16) | (int(rgb[1]) << 8) | int(rgb[2])
+
+
 def parse_label_value(text: str) -> int:
     """A stored mask value as given on the command line: ``11``, ``255`` or a colour ``#rrggbb`` (colour masks)."""
-    text = str(text).strip()
-    if text.startswith("#"):
-        r, g, b = parse_colour(text, "--ignore-index")
-        return (r << 16) | (g << 8) | b
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"--ignore-index: {text!r} is not a mask value (a number such as 11 or 255, or #rrggbb for "
-                         f"colour masks)") from None
-    if value < 0:
-        raise ValueError(f"--ignore-index: {value} is negative")
-    return value
+    from unetseg._labels import label_value
+
+    return label_value(text)
 
 
 def read_classes_file(path: str | Path) -> list[ClassEntry]:
@@ -132,8 +128,8 @@ def _from_csv(text: str, path: Path) -> list[ClassEntry]:
         elif colour_key and cells.get(colour_key):
             colour = parse_colour(cells[colour_key], where)
         raw = cells.get("value", cells.get("id", ""))
-        if raw == "" and colour is not None:  # colour-coded masks: the colour is the stored value
-            value = (colour[0] << 16) | (colour[1] << 8) | colour[2]
+        if raw == "" and colour is not None:  # classes in row order (colour-coded masks store the colour)
+            value = len(entries)
         else:
             try:
                 value = int(raw)
@@ -161,14 +157,11 @@ def _from_json(text: str, path: Path) -> list[ClassEntry]:
             item = {"value": i, "name": item}
         colour = item.get("colour", item.get("color"))
         colour = parse_colour(colour, where) if colour is not None else None
-        raw = item.get("value", item.get("id", i if colour is None else None))
-        if raw is None:
-            value = (colour[0] << 16) | (colour[1] << 8) | colour[2]  # type: ignore[index]
-        else:
-            try:
-                value = int(raw)
-            except (TypeError, ValueError):
-                raise DataError(f"{where}: value {raw!r} is not a whole number") from None
+        raw = item.get("value", item.get("id", i))  # classes in list order where no value is given
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: value {raw!r} is not a whole number") from None
         entries.append(ClassEntry(value, str(item.get("name", "")), colour))
     return entries
 

@@ -69,6 +69,7 @@ class DataReport:
     class_pixels: list[int] = field(default_factory=list)
     void_pixels: int = 0  # pixels of ignored (void) mask values, at the original size
     names: list[str] = field(default_factory=list)  # the class names
+    colours: list[str] = field(default_factory=list)  # their display colours (#rrggbb) from a classes file
     ignore_masks: int = 0
     ignored_share: float = 0.0  # of the pixels of the pairs that have an ignore mask, at the training size
     errors: list[str] = field(default_factory=list)
@@ -201,11 +202,3 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
     if report.errors:
         return None, report
     return ArrayDataset(images, classes, list(pairs), encoding), report
-
-
-def pairs_from_split(pairs: list[Pair], names: list[str]) -> list[Pair]:
-    """The pairs whose image file names are in ``names`` (a split saved with a run), in ``names`` order; see
-    :func:`unetseg.data.split.pairs_of_split` for runs with validation folders."""
-    from unetseg.data.split import pairs_of_split
-
-    return pairs_of_split([p for p in pairs if p.split != "val"], "train", names)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unetseg.data.classes import USUAL_VOID, ClassEntry, is_void_name
+from unetseg.data.classes import USUAL_VOID, ClassEntry, is_void_name, pack_colour
 from unetseg.data.errors import DataError
 from unetseg.data.io import unpack_rgb
 
@@ -163,7 +163,11 @@ def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], pale
                 total[v] = total.get(v, 0) + n
     describe = MaskEncoding((), modes[0]).describe
     if table is not None:
-        return _from_table(table, table_path, total, counts, modes[0], palettes, paths, ignore), []
+        encoding = _from_table(table, table_path, total, counts, modes[0], palettes, paths, ignore)
+        if num_classes is not None and max(2, num_classes) != encoding.num_labels:
+            raise DataError(f"{table_path}: the classes file declares {encoding.num_labels} classes "
+                            f"{describe(encoding.values)} but --num-classes is {num_classes}")
+        return encoding, []
     values = sorted(total)
     wanted = None if num_classes is None else max(2, num_classes)
     notes = []
@@ -175,12 +179,14 @@ def detect_encoding(counts: Sequence[dict[int, int]], modes: Sequence[str], pale
                             f"void / unlabelled value: give --ignore-index 255 so it counts nowhere (or --num-classes "
                             f"{len(values)} to learn it as a class)")
         if wanted is not None and max(values) < MAX_LABELS and not snap:
-            beyond = [v for v in values if v >= wanted]
-            if beyond:  # class indices: a value outside 0..wanted-1 would silently shift the classes
+            # class indices: the first `wanted` values that are not void (void 0 and classes 1..N: 1..N)
+            declared = [v for v in range(wanted + len(ignore)) if v not in ignore][:wanted]
+            beyond = [v for v in values if v not in declared]
+            if beyond:  # a value outside the declared classes would silently shift them
                 raise DataError(f"{holder(beyond[0])}: mask value {beyond[0]} is outside the declared classes "
-                                f"0..{wanted - 1} (--num-classes {num_classes}); give --ignore-index {beyond[0]} if "
-                                f"it is void, or the right --num-classes")
-            values = list(range(wanted))  # every declared class, also one absent from these masks
+                                f"{describe(declared)} (--num-classes {num_classes}); give --ignore-index "
+                                f"{beyond[0]} if it is void, or the right --num-classes")
+            values = declared  # every declared class, also one absent from these masks
     if (wanted is not None and len(values) > wanted) or (wanted is None and not fits_an_encoding(values, modes[0])):
         if snap:
             by_count = sorted(values, key=lambda v: -total[v])
@@ -229,7 +235,7 @@ def _from_table(table: Sequence[ClassEntry], table_path: str, total: dict[int, i
         missing = [e.name for e in table if e.colour is None]
         if missing:
             raise DataError(f"{table_path}: the masks are colour-coded (RGB) but class {missing[0]!r} has no colour")
-        stored = [(e.colour[0] << 16) | (e.colour[1] << 8) | e.colour[2] for e in table]  # type: ignore[index]
+        stored = [pack_colour(e.colour) for e in table]  # type: ignore[arg-type]
     else:
         stored = [e.value for e in table]
         if max(stored) > 255:
@@ -265,8 +271,7 @@ def void_hints(table: Sequence[ClassEntry] | None, table_path: str, encoding: Ma
         return []
     hints = []
     for e in table:
-        stored = e.value if encoding.mode != "RGB" or e.colour is None else \
-            (e.colour[0] << 16) | (e.colour[1] << 8) | e.colour[2]
+        stored = e.value if encoding.mode != "RGB" or e.colour is None else pack_colour(e.colour)
         if is_void_name(e.name) and stored not in encoding.ignore:
             shown = encoding.describe([stored])[1:-1]
             hints.append(f"{table_path}: class {e.name!r} (value {shown}) reads as void / unlabelled: give "

@@ -55,7 +55,11 @@ def cache_key(cfg: RunConfig, pairing: Pairing) -> str:
     data = cfg.data.to_dict()
     settings = {k: data[k] for k in ("image_size", "invert_mask", "snap_masks", "mask_values", "mask_mode",
                                      "mask_palette", "follow_channels", "follow_classes", "val_fraction",
-                                     "split_seed", "group_pattern")}
+                                     "split_seed", "group_pattern", "ignore_index", "classes", "class_names",
+                                     "split", "val_data", "val_images", "val_masks", "val_ignore_masks")}
+    if cfg.data.classes and Path(cfg.data.classes).is_file():  # an edited classes file decodes afresh
+        stat = Path(cfg.data.classes).stat()
+        settings["classes_file"] = [stat.st_size, stat.st_mtime_ns]
     settings["model"] = (cfg.model.in_channels, cfg.model.num_classes)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for pair in pairing.pairs:

@@ -151,9 +151,13 @@ def pair_files(cfg: DataConfig) -> Pairing:
     """
     pairing = _pair_files(cfg)
     if cfg.has_val_folders():
-        val_cfg = dataclasses.replace(cfg, data=cfg.val_data, images=cfg.val_images, masks=cfg.val_masks,
-                                      pairs_csv="", val_data="", val_images="", val_masks="")
         where = "--val-data " + cfg.val_data if cfg.val_data else f"--val-images {cfg.val_images}"
+        if cfg.ignore_masks and not cfg.val_ignore_masks:  # never a training image's field of view
+            raise DataError(f"{cfg.ignore_masks}: ignore masks with validation folders ({where}): give "
+                            f"--val-ignore-masks DIR, the validation images' own ignore masks")
+        val_cfg = dataclasses.replace(cfg, data=cfg.val_data, images=cfg.val_images, masks=cfg.val_masks,
+                                      pairs_csv="", val_data="", val_images="", val_masks="",
+                                      ignore_masks=cfg.val_ignore_masks, val_ignore_masks="")
         try:
             val = _pair_files(val_cfg)
         except DataError as err:

@@ -421,8 +421,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             n = len(pairing.pairs)
             n_val = len(split_pairs(pairing.pairs, cfg.data)[1])
             if world.is_main:
-                train_masks = [p.mask for i, p in enumerate(pairing.pairs)
-                               if i in set(split_pairs(pairing.pairs, cfg.data)[0])]
+                train_masks = [pairing.pairs[i].mask for i in split_pairs(pairing.pairs, cfg.data)[0]]
                 maps, found = sample_class_maps(train_masks, cfg.data.ignore_index)
                 make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started, world.size,
                           maps, max(2, found))
@@ -440,7 +439,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                     "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *derived[0])
     layout = memory_format(device, cfg.train.memory_format, training=True)  # the plan may have measured it
     labels = max(2, cfg.model.num_classes)
-    if not resume or (cfg.train.class_weight_values is None and cfg.train.class_weights != "none"):
+    if not resume or "train.class_weights" in keep or (cfg.train.class_weight_values is None
+                                                       and cfg.train.class_weights != "none"):
         # from the training masks at the training size, once, and recorded: a resumed run weighs as before
         cfg.train.class_weight_values = resolve_class_weights(cfg.train.class_weights, data.train.masks, labels,
                                                               data.train.row_numbers())

@@ -67,8 +67,12 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Ten
     Shape:
         logits (N, C, H, W), target (N, H, W) -> scalar
     """
-    if logits.shape[1] > 1:
-        return F.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE)
+    if logits.shape[1] > 1:  # the weighted mean of F.cross_entropy, but 0 (not NaN) where nothing weighs
+        per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+        keep = (target != IGNORE).to(logits.dtype)
+        if weights is not None:
+            keep = keep * weights[target.clamp(max=logits.shape[1] - 1)]
+        return (per_pixel * keep).sum() / keep.sum().clamp(min=1e-12)
     keep = (target != IGNORE).to(logits.dtype)
     per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], (target == 1).to(logits.dtype), reduction="none")
     if weights is not None:
