@@ -138,3 +138,25 @@ def test_validation_folders_need_their_own_ignore_masks(tmp_path):
     cfg.val_ignore_masks = str(val / "masks")  # the validation images' own (here: their masks, non-zero counts)
     pairs = pair_files(cfg).pairs
     assert [p.ignore.parent for p in pairs] == [train / "masks"] * 3 + [val / "masks"] * 2
+
+
+def test_oversampled_crops_are_centred_on_a_class_present_and_repeat_with_the_generator():
+    from unetseg.train.loop import _crops, class_centres
+
+    masks = np.zeros((3, 64, 64), np.uint8)
+    masks[0, 60:62, 2:4] = 2  # a rare class in a corner: random 16x16 crops would seldom see it
+    masks[1, 10:12, 50:52] = 1
+    images = np.zeros((3, 64, 64, 3), np.uint8)
+    centres = class_centres(masks, np.arange(3), 3)
+    assert len(centres[2][1]) == 0 and len(centres[0][2]) == 4  # image 2: background only
+    idx = torch.tensor([0, 1, 0, 1])
+    def crop(oversample, seed):
+        return _crops(torch.from_numpy(images), torch.from_numpy(masks), idx, (16, 16),
+                      torch.Generator().manual_seed(seed), centres, oversample)[1]
+    always = crop(1.0, 0)
+    # multi-class: every class present may be drawn (class 0 too); over seeds the rare pixels are always in the crop
+    # when their class was drawn, and never-drawn classes fall back to random corners
+    hits = sum(int((crop(1.0, s)[0] == 2).any()) for s in range(40))
+    plain = sum(int((crop(0.0, s)[0] == 2).any()) for s in range(40))
+    assert hits >= 12 and plain <= 4, (hits, plain)
+    assert torch.equal(always, crop(1.0, 0))  # the same generator, the same crops: exact resume
