@@ -38,7 +38,7 @@ CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign",
 def test_a_two_minute_budget_learns_held_out_camvid_frames(tmp_path):
     """80 CamVid frames in training, a contiguous block of 21 held out; void (11) ignored; the plan's multi-class
     choices (Dice + CE, median-frequency weights, a size that keeps poles). The floor is well below what it reaches
-    (0.31 mIoU, measured with another training beside it on the 2-core Xeon: see the README)."""
+    (on the 2-core Xeon with AMX: base 8 at 160x112, 1,040 steps, held-out mIoU 0.58, poles 0.19)."""
     data = shared_dataset("camvid_val")
     frames = sorted(p.name for p in (data / "images").iterdir())
     train, held = tmp_path / "train", tmp_path / "held"
@@ -57,5 +57,5 @@ def test_a_two_minute_budget_learns_held_out_camvid_frames(tmp_path):
     held_pairs = find_pairs(held)
     result = evaluate_pairs(Predictor.from_run(run, device="cpu"), held_pairs)
     ious = {c["name"]: c["iou"] for c in result["per_class"]}
-    assert result["miou"] >= 0.20, ious
+    assert result["miou"] >= 0.35, ious
     assert ious["road"] >= 0.6 and ious["sky"] >= 0.6, ious

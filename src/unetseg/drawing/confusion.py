@@ -3,13 +3,12 @@ pixels went (the diagonal is the class's recall)."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from unetseg._atomic import atomic_write_bytes
+from unetseg.drawing.curves import figure_png
 
 
 def plot_confusion(matrix: np.ndarray, names: Sequence[str], out: str | Path | None = None) -> bytes:
@@ -40,9 +39,4 @@ def plot_confusion(matrix: np.ndarray, names: Sequence[str], out: str | Path | N
                     ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=7,
                             color="white" if share[i, j] > 0.6 else "black")
     fig.colorbar(image, ax=ax, shrink=0.8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    png = buffer.getvalue()
-    if out is not None:
-        atomic_write_bytes(Path(out), png)
-    return png
+    return figure_png(fig, out)

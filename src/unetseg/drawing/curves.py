@@ -89,6 +89,12 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], out: str | Path
             ax.legend(fontsize=7)
     if not any(runs.values()):
         loss_ax.text(0.5, 0.5, "no epoch finished yet", ha="center", transform=loss_ax.transAxes)
+    return figure_png(fig, out)
+
+
+def figure_png(fig: Any, out: str | Path | None = None) -> bytes:
+    """A matplotlib figure's PNG bytes, also written to ``out`` where given (atomically: a reader never sees half a
+    file)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     png = buffer.getvalue()
