@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
 from unetseg._atomic import atomic_write_text
+from unetseg._labels import label_values
 
-__all__ = ["UNetConfig", "DataConfig", "TrainConfig", "RunConfig", "parse_size", "parse_duration"]
+__all__ = ["UNetConfig", "DataConfig", "TrainConfig", "RunConfig", "parse_size", "parse_duration", "parse_weights"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -34,6 +35,21 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"duration must be positive, got {text!r}")
     return seconds
+
+
+def parse_weights(text: str) -> list[float]:
+    """Class weights as written: ``"1,4,8"`` or ``"1 4 8"`` -> [1.0, 4.0, 8.0].
+
+    Raises:
+        ValueError: when they are not numbers >= 0.
+    """
+    try:
+        values = [float(v) for v in re.split(r"[\s,]+", str(text).strip()) if v]
+    except ValueError:
+        values = []
+    if not values or any(not v >= 0 for v in values):  # NaN fails too
+        raise ValueError(f"--class-weights must be none, auto or weights >= 0 such as 1,4,8; got {text!r}")
+    return values
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -228,8 +244,6 @@ class DataConfig(_JsonDataclass):
             self.patch = tuple(int(v) for v in self.patch)  # type: ignore[assignment]
             if len(self.patch) != 2 or min(self.patch) < 16:
                 raise ValueError(f"DataConfig.patch must be (width, height), each >= 16, got {self.patch}")
-        from unetseg._labels import label_values
-
         self.ignore_index = tuple(sorted(set(label_values(self.ignore_index))))  # type: ignore[assignment]
         if self.class_names is not None:  # "sky,building" or ["sky", "building"]
             items = [self.class_names] if isinstance(self.class_names, str) else self.class_names
@@ -367,15 +381,9 @@ class TrainConfig(_JsonDataclass):
             raise ValueError(f"TrainConfig.loss must be ce, dice or dice_ce, got {self.loss!r}")
         if isinstance(self.class_weights, (list, tuple)):  # [1, 4, 8] in a config.json
             self.class_weights = ",".join(str(v) for v in self.class_weights)
-        weights = str(self.class_weights).strip().lower()
-        if weights not in ("none", "auto"):
-            try:
-                values = [float(v) for v in re.split(r"[\s,]+", weights) if v]
-            except ValueError:
-                values = []
-            if not values or any(v < 0 or v != v for v in values):
-                raise ValueError(f"TrainConfig.class_weights must be none, auto or weights >= 0 such as 1,4,8; got "
-                                 f"{self.class_weights!r}")
+        self.class_weights = str(self.class_weights).strip().lower()
+        if self.class_weights not in ("none", "auto"):
+            parse_weights(self.class_weights)
         if self.class_weight_values is not None and any(v < 0 for v in self.class_weight_values):
             raise ValueError("TrainConfig.class_weight_values must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:

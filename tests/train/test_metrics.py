@@ -139,3 +139,14 @@ def test_a_class_in_neither_targets_nor_predictions_is_left_out_of_the_miou():
     scores = class_scores(matrix)
     assert scores["iou"][0] == pytest.approx(0.6) and scores["iou"][2] != scores["iou"][2]  # NaN
     assert scores["miou"] == pytest.approx(0.6)
+
+
+def test_logits_to_classes_on_the_cpu_equals_argmax_over_classes_in_either_layout():
+    from unetseg.metrics import logits_to_classes
+
+    logits = torch.randn(2, 11, 7, 9)
+    logits[0, 3:5, 0, 0] = 9.0  # a tie: the first class wins, as argmax does
+    expected = logits.argmax(dim=1)
+    assert expected[0, 0, 0] == 3
+    assert torch.equal(logits_to_classes(logits), expected)
+    assert torch.equal(logits_to_classes(logits.contiguous(memory_format=torch.channels_last)), expected)

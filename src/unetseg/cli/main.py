@@ -62,15 +62,6 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _label_values(text: str) -> list[int]:
-    from unetseg.data.classes import parse_label_value
-
-    try:
-        return [parse_label_value(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix("--ignore-index: ")) from None
-
-
 def _field_help(cls: type) -> dict[str, str]:
     """``name -> text`` from the "Attributes:" section of a dataclass docstring."""
     helps: dict[str, str] = {}
@@ -100,8 +91,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] =
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif f.name in ("image_size", "patch"):
                 kwargs.update(type=_size, metavar="WxH")
-            elif f.name == "ignore_index":  # --ignore-index 11, --ignore-index 11 255, 11,255, repeated; #rrggbb
-                kwargs.update(type=_label_values, nargs="+", action="extend", metavar="V")
+            elif f.name == "ignore_index":  # 11, 11 255, 11,255 or #rrggbb, the flag repeated: DataConfig parses
+                kwargs.update(type=str, nargs="+", action="extend", metavar="V")
             elif f.name == "class_names":
                 kwargs.update(type=str, nargs="+", metavar="NAME")
             elif f.name == "class_weights":
@@ -141,9 +132,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for key, value in vars(args).items():
         if "." in key:
             section, name = key.split(".")
-            if name == "ignore_index":  # lists from each use of the flag
-                value = [v for part in value for v in (part if isinstance(part, list) else [part])]
-            elif name == "class_weights":  # "auto", or the weights as separate words or "1,4,8"
+            if name == "class_weights":  # "auto", or the weights as separate words or "1,4,8"
                 value = ",".join(value) if isinstance(value, list) else value
             base[section][name] = value
     given = vars(args)

@@ -1,7 +1,8 @@
 """The resolution ceiling: the best IoU a model could reach per class when it is trained at a smaller size, found
 from the masks alone (no model). Each mask is taken down to the training size as the pipeline does (nearest
-neighbour), its one-hot classes taken back up to the mask's own size as predictions are (bilinear), the argmax scored
-against the original. Thin structures (poles, vessels) lose most; large regions almost nothing.
+neighbour), its one-hot classes taken back up to the mask's own size and turned into classes as predictions are
+(bilinear, then :func:`unetseg.metrics.logits_to_classes`), and scored against the original with the metrics' one
+confusion matrix. Thin structures (poles, vessels) lose most; large regions almost nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from PIL import Image
 
 from unetseg.data.encoding import IGNORE
 from unetseg.data.io import read_mask
+from unetseg.metrics import confusion_matrix, counts_from_confusion, iou_from_counts, logits_to_classes
 
 #: Masks read to estimate a dataset's ceiling (evenly spread over its files).
 CEILING_SAMPLE = 12
@@ -32,24 +34,16 @@ def resolution_ceiling(masks: Sequence[np.ndarray], sizes: Sequence[tuple[int, i
     Returns:
         (len(sizes), num_labels) float64: the IoU ceiling; NaN for a class in none of the masks.
     """
-    inter = np.zeros((len(sizes), num_labels))
-    union = np.zeros((len(sizes), num_labels))
+    matrices = torch.zeros(len(sizes), num_labels, num_labels, dtype=torch.int64)
     for mask in masks:
-        counted = mask != IGNORE
-        present = [k for k in range(num_labels) if (mask == k).any()]
-        if not present:
-            continue
+        target = torch.from_numpy(mask)[None]
         for s, size in enumerate(sizes):
-            small = np.asarray(Image.fromarray(mask).resize(tuple(size), Image.NEAREST))
-            onehot = torch.from_numpy(np.stack([small == k for k in present]).astype(np.float32))[None]
-            up = F.interpolate(onehot, size=mask.shape, mode="bilinear", align_corners=False)[0].argmax(0).numpy()
-            pred = np.asarray(present, dtype=np.uint8)[up]
-            for k in present:
-                p, t = (pred == k) & counted, mask == k
-                inter[s, k] += (p & t).sum()
-                union[s, k] += (p | t).sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+            small = torch.from_numpy(np.array(Image.fromarray(mask).resize(tuple(size), Image.NEAREST)))
+            onehot = F.one_hot(small.long().clamp(max=num_labels), num_labels + 1)[..., :num_labels]  # void: none
+            scores = F.interpolate(onehot.permute(2, 0, 1)[None].float(), size=mask.shape, mode="bilinear",
+                                   align_corners=False)
+            matrices[s] += confusion_matrix(logits_to_classes(scores), target, num_labels)[0]
+    return iou_from_counts(counts_from_confusion(matrices)).numpy()
 
 
 def sample_class_maps(mask_paths: Sequence[Path], ignore: Sequence[int] = (),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unetseg.config import DataConfig, RunConfig
-from unetseg.data.classes import (ClassEntry, class_names, default_colour, default_names, hex_colour, pack_colour,
+from unetseg.data.classes import (ClassEntry, class_names, default_colour, default_names, hex_colour,
                                   read_classes_file)
 from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset
 from unetseg.data.encoding import MaskEncoding
@@ -45,39 +45,32 @@ def scan(cfg: RunConfig, progress: bool = True, cache_file: Path | None = None,
                                 table=table, table_path=cfg.data.classes)
     if report.encoding is not None:
         try:
-            report.names = names_for(cfg.data, report.encoding, table)
+            report.names, report.colours = names_for(cfg.data, report.encoding, table)
         except DataError as err:
             report.errors.append(str(err))
-        if table is not None and report.names:  # the display colour of each class, from the file
-            by_name = {e.name: e.colour for e in table}
-            report.colours = [hex_colour(by_name.get(n) or default_colour(k, report.encoding.num_labels))
-                              for k, n in enumerate(report.names)]
     if pairing.pairs:
         check_split(pairing.pairs, cfg.data, report)
     return data, report
 
 
-def names_for(cfg: DataConfig, encoding: MaskEncoding, table: list[ClassEntry] | None) -> list[str]:
-    """The class names: the classes file's (ignored values left out), --class-names, or the defaults.
+def names_for(cfg: DataConfig, encoding: MaskEncoding,
+              table: list[ClassEntry] | None) -> tuple[list[str], list[str]]:
+    """The class names and display colours (#rrggbb): the classes file's (ignored values left out, a class without a
+    colour gets a default one), else --class-names or the defaults, and no colours.
 
     Raises:
         DataError: when --class-names gives another count than the classes found.
     """
     if table is not None:
-        stored = _table_values(table, encoding)
-        by_value = dict(zip(stored, (e.name for e in table)))
-        return [by_value[v] for v in encoding.values]
+        by_value = {e.stored(encoding.mode): e for e in table}
+        entries = [by_value[v] for v in encoding.values]
+        return [e.name for e in entries], [hex_colour(e.colour or default_colour(k, len(entries)))
+                                           for k, e in enumerate(entries)]
     if cfg.class_names and len(cfg.class_names) != encoding.num_labels:
         raise DataError(f"--class-names: {len(cfg.class_names)} names for {encoding.num_labels} classes "
                         f"{encoding.describe(encoding.values)}" + (f" (ignored: {encoding.describe(encoding.ignore)})"
                                                                    if encoding.ignore else ""))
-    return class_names(cfg.class_names, encoding.num_labels)
-
-
-def _table_values(table: list[ClassEntry], encoding: MaskEncoding) -> list[int]:
-    if encoding.mode == "RGB":
-        return [pack_colour(e.colour) if e.colour else -1 for e in table]
-    return [e.value for e in table]
+    return class_names(cfg.class_names, encoding.num_labels), []
 
 
 def check_split(pairs: list[Pair], cfg: DataConfig, report: DataReport) -> None:

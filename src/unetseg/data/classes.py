@@ -44,6 +44,13 @@ class ClassEntry:
     name: str
     colour: tuple[int, int, int] | None = None
 
+    def stored(self, mode: str) -> int:
+        """The value masks of ``mode`` store for this class: its colour packed as 0xRRGGBB for colour-coded ("RGB")
+        masks (-1 without a colour), else its value."""
+        if mode == "RGB":
+            return pack_colour(self.colour) if self.colour is not None else -1
+        return self.value
+
 
 def parse_colour(text: str, where: str) -> tuple[int, int, int]:
     """``"#ff8000"``, ``"255 128 0"``, ``"255,128,0"`` or ``[255, 128, 0]`` -> (255, 128, 0).
@@ -71,13 +78,6 @@ def parse_colour(text: str, where: str) -> tuple[int, int, int]:
 def pack_colour(rgb: Sequence[int]) -> int:
     """(r, g, b) -> ``0xRRGGBB``, the stored value of a colour in colour-coded masks."""
     return (int(rgb[0]) << 16) | (int(rgb[1]) << 8) | int(rgb[2])
-
-
-def parse_label_value(text: str) -> int:
-    """A stored mask value as given on the command line: ``11``, ``255`` or a colour ``#rrggbb`` (colour masks)."""
-    from unetseg._labels import label_value
-
-    return label_value(text)
 
 
 def read_classes_file(path: str | Path) -> list[ClassEntry]:

@@ -114,15 +114,13 @@ def load_dataset(pairing: Pairing | list[Pair], size: Size, channels: int | None
         except DataError as err:
             report.errors.append(str(err))
     report.image_sizes = Counter(info[0] for info in infos if info)
-    kinds = {p.split == "val": set() for p in pairs}
-    for pair, info in zip(pairs, infos):
-        if info is not None:
-            kinds[pair.split == "val"].add(info[1])
-    if len(kinds) == 2 and kinds[True] and kinds[False] and kinds[True] != kinds[False]:
-        odd = next(p for p, info in zip(pairs, infos) if p.split == "val" and info and info[1] not in kinds[False])
-        grey = {1: "greyscale", 3: "colour"}
-        report.errors.append(f"{odd.image}: validation image is {grey[image_info(odd.image)[1]]} but the training "
-                             f"images are {' and '.join(grey[c] for c in sorted(kinds[False]))}")
+    trained = {info[1] for p, info in zip(pairs, infos) if info and p.split != "val"}  # channel counts of training
+    odd = next(((p, info[1]) for p, info in zip(pairs, infos)
+                if info and p.split == "val" and trained and info[1] not in trained), None)
+    if odd:  # a validation folder of another kind of image
+        kind = {1: "greyscale", 3: "colour"}
+        report.errors.append(f"{odd[0].image}: validation image is {kind[odd[1]]} but the training images are "
+                             f"{' and '.join(kind[c] for c in sorted(trained))}")
     if channels is None:
         channels = 1 if infos and all(info is not None and info[1] == 1 for info in infos) else 3
     report.channels = channels

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unetseg.data.classes import USUAL_VOID, ClassEntry, is_void_name, pack_colour
+from unetseg.data.classes import USUAL_VOID, ClassEntry, is_void_name
 from unetseg.data.errors import DataError
 from unetseg.data.io import unpack_rgb
 
@@ -235,11 +235,9 @@ def _from_table(table: Sequence[ClassEntry], table_path: str, total: dict[int, i
         missing = [e.name for e in table if e.colour is None]
         if missing:
             raise DataError(f"{table_path}: the masks are colour-coded (RGB) but class {missing[0]!r} has no colour")
-        stored = [pack_colour(e.colour) for e in table]  # type: ignore[arg-type]
-    else:
-        stored = [e.value for e in table]
-        if max(stored) > 255:
-            raise DataError(f"{table_path}: value {max(stored)} cannot be stored in 8-bit {mode} masks")
+    stored = [e.stored(mode) for e in table]
+    if mode != "RGB" and max(stored) > 255:
+        raise DataError(f"{table_path}: value {max(stored)} cannot be stored in 8-bit {mode} masks")
     describe = MaskEncoding((), mode).describe
     unknown = sorted(v for v in total if v not in stored)
     if unknown:
@@ -271,7 +269,7 @@ def void_hints(table: Sequence[ClassEntry] | None, table_path: str, encoding: Ma
         return []
     hints = []
     for e in table:
-        stored = e.value if encoding.mode != "RGB" or e.colour is None else pack_colour(e.colour)
+        stored = e.stored(encoding.mode)
         if is_void_name(e.name) and stored not in encoding.ignore:
             shown = encoding.describe([stored])[1:-1]
             hints.append(f"{table_path}: class {e.name!r} (value {shown}) reads as void / unlabelled: give "

@@ -257,15 +257,16 @@ def overlay(image: np.ndarray, classes: np.ndarray, encoding: MaskEncoding, alph
     file's, ``#rrggbb`` per class) every class is tinted in its own colour, class 0 too (road scenes have no
     background)."""
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-    table = np.zeros((encoding.num_labels, 3), dtype=np.uint8)
-    for k in range(1, encoding.num_labels):
-        colour = encoding.colour(k)
-        plain = len(set(colour)) == 1  # grey levels say nothing about colour
-        table[k] = OVERLAY_COLOURS[(k - 1) % len(OVERLAY_COLOURS)] if plain else colour
-    tinted = classes > 0
     if colours and len(colours) == encoding.num_labels:
         table = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colours], dtype=np.uint8)
         tinted = np.ones(classes.shape, dtype=bool)
+    else:
+        table = np.zeros((encoding.num_labels, 3), dtype=np.uint8)
+        for k in range(1, encoding.num_labels):
+            colour = encoding.colour(k)
+            plain = len(set(colour)) == 1  # grey levels say nothing about colour
+            table[k] = OVERLAY_COLOURS[(k - 1) % len(OVERLAY_COLOURS)] if plain else colour
+        tinted = classes > 0
     # Pillow's composite blends in C: 2x faster than NumPy in float32 at 1918x1280 (benchmarks/predict_speed.py)
     weight = Image.fromarray(np.where(tinted, round(alpha * 255), 0).astype(np.uint8))
     return Image.composite(Image.fromarray(table[classes]), Image.fromarray(np.ascontiguousarray(rgb)), weight)
@@ -307,7 +308,8 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
                 Image.fromarray(plane).save(out / "probs" / name, compress_level=PNG_LEVEL)
         predictor.encoding.to_image(classes).save(out / "masks" / f"{path.stem}.png", compress_level=PNG_LEVEL)
         if image is not None:
-            overlay(image, classes, predictor.encoding, colours=predictor.config.data.class_colours).save(out / "overlays" / f"{path.stem}.jpg", quality=90)
+            overlay(image, classes, predictor.encoding, colours=predictor.config.data.class_colours).save(
+                out / "overlays" / f"{path.stem}.jpg", quality=90)
 
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         for path, logits, image in predictor.predict_with_images(paths, progress=progress, originals=overlays):

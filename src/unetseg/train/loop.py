@@ -418,13 +418,11 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             logger.info("training on random %dx%d crops of the images at %dx%d (%.3g x their %dx%d)",
                         *cfg.data.patch, *cfg.data.image_size, cfg.data.patch_scale, *native)
         if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
-            n = len(pairing.pairs)
-            n_val = len(split_pairs(pairing.pairs, cfg.data)[1])
+            train_idx, val_idx = split_pairs(pairing.pairs, cfg.data)
             if world.is_main:
-                train_masks = [pairing.pairs[i].mask for i in split_pairs(pairing.pairs, cfg.data)[0]]
-                maps, found = sample_class_maps(train_masks, cfg.data.ignore_index)
-                make_plan(cfg, n - n_val, n_val, native, device, dtype, layout, keep, started, world.size,
-                          maps, max(2, found))
+                maps, found = sample_class_maps([pairing.pairs[i].mask for i in train_idx], cfg.data.ignore_index)
+                make_plan(cfg, len(train_idx), len(val_idx), native, device, dtype, layout, keep, started,
+                          world.size, maps, max(2, found))
             planned = RunConfig.from_dict(world.broadcast_object(cfg.to_dict()))  # one plan for every process
             cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
         elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
@@ -439,13 +437,13 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                     "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *derived[0])
     layout = memory_format(device, cfg.train.memory_format, training=True)  # the plan may have measured it
     labels = max(2, cfg.model.num_classes)
+    names = class_names(cfg.data.class_names, labels)
     if not resume or "train.class_weights" in keep or (cfg.train.class_weight_values is None
                                                        and cfg.train.class_weights != "none"):
         # from the training masks at the training size, once, and recorded: a resumed run weighs as before
         cfg.train.class_weight_values = resolve_class_weights(cfg.train.class_weights, data.train.masks, labels,
                                                               data.train.row_numbers())
         if cfg.train.class_weight_values is not None:
-            names = class_names(cfg.data.class_names, labels)
             logger.info("class weights (%s): %s", "median frequency" if cfg.train.class_weights == "auto" else
                         "given", ", ".join(f"{n} {w:.3g}" for n, w in zip(names, cfg.train.class_weight_values)))
     if not cfg.train.micro_batch:  # chosen once and recorded, so a resumed run accumulates exactly as before
@@ -657,7 +655,6 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                     record["val_dice_per_class"] = [None if math.isnan(d) else d for d in val["dice_per_class"]]
                 score = val["dice"]
                 if labels > 2:  # multi-class: the field's scores, and the best weights by mean IoU
-                    names = class_names(cfg.data.class_names, labels)
                     record.update(val_miou=_finite(val["miou"]), val_pixel_accuracy=_finite(val["pixel_accuracy"]),
                                   val_iou_per_class={n: _finite(v) for n, v in zip(names, val["iou_per_class"])})
                     score = val["miou"]
@@ -686,7 +683,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                            if labels > 2 else ""), seconds, record["images_per_s"])
             if val is not None and labels > 2:
                 logger.info("  val IoU per class: %s", ", ".join(
-                    f"{n} {v:.3f}" for n, v in zip(class_names(cfg.data.class_names, labels), val["iou_per_class"])))
+                    f"{n} {v:.3f}" for n, v in zip(names, val["iou_per_class"])))
     if budget is not None and world.is_main and state is None:  # a resumed run's sessions are not one clock
         logger.info("budget %s: ran %s in all (%.1f%% of the budget)", cfg.train.budget,
                     _format_duration(time.monotonic() - started), 100 * (time.monotonic() - started) / budget)

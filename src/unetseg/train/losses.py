@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetseg.config import parse_weights
 from unetseg.data.encoding import IGNORE
 
 #: nnU-Net's smoothing of the soft Dice: a class absent from both the targets and (almost) the prediction scores 1.
@@ -143,13 +144,12 @@ def resolve_class_weights(setting: str, masks: np.ndarray | None, num_labels: in
     Raises:
         ValueError: when the given values are not one per class.
     """
-    setting = str(setting).strip().lower()
     if setting == "none":
         return None
     if setting == "auto":
         assert masks is not None
         return median_frequency_weights(masks, num_labels, rows)
-    values = [float(v) for v in setting.replace(",", " ").split()]
+    values = parse_weights(setting)
     if len(values) != num_labels:
         raise ValueError(f"--class-weights: {len(values)} weights for {num_labels} classes (binary data has 2: "
                          f"background, foreground)")

@@ -19,6 +19,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from unetseg.config import RunConfig, parse_duration
@@ -192,6 +193,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     sizes = sorted({c.size for c in choices})
     ceilings = resolution_ceiling(class_maps, sizes, num_labels) if class_maps else None
     worst = {size: _worst(ceilings[i]) for i, size in enumerate(sizes)} if ceilings is not None else {}
+
     def sees_enough(c: Choice) -> bool:
         train_s = available - reserve_seconds(n_train, n_val, c.seconds_per_image, VALIDATIONS) - \
             decode_seconds(n_train + n_val)
@@ -275,10 +277,8 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             f"{worst[c.size][1]})" for c in choices))
 
 
-def _worst(row) -> tuple[float, int]:
+def _worst(row: np.ndarray) -> tuple[float, int]:
     """(the lowest IoU ceiling, its class) of one size's per-class ceilings (NaN: a class in no sampled mask)."""
-    import numpy as np
-
     if np.isnan(row).all():
         return 1.0, -1
     k = int(np.nanargmin(row))
