@@ -48,20 +48,67 @@ def _scene(thin: bool) -> np.ndarray:
     return m
 
 
-def test_the_plan_takes_a_finer_size_for_thin_classes(monkeypatch):
+def _fake_speed(monkeypatch):
+    """A faked speed table: seconds per image follow the convolution FLOPs (no timing in the test)."""
     from unetseg.train import plan
 
-    # a faked speed table: seconds per image follow the convolution FLOPs (no timing in the test)
     monkeypatch.setattr(plan, "measure_step", lambda cfg, *a, **k: 2e-7 * cfg.model.base_channels ** 2
                         * cfg.data.image_size[0] * cfg.data.image_size[1] / 256)
+    return plan
+
+
+def _plan(plan, maps, labels, budget="10m", native=(480, 360), keep=(), uniform=True) -> RunConfig:
+    cfg = RunConfig()
+    cfg.train.budget = budget
+    plan.make_plan(cfg, 300, 30, native, torch.device("cpu"), None, torch.contiguous_format, set(keep),
+                   time.monotonic(), ceiling=lambda sizes: resolution_ceiling(maps, sizes, labels),
+                   num_labels=labels, uniform=uniform)
+    return cfg
+
+
+def test_the_plan_takes_a_finer_size_for_thin_classes(monkeypatch):
+    plan = _fake_speed(monkeypatch)
     chosen = {}
     for thin in (False, True):
-        cfg = RunConfig()
-        cfg.train.budget = "10m"
-        plan.make_plan(cfg, 300, 30, (480, 360), torch.device("cpu"), None, torch.contiguous_format, set(),
-                       time.monotonic(), class_maps=[_scene(thin)] * 2, num_labels=3)
+        cfg = _plan(plan, [_scene(thin)] * 2, 3)
         chosen[thin] = cfg.data.image_size
         rows = cfg.train.plan["candidates"]
-        assert all("ceiling_iou" in r for r in rows)
+        assert all("ceiling_dice" in r for r in rows)
         assert cfg.train.loss == "dice_ce" and cfg.train.class_weights == "auto"
     assert chosen[True][0] * chosen[True][1] > chosen[False][0] * chosen[False][1], chosen
+
+
+def _vessels(thin: bool, size: int = 1024) -> np.ndarray:
+    """Binary size x size: 1-pixel lines every 16 pixels (thin), or four large blobs."""
+    m = np.zeros((size, size), np.uint8)
+    if thin:
+        m[:, 5::16] = 1
+        m[7::16, :] = 1
+    else:
+        for y, x in ((250, 250), (250, 750), (750, 250), (750, 750)):
+            m[y - 150:y + 150, x - 150:x + 150] = 1
+    return m
+
+
+def test_binary_thin_lines_get_patches_at_full_resolution_and_blobs_keep_the_ladder(monkeypatch):
+    plan = _fake_speed(monkeypatch)
+    blob = _plan(plan, [_vessels(False)], 2, native=(1024, 1024))
+    thin = _plan(plan, [_vessels(True)], 2, native=(1024, 1024))
+    # blobs keep >= 0.9 at every size: the costliest candidate of the ladder seeing 5,000 images, no patches
+    assert blob.data.patch is None and all("patch" not in r for r in blob.train.plan["candidates"])
+    assert min(r["ceiling_dice"] for r in blob.train.plan["candidates"]) >= 0.9
+    # one-pixel lines lose most of their Dice at every resized size: the plan trains full-resolution patches
+    rows = thin.train.plan["candidates"]
+    assert max(r["ceiling_dice"] for r in rows if "patch" not in r and r["image_size"] != [1024, 1024]) < 0.9
+    assert thin.data.patch is not None and thin.data.image_size == (1024, 1024) and thin.data.patch_scale == 1.0
+    assert "patch" in thin.train.plan["chosen"] and "patches" in thin.train.plan["rule"]
+    # images of several sizes cannot be cropped at one scale: the finest size that keeps the most, no patches
+    mixed = _plan(plan, [_vessels(True)], 2, native=(1024, 1024), uniform=False)
+    assert mixed.data.patch is None and "highest ceiling" in mixed.train.plan["rule"]
+    # a size the user gives wins
+    given = RunConfig()
+    given.train.budget, given.data.image_size = "10m", (256, 256)
+    plan.make_plan(given, 300, 30, (1024, 1024), torch.device("cpu"), None, torch.contiguous_format,
+                   {"data.image_size"}, time.monotonic(), ceiling=lambda s: resolution_ceiling([_vessels(True)], s, 2),
+                   uniform=True)
+    assert given.data.image_size == (256, 256) and given.data.patch is None

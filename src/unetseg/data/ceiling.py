@@ -1,12 +1,19 @@
-"""The resolution ceiling: the best IoU a model could reach per class when it is trained at a smaller size, found
-from the masks alone (no model). Each mask is taken down to the training size as the pipeline does (nearest
+"""The resolution ceiling: the best IoU (and Dice) a model could reach per class when it is trained at a smaller
+size, found from the masks alone (no model). Each mask is taken down to the training size as the pipeline does (nearest
 neighbour), its one-hot classes taken back up to the mask's own size and turned into classes as predictions are
 (bilinear, then :func:`unetseg.metrics.logits_to_classes`), and scored against the original with the metrics' one
 confusion matrix. Thin structures (poles, vessels) lose most; large regions almost nothing.
+
+A dataset's ceilings are cached (``~/.cache/unetseg``, or ``$UNETSEG_CACHE``), keyed by the masks sampled (path, size,
+modification time), the ignored values and the size, so ``check-data`` and the budget plan compute each once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +25,8 @@ from PIL import Image
 from unetseg.data.encoding import IGNORE
 from unetseg.data.io import read_mask
 from unetseg.metrics import confusion_matrix, counts_from_confusion, iou_from_counts, logits_to_classes
+
+logger = logging.getLogger(__name__)
 
 #: Masks read to estimate a dataset's ceiling (evenly spread over its files).
 CEILING_SAMPLE = 12
@@ -68,3 +77,70 @@ def sample_class_maps(mask_paths: Sequence[Path], ignore: Sequence[int] = (),
         lookup = np.array([table.get(int(v), IGNORE) for v in found], dtype=np.uint8)
         maps.append(lookup[inverse.reshape(m.shape)])
     return maps, len(values)
+
+
+def dice_from_iou(iou: np.ndarray | float) -> np.ndarray | float:
+    """Dice of the same counts as an IoU: 2 IoU / (1 + IoU)."""
+    return 2 * iou / (1 + iou)
+
+
+def cache_dir() -> Path:
+    """Where ceilings are cached: ``$UNETSEG_CACHE``, else ``$XDG_CACHE_HOME/unetseg`` or ``~/.cache/unetseg``."""
+    if os.environ.get("UNETSEG_CACHE"):
+        return Path(os.environ["UNETSEG_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unetseg"
+
+
+def dataset_ceiling(mask_paths: Sequence[Path], sizes: Sequence[tuple[int, int]], ignore: Sequence[int] = (),
+                    sample: int = CEILING_SAMPLE) -> tuple[np.ndarray, int]:
+    """The resolution ceiling (IoU per class, :func:`resolution_ceiling`) of a sample of a dataset's masks at each
+    size, from the cache where it holds the size; the sizes computed are added to it.
+
+    Returns:
+        ((len(sizes), classes) IoU, NaN for a class in no sampled mask; number of classes). (empty, 0) when the masks
+        hold no labels (more than 64 values).
+    """
+    paths = [Path(p) for p in mask_paths]
+    chosen = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).round().astype(int))] \
+        if paths else []
+    key = hashlib.sha256(json.dumps([sorted(int(v) for v in ignore)] + [
+        [str(p.resolve()), *_stamp(p)] for p in chosen]).encode()).hexdigest()[:24]
+    file = cache_dir() / f"ceiling-{key}.json"
+    try:
+        cached = json.loads(file.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    missing = [s for s in sizes if f"{s[0]}x{s[1]}" not in cached.get("sizes", {})]
+    if missing or "classes" not in cached:
+        maps, k = sample_class_maps(chosen, ignore, sample=len(chosen))
+        if not maps:
+            return np.zeros((len(sizes), 0)), 0
+        rows = resolution_ceiling(maps, missing, k) if missing else np.zeros((0, k))
+        cached = {"classes": k, "masks": len(maps), "sizes": {**cached.get("sizes", {}), **{
+            f"{s[0]}x{s[1]}": [None if np.isnan(v) else float(v) for v in row] for s, row in zip(missing, rows)}}}
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached))
+            tmp.replace(file)
+        except OSError as err:  # a read-only home: computed again next time
+            logger.debug("ceiling cache not written: %s", err)
+    table = cached["sizes"]
+    rows = np.array([[np.nan if v is None else v for v in table[f"{s[0]}x{s[1]}"]] for s in sizes], dtype=np.float64)
+    return rows.reshape(len(sizes), cached["classes"]), int(cached["classes"])
+
+
+def _stamp(path: Path) -> list[int]:
+    try:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [-1, -1]
+
+
+def worst_class(row: np.ndarray) -> tuple[float, int]:
+    """(the lowest ceiling, its class) of one size's per-class ceilings (NaN: a class in no sampled mask)."""
+    if row.size == 0 or np.isnan(row).all():
+        return 1.0, -1
+    k = int(np.nanargmin(row))
+    return float(row[k]), k

@@ -31,7 +31,7 @@ from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_F
                                 WEIGHTS_FILE, CheckpointError, load_training_state, save_training_state, save_weights)
 from unetseg.config import RunConfig, parse_duration
 from unetseg.data import ArrayDataset
-from unetseg.data.ceiling import sample_class_maps
+from unetseg.data.ceiling import dataset_ceiling
 from unetseg.data.classes import class_names
 from unetseg.data.check import adopt, format_report, scan
 from unetseg.data.io import image_info
@@ -193,6 +193,14 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
     return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, format_report(report), node_cache)
 
 
+def _one_size(pairing: Pairing, native: tuple[int, int]) -> bool:
+    """Whether every image of the pairing has the size ``native`` (headers only)."""
+    try:
+        return all(image_info(p.image)[0] == native for p in pairing.pairs)
+    except Exception:  # noqa: BLE001 - the checks report unreadable files
+        return False
+
+
 def _process_cache(cfg: RunConfig, out: Path, world: World) -> Path:
     """The memory-mapped image cache of one process (``--cache disk``), named after the run and the rank."""
     return (Path(cfg.data.cache_dir) if cfg.data.cache_dir else out) / f"{cache_prefix(out)}-images-{world.rank}.npy"
@@ -334,7 +342,7 @@ def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
     A training step of the seed U-Net (base 64) at 480x320 took 845 MiB more peak memory per image on the CPU
     (fp32, batch 1 and 2), 90 bytes per pixel per base channel: batch 16 needs about 13 GiB.
     """
-    width, height = cfg.data.image_size
+    width, height = cfg.data.patch or cfg.data.image_size  # a patch run trains on crops
     per_image = 90 * cfg.model.base_channels * width * height
     return max(1, min(cfg.train.batch_size, int(0.75 * free_memory(device) // per_image)))
 
@@ -420,9 +428,12 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
             train_idx, val_idx = split_pairs(pairing.pairs, cfg.data)
             if world.is_main:
-                maps, found = sample_class_maps([pairing.pairs[i].mask for i in train_idx], cfg.data.ignore_index)
+                masks = [pairing.pairs[i].mask for i in train_idx]
+                found = dataset_ceiling(masks, [], cfg.data.ignore_index)[1]
+                uniform = "data.image_size" not in keep and _one_size(pairing, native)
                 make_plan(cfg, len(train_idx), len(val_idx), native, device, dtype, layout, keep, started,
-                          world.size, maps, max(2, found))
+                          world.size, lambda sizes: dataset_ceiling(masks, sizes, cfg.data.ignore_index)[0],
+                          max(2, found), uniform)
             planned = RunConfig.from_dict(world.broadcast_object(cfg.to_dict()))  # one plan for every process
             cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
         elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
@@ -727,6 +738,8 @@ def _validation_estimate(data: _Data, cfg: RunConfig, clock: BudgetClock) -> flo
     per_image = clock.t_steps / max(1, clock.n_steps) / cfg.train.batch_size
     n_val = len(data.val) if data.val is not None else 0
     bn = min(len(data.train), BN_IMAGES) if cfg.train.bn_recalibrate else 0
+    if cfg.data.patch:  # validation and the BN pass run whole images, the steps crops
+        per_image *= cfg.data.image_size[0] * cfg.data.image_size[1] / (cfg.data.patch[0] * cfg.data.patch[1])
     return FORWARD_SHARE * per_image * (n_val + bn) + 0.5
 
 

@@ -6,9 +6,16 @@ that serve the budget best; it then sets the number of optimiser steps so the ru
 validation and the final batch-norm pass included. Once the run's own first steps are timed, the step count is
 corrected (:class:`BudgetClock`); the learning-rate schedule is over the planned steps, so it always completes.
 
-The rule (measured on a 2-core CPU, benchmarks/README.md "Training to a budget"): held-out Dice depends more on
-how many training images the model sees than on its size, up to about ``MIN_IMAGES``; so the plan takes the
-costliest candidate of ``LADDER`` that still sees ``MIN_IMAGES`` images in the budget, and the smallest otherwise.
+The rule (measured on a 2-core CPU, benchmarks/README.md "Training to a budget" and "What shrinking destroys"):
+held-out Dice depends more on how many training images the model sees than on its size, up to about ``MIN_IMAGES``;
+and it cannot pass the **resolution ceiling** of the training size (:mod:`unetseg.data.ceiling`: DRIVE's vessels
+keep a Dice of 0.80 at a third of their size, and the run scored 0.73 there, 0.77 where the ceiling was 0.85). So:
+
+1. candidates that see ``MIN_IMAGES`` training images (or patches) in the budget are the pool (none: the cheapest);
+2. of those, whole images resized to a size where every class keeps a ceiling of at least ``CEILING_FLOOR`` (Dice);
+   where none does, full-resolution patches (ceiling 1, windows at prediction); where there are none either, the
+   highest ceiling;
+3. the costliest of what is left.
 """
 
 from __future__ import annotations
@@ -17,13 +24,14 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from unetseg.config import RunConfig, parse_duration
-from unetseg.data.ceiling import resolution_ceiling
+from unetseg.data.ceiling import dice_from_iou, worst_class
 from unetseg.model import UNet
 from unetseg.train.losses import SegmentationLoss
 
@@ -47,13 +55,15 @@ VALIDATIONS = 8
 BN_IMAGES = 256
 #: A forward pass costs about this share of a training step.
 FORWARD_SHARE = 0.35
-#: Multi-class data: where some candidate at a size whose worst class keeps a resolution ceiling of at least this (the
-#: IoU a perfect model could reach once the masks are shrunk to that size and its prediction is enlarged back) sees
-#: MIN_IMAGES, the plan chooses among those only, so small classes (CamVid's poles: 0.83 at 3/4 size, 0.71 at 1/2,
-#: 0.52 at 1/4) survive the shrinking; shorter budgets keep the rule for binary data (images seen come first).
-CEILING_FLOOR = 0.75
-#: Narrow models at the larger sizes, for multi-class data whose small classes rule out the small sizes.
-MULTICLASS_LADDER: tuple[tuple[int, float], ...] = ((8, 0.44), (8, 1.0))
+#: The worst class's resolution ceiling (Dice) a training size must keep, where a candidate there sees MIN_IMAGES:
+#: DRIVE's held-out Dice was about 0.9 x the ceiling at two sizes (0.73 at 0.80, 0.77 at 0.85), so a size must keep
+#: 0.9 for the vessels to reach 0.8; Carvana keeps 0.99 at 160x112, so its plan is unchanged.
+CEILING_FLOOR = 0.90
+#: Narrow models at the larger sizes (up to the images' own, 2.25 x the seed's pixels), for masks whose structures
+#: do not survive the ladder's sizes.
+FINE_LADDER: tuple[tuple[int, float], ...] = ((8, 0.44), (8, 1.0), (16, 1.0), (8, 2.25), (16, 2.25))
+#: Full-resolution patch candidates (base channels, patch side), for images larger than twice the patch.
+PATCH_LADDER: tuple[tuple[int, int], ...] = ((8, 256), (16, 256), (32, 256))
 #: Budget runs train with Dice + cross-entropy, multi-class ones with median-frequency class weights too
 #: (benchmarks/losses.py: CamVid mIoU 0.434 -> 0.735, DRIVE Dice 0.747 -> 0.772; Carvana 0.9822 -> 0.9820, the same).
 BUDGET_LOSS = "dice_ce"
@@ -113,16 +123,28 @@ def _flops(base: int, size: tuple[int, int]) -> float:
 
 @dataclass
 class Choice:
+    """A candidate: U-Net width, training size (the images' own for patches), patch or None; measured speed."""
+
     base: int
     size: tuple[int, int]
     seconds_per_image: float
     measured: bool
     layout: torch.memory_format = torch.contiguous_format
+    patch: tuple[int, int] | None = None
+
+    @property
+    def cost(self) -> float:
+        return _flops(self.base, self.patch or self.size)
+
+    def area(self) -> float:
+        """Whole images per training sample (validation and BN passes run whole images): 1, or image / patch."""
+        return 1.0 if self.patch is None else self.size[0] * self.size[1] / (self.patch[0] * self.patch[1])
 
 
 def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int], device: torch.device,
               dtype: torch.dtype | None, layout: torch.memory_format, keep: set[str], started: float,
-              processes: int = 1, class_maps: list | None = None, num_labels: int = 2) -> None:
+              processes: int = 1, ceiling: Callable[[list[tuple[int, int]]], np.ndarray] | None = None,
+              num_labels: int = 2, uniform: bool = False) -> None:
     """Fill ``cfg`` for a budget run (``cfg.train.budget``): every setting not named in ``keep`` (dotted names such
     as ``"model.base_channels"``) may be chosen; the choices, measurements and reasons go to ``cfg.train.plan``.
 
@@ -131,9 +153,10 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         native: the images' (width, height): the training size keeps its aspect ratio and is never larger.
         started: ``time.monotonic()`` when the run started (the budget's clock).
         processes: torch.distributed processes sharing each step (each times its share of the batch).
-        class_maps, num_labels: a sample of the masks as class-index maps at their own size and the number of
-            classes (:func:`unetseg.data.ceiling.sample_class_maps`): each candidate size's resolution ceiling is
-            logged, and for more than two classes sizes below CEILING_FLOOR are left out.
+        ceiling: the resolution ceiling (IoU per class) of the masks at each of a list of sizes
+            (:func:`unetseg.data.ceiling.dataset_ceiling`); None: sizes are chosen by speed alone.
+        num_labels: the number of classes (2 for binary masks).
+        uniform: the images all have the size ``native``: full-resolution patches are candidates too.
     """
     budget = parse_duration(cfg.train.budget)
     t, d, m = cfg.train, cfg.data, cfg.model
@@ -156,26 +179,51 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             if device.type == "cuda":
                 torch.cuda.empty_cache()  # the probes' memory goes back before the run sizes its micro-batch
 
-    ladder = []
     aspect, native_scale = native[0] / native[1], native[0] * native[1] / SEED_PIXELS
-    for base, scale in LADDER + (MULTICLASS_LADDER if num_labels > 2 else ()):
-        b = m.base_channels if "model.base_channels" in keep else base
-        s = d.image_size if "data.image_size" in keep else size_for(aspect, min(scale, native_scale), native)
-        if (b, s) not in [(c[0], c[1]) for c in ladder]:
-            ladder.append((b, s))
-    ladder.sort(key=lambda c: _flops(*c))
+    given_size, given_patch = "data.image_size" in keep, "data.patch" in keep and d.patch is not None
+    ladder: list[tuple[int, tuple[int, int], tuple[int, int] | None]] = []
+
+    def add(b: int, s: tuple[int, int], patch: tuple[int, int] | None) -> None:
+        b = m.base_channels if "model.base_channels" in keep else b
+        if (b, s, patch) not in ladder:
+            ladder.append((b, s, patch))
+
+    def resized(scale: float) -> tuple[int, int]:
+        return d.image_size if given_size else size_for(aspect, min(scale, native_scale), native)
+
+    # the worst class's ceiling (Dice) at each size; patches train at the images' own size: nothing is lost
+    worst: dict[tuple[int, int], tuple[float, int]] = {}
+    if ceiling is not None and not given_patch:
+        sizes = sorted({resized(scale) for _, scale in LADDER + FINE_LADDER} - {native})
+        rows = ceiling(sizes)
+        if rows.size:
+            worst = {size: worst_class(dice_from_iou(rows[i])) for i, size in enumerate(sizes)}
+            worst[native] = (1.0, -1)
+    # where the ladder's sizes destroy a class, narrow models at finer sizes and full-resolution patches join it
+    thin = not given_size and any(worst[resized(scale)][0] < CEILING_FLOOR for _, scale in LADDER) if worst else False
+    if given_patch:  # the user's crops, of the images at the given (or their own) size
+        for base, _ in LADDER:
+            add(base, d.image_size, tuple(d.patch))
+    else:
+        for base, scale in LADDER + (FINE_LADDER if thin else ()):
+            add(base, resized(scale), None)
+        if thin and uniform:
+            for base, side in PATCH_LADDER:
+                patch = (min(side, native[0] // 16 * 16), min(side, native[1] // 16 * 16))
+                if native[0] * native[1] >= 2 * patch[0] * patch[1]:
+                    add(base, native, patch)
+    ladder.sort(key=lambda c: _flops(c[0], c[2] or c[1]))
     choices: list[Choice] = []
     probe_spent, probe_limit = 0.0, 0.03 * budget
     # each candidate in both memory layouts where the probes' time allows (which one is faster depends on the model,
     # the device and the precision: benchmarks/plan_speed.py), the "auto" layout first
     other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
     layouts = [layout] if "train.memory_format" in keep else [layout, other]
-    for b, s in ladder:
+    for b, s, patch in ladder:
         measured = [c for c in choices if c.measured]
-        est = measured[-1].seconds_per_image * _flops(b, s) / _flops(measured[-1].base, measured[-1].size) \
-            if measured else None
+        est = measured[-1].seconds_per_image * _flops(b, patch or s) / measured[-1].cost if measured else None
         trial = RunConfig.from_dict(cfg.to_dict())
-        trial.model.base_channels, trial.data.image_size = b, s
+        trial.model.base_channels, trial.data.image_size = b, patch or s  # a patch is timed at its own size
         timed: dict[torch.memory_format, float] = {}
         for lay in layouts:
             guess = min(timed.values()) if timed else est
@@ -186,28 +234,40 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             probe_spent += time.perf_counter() - t0
         if timed:
             fastest = min(timed, key=timed.get)
-            choices.append(Choice(b, s, timed[fastest], True, fastest))
+            choices.append(Choice(b, s, timed[fastest], True, fastest, patch))
         else:
-            choices.append(Choice(b, s, est, False, measured[-1].layout))
+            choices.append(Choice(b, s, est, False, measured[-1].layout, patch))
     available = TARGET * budget - (time.monotonic() - started)
-    sizes = sorted({c.size for c in choices})
-    ceilings = resolution_ceiling(class_maps, sizes, num_labels) if class_maps else None
-    worst = {size: _worst(ceilings[i]) for i, size in enumerate(sizes)} if ceilings is not None else {}
 
     def sees_enough(c: Choice) -> bool:
-        train_s = available - reserve_seconds(n_train, n_val, c.seconds_per_image, VALIDATIONS) - \
+        train_s = available - reserve_seconds(n_train, n_val, c.seconds_per_image * c.area(), VALIDATIONS) - \
             decode_seconds(n_train + n_val)
         return train_s / c.seconds_per_image >= MIN_IMAGES
 
-    pool = choices
-    if num_labels > 2 and worst and "data.image_size" not in keep:  # small classes should survive the shrinking,
-        fine = [c for c in choices if worst[c.size][0] >= CEILING_FLOOR and sees_enough(c)]  # where time allows
-        pool = fine or choices
-    best = pool[0]
-    for c in pool:
-        if sees_enough(c):
-            best = c
+    enough = [c for c in choices if sees_enough(c)]
+    if not enough:
+        pool, why = choices[:1], f"no candidate sees {MIN_IMAGES} training images: the cheapest"
+    elif not thin:
+        pool, why = enough, f"the costliest candidate seeing >= {MIN_IMAGES} training images"
+    else:
+        fine = [c for c in enough if c.patch is None and worst[c.size][0] >= CEILING_FLOOR]
+        patches = [c for c in enough if c.patch is not None]
+        if fine:
+            pool, why = fine, (f"the costliest candidate seeing >= {MIN_IMAGES} training images at a size whose "
+                               f"worst class keeps a resolution ceiling >= {CEILING_FLOOR} Dice")
+        elif patches:
+            pool, why = patches, (f"no size keeps a resolution ceiling >= {CEILING_FLOOR} Dice for every class: the "
+                                  f"costliest full-resolution patch candidate seeing >= {MIN_IMAGES} training patches")
+        else:
+            top = max(worst[c.size][0] for c in enough)
+            pool = [c for c in enough if worst[c.size][0] >= top - 1e-9]
+            why = (f"no size keeps a resolution ceiling >= {CEILING_FLOOR} Dice for every class: the highest ceiling "
+                   f"among the candidates seeing >= {MIN_IMAGES} training images, the costliest there")
+    best = max(pool, key=lambda c: c.cost)
     m.base_channels, d.image_size = best.base, best.size
+    if best.patch is not None and not given_patch:  # crops of the images at their own size, windows at prediction
+        d.patch, d.patch_scale = best.patch, 1.0
+        chosen.append("patch")
     if "train.memory_format" not in keep:  # the faster layout for this model on this device
         t.memory_format = "channels_last" if best.layout == torch.channels_last else "contiguous"
         chosen.append("memory_format")
@@ -238,7 +298,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         setattr(d, k, v)
     # as the loop counts them: several processes drop the last partial batch
     steps_per_epoch = math.ceil(n_train / batch) if processes == 1 else max(1, n_train // batch)
-    train_s = available - reserve_seconds(n_train, n_val, best.seconds_per_image, VALIDATIONS) - \
+    train_s = available - reserve_seconds(n_train, n_val, best.seconds_per_image * best.area(), VALIDATIONS) - \
         decode_seconds(n_train + n_val)
     total = max(1, int(train_s / (best.seconds_per_image * batch)))
     t.max_steps = total
@@ -251,38 +311,36 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         "budget_s": budget, "device": str(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
         "chosen": chosen, "augmentation": augmentation, "train_images": n_train, "val_images": n_val,
         "candidates": [{"base_channels": c.base, "image_size": list(c.size),
+                        **({"patch": list(c.patch)} if c.patch else {}),
                         "s_per_image": round(c.seconds_per_image, 5), "measured": c.measured,
                         "memory_format": str(c.layout).split(".")[-1],
-                        **({"ceiling_iou": round(worst[c.size][0], 4), "ceiling_worst_class": worst[c.size][1]}
+                        **({"ceiling_dice": round(worst[c.size][0], 4), "ceiling_worst_class": worst[c.size][1]}
                            if c.size in worst else {})} for c in choices],
         "probe_s": round(probe_spent, 2),
-        "rule": f"costliest candidate seeing >= {MIN_IMAGES} training images"
-        + (f", among sizes whose worst class's resolution ceiling is >= {CEILING_FLOOR} IoU where one of them does"
-           if num_labels > 2 and worst else ""),
+        "rule": why,
         "planned_steps": total, "corrected_steps": None,
     }
     images_seen = total * batch
     ends = time.strftime("%H:%M:%S", time.localtime(time.time() + TARGET * budget - (time.monotonic() - started)))
-    logger.info("budget %s: plan on %s (%s): U-Net base %d at %dx%d, batch %d, lr %g, %s schedule over %d steps "
+    logger.info("budget %s: plan on %s (%s): U-Net base %d at %dx%d%s, batch %d, lr %g, %s schedule over %d steps "
                 "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s)%s, loss %s%s, "
                 "ending about %s; measured %.3f s/image (%s); augmentation %s; chosen: %s", cfg.train.budget, device,
-                t.plan["precision"], m.base_channels, *d.image_size, batch, t.lr, t.schedule, total, t.epochs, n_train,
+                t.plan["precision"], m.base_channels, *d.image_size,
+                f" on {d.patch[0]}x{d.patch[1]} patches" if d.patch else "", batch, t.lr, t.schedule, total, t.epochs, n_train,
                 images_seen, t.warmup_steps, t.val_every, ", BN recalibrated" if t.bn_recalibrate else "", t.loss,
                 "" if t.class_weights == "none" else f" with class weights {t.class_weights}", ends,
                 best.seconds_per_image, t.memory_format,
                 ", ".join(f"{k} {v}" for k, v in augmentation.items()) or "as given", ", ".join(chosen) or "nothing")
     if worst:
-        logger.info("budget: candidates (base, size: s/image, resolution ceiling of the worst class): %s", "; ".join(
-            f"{c.base}, {c.size[0]}x{c.size[1]}: {c.seconds_per_image:.3f}, {worst[c.size][0]:.3f} (class "
-            f"{worst[c.size][1]})" for c in choices))
+        logger.info("budget: candidates (base, size: s/image, resolution ceiling of the worst class as Dice): %s",
+                    "; ".join(f"{c.base}, {_describe(c)}: {c.seconds_per_image:.4f}, {worst[c.size][0]:.3f}"
+                              + (f" (class {worst[c.size][1]})" if worst[c.size][1] >= 0 else "") for c in choices))
+    logger.info("budget: chose %s", why)
 
 
-def _worst(row: np.ndarray) -> tuple[float, int]:
-    """(the lowest IoU ceiling, its class) of one size's per-class ceilings (NaN: a class in no sampled mask)."""
-    if np.isnan(row).all():
-        return 1.0, -1
-    k = int(np.nanargmin(row))
-    return float(row[k]), k
+def _describe(c: Choice) -> str:
+    return f"{c.size[0]}x{c.size[1]}" if c.patch is None else \
+        f"{c.patch[0]}x{c.patch[1]} patches of {c.size[0]}x{c.size[1]}"
 
 
 def decode_seconds(n: int) -> float:
