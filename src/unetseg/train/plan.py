@@ -221,7 +221,10 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     layouts = [layout] if "train.memory_format" in keep else [layout, other]
     for b, s, patch in ladder:
         measured = [c for c in choices if c.measured]
-        est = measured[-1].seconds_per_image * _flops(b, patch or s) / measured[-1].cost if measured else None
+        # an unmeasured candidate is estimated from a measured one of its width, by pixels (FLOPs across widths are
+        # not comparable: a base-8 step ran 4x slower than base 16's per FLOP on the Xeon with AMX)
+        like = [c for c in measured if c.base == b] or measured
+        est = like[-1].seconds_per_image * _flops(b, patch or s) / like[-1].cost if like else None
         trial = RunConfig.from_dict(cfg.to_dict())
         trial.model.base_channels, trial.data.image_size = b, patch or s  # a patch is timed at its own size
         timed: dict[torch.memory_format, float] = {}
@@ -333,7 +336,8 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
                 ", ".join(f"{k} {v}" for k, v in augmentation.items()) or "as given", ", ".join(chosen) or "nothing")
     if worst:
         logger.info("budget: candidates (base, size: s/image, resolution ceiling of the worst class as Dice): %s",
-                    "; ".join(f"{c.base}, {_describe(c)}: {c.seconds_per_image:.4f}, {worst[c.size][0]:.3f}"
+                    "; ".join(f"{c.base}, {_describe(c)}: {c.seconds_per_image:.4f}{'' if c.measured else ' (est.)'}, "
+                              f"{worst[c.size][0]:.3f}"
                               + (f" (class {worst[c.size][1]})" if worst[c.size][1] >= 0 else "") for c in choices))
     logger.info("budget: chose %s", why)
 
