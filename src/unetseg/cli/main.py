@@ -300,13 +300,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
-    from unetseg.data.check import format_report, scan
+    from unetseg.data.check import ceiling_lines, format_report, scan
+    from unetseg.data.pairing import pair_files
 
     cfg = build_config(args)
     if args.dir:
         cfg.data.data = args.dir
-    _, report = scan(cfg, progress=_interactive())
-    print(format_report(report))
+    pairing = pair_files(cfg.data)
+    _, report = scan(cfg, progress=_interactive(), pairing=pairing)
+    text = format_report(report).split("\n")
+    if not report.errors:  # before the verdict line
+        text[-1:-1] = ceiling_lines(pairing, cfg.data, report)
+    print("\n".join(text))
     return 2 if report.errors else 0
 
 

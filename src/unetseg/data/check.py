@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from unetseg.config import DataConfig, RunConfig
+from unetseg.data.ceiling import dataset_ceiling, dice_from_iou
 from unetseg.data.classes import (ClassEntry, class_names, default_colour, default_names, hex_colour,
                                   read_classes_file)
 from unetseg.data.dataset import ArrayDataset, DataReport, load_dataset
@@ -150,3 +153,40 @@ def format_report(report: DataReport) -> str:
     lines.append(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s): "
                  + ("cannot train" if report.errors else "ready to train"))
     return "\n".join(lines)
+
+
+#: Shares of the images' width and height at which ``check-data`` shows the resolution ceiling.
+CEILING_SHARES = (0.75, 0.5, 1 / 3, 0.25, 1 / 6)
+
+
+def ceiling_sizes(native: tuple[int, int], given: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """Sizes (multiples of 16, at least 32) at CEILING_SHARES of ``native``, and ``given`` (a run's size)."""
+    sizes = {(max(32, 16 * round(native[0] * f / 16)), max(32, 16 * round(native[1] * f / 16))) for f in CEILING_SHARES}
+    if given is not None:
+        sizes.add(tuple(given))
+    return sorted((s for s in sizes if s[0] * s[1] < native[0] * native[1]), key=lambda s: -s[0] * s[1])
+
+
+def ceiling_lines(pairing: Pairing, cfg: DataConfig, report: DataReport) -> list[str]:
+    """``check-data``'s resolution ceiling: at a few sizes, the best Dice of each class a model trained at that size
+    can reach at the masks' own size (:mod:`unetseg.data.ceiling`), its worst class named."""
+    if not pairing.pairs or report.encoding is None or not report.image_sizes:
+        return []
+    native = report.image_sizes.most_common(1)[0][0]
+    sizes = ceiling_sizes(native, cfg.image_size if cfg.image_size != (480, 320) else None)
+    rows, k = dataset_ceiling([p.mask for p in pairing.pairs], sizes, cfg.ignore_index)
+    if k == 0:
+        return []
+    # the sampled masks' classes are their stored values in order, as the encoding's unless the masks are inverted
+    names = report.names if len(report.names) == k and not cfg.invert_mask else [str(i) for i in range(k)]
+    lines = [f"resolution ceiling (the best Dice a model trained at a size can reach at the masks' own size, masks "
+             f"shrunk as training does and predictions enlarged back; sampled masks):"]
+    for size, row in zip(sizes, dice_from_iou(rows)):
+        scored = [(v, n) for v, n in zip(row, names) if not np.isnan(v)]
+        worst = min(scored) if scored else (1.0, "-")
+        lines.append(f"  at {size[0]}x{size[1]} ({size[0] / native[0]:.2g} of {native[0]}x{native[1]}): Dice <= "
+                     f"{worst[0]:.3f} ({'worst class ' + worst[1] if k > 2 else 'foreground ' + names[1]})"
+                     + (f"; mean over classes {np.mean([v for v, _ in scored]):.3f}" if k > 2 and scored else ""))
+    lines.append(f"  at {native[0]}x{native[1]} or on --patch crops of it: 1.0; a --budget plan keeps the sizes that "
+                 f"keep 0.90 for every class, or trains patches")
+    return lines

@@ -209,8 +209,21 @@ def _facts(run: RunSummary) -> dict[str, str]:
         "training size": _e("x".join(map(str, run.config.data.image_size))
                             + (f', patches {"x".join(map(str, run.config.data.patch))}' if run.config.data.patch
                                else "")),
+        "resolution ceiling at the training size": _ceiling(run.info.get("resolution_ceiling")),
     }
     return facts
+
+
+def _ceiling(record: dict[str, Any] | None) -> str:
+    """The best Dice a model at the training size can reach (data/ceiling.py), worst class first."""
+    if not record:
+        return "&ndash;"
+    scored = [(v, k) for k, v in enumerate(record["dice_per_class"]) if v is not None]
+    if not scored:
+        return "&ndash;"
+    worst, k = min(scored)
+    return _e(f"Dice <= {worst:.3f} (class {k}; masks shrunk to {record['size'][0]}x{record['size'][1]} and enlarged "
+              f"back: what the training size alone loses)")
 
 
 def _flat_settings(cfg: RunConfig) -> dict[str, str]:

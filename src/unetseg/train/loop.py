@@ -31,7 +31,7 @@ from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_F
                                 WEIGHTS_FILE, CheckpointError, load_training_state, save_training_state, save_weights)
 from unetseg.config import RunConfig, parse_duration
 from unetseg.data import ArrayDataset
-from unetseg.data.ceiling import dataset_ceiling
+from unetseg.data.ceiling import dataset_ceiling, dice_from_iou
 from unetseg.data.classes import class_names
 from unetseg.data.check import adopt, format_report, scan
 from unetseg.data.io import image_info
@@ -132,6 +132,7 @@ class _Data:
     train: ArrayDataset
     val: ArrayDataset | None
     check: str = ""  # the check-data report of the data
+    ceiling: dict[str, Any] | None = None  # the resolution ceiling at the training size (data/ceiling.py)
     node_cache: Path | None = None  # the folder of a cache shared by the node's processes
 
 
@@ -190,7 +191,26 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
                 cfg.model.in_channels, enc.describe(enc.values), enc.num_labels,
                 f" ({', '.join(report.names)})" if cfg.data.class_names else "",
                 f", {enc.describe(enc.ignore)} ignored" if enc.ignore else "")
-    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, format_report(report), node_cache)
+    ceiling = _training_ceiling(cfg, [pairs[i].mask for i in train_idx]) if world.is_main else None
+    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, format_report(report), node_cache,
+                 ceiling)
+
+
+def _training_ceiling(cfg: RunConfig, masks: list[Path]) -> dict[str, Any] | None:
+    """The resolution ceiling (Dice per class, the worst) of sampled training masks at the training size, for the
+    run's record and report; None where the masks hold no labels."""
+    try:
+        rows, k = dataset_ceiling(masks, [tuple(cfg.data.image_size)], cfg.data.ignore_index)
+    except Exception as err:  # noqa: BLE001 - a record, never a reason to stop
+        logger.debug("no resolution ceiling: %s", err)
+        return None
+    if k == 0:
+        return None
+    dice = dice_from_iou(rows[0])
+    logger.info("resolution ceiling at %dx%d: Dice <= %.3f for the worst class (sampled training masks shrunk to it "
+                "and enlarged back)", *cfg.data.image_size, float(np.nanmin(dice)) if not np.isnan(dice).all() else 1.0)
+    return {"size": list(cfg.data.image_size), "dice_per_class": [None if np.isnan(v) else round(float(v), 4)
+                                                                   for v in dice]}
 
 
 def _one_size(pairing: Pairing, native: tuple[int, int]) -> bool:
@@ -728,7 +748,10 @@ def _record_session(out: Path, data: _Data, device: torch.device, dtype: torch.d
                          "precision": str(dtype or torch.float32).removeprefix("torch."),
                          "memory_format": str(layout).removeprefix("torch."), "processes": processes,
                          "parameters": n_params, "torch": torch.__version__, "unetseg": __version__})
-        atomic_write_text(path, json.dumps({"sessions": sessions, "data_check": data.check}, indent=1) + "\n")
+        record = {"sessions": sessions, "data_check": data.check}
+        if data.ceiling is not None or "resolution_ceiling" in info:
+            record["resolution_ceiling"] = data.ceiling or info["resolution_ceiling"]  # a resume keeps the first
+        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     except (OSError, TypeError, ValueError) as err:
         logger.warning("warning: %s not written: %s", path, err)
 
