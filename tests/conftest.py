@@ -22,6 +22,31 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ceiling_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Resolution ceilings are cached in a temporary folder, not the user's ~/.cache (child processes inherit it)."""
+    os.environ["UNETSEG_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def write_thin_lines(root: Path, count: int = 24, size: tuple[int, int] = (256, 192), seed: int = 0) -> Path:
+    """``count`` pairs in images/ + masks/ whose foreground is one-pixel lines (vessels): shrinking destroys them."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    w, h = size
+    for i in range(count):
+        mask = np.zeros((h, w), np.uint8)
+        for x in rng.choice(w, 12, replace=False):
+            mask[:, x] = 255
+        for y in rng.choice(h, 8, replace=False):
+            mask[y, :] = 255
+        image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+        image[mask > 0] += 150
+        Image.fromarray(image).save(root / "images" / f"vessel_{i:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"vessel_{i:03d}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 synthetic pairs, 64x48, greyscale {0, 255} masks, in images/ + masks/."""

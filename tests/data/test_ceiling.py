@@ -112,3 +112,26 @@ def test_binary_thin_lines_get_patches_at_full_resolution_and_blobs_keep_the_lad
                    {"data.image_size"}, time.monotonic(), ceiling=lambda s: resolution_ceiling([_vessels(True)], s, 2),
                    uniform=True)
     assert given.data.image_size == (256, 256) and given.data.patch is None
+
+
+def _ceilings(capsys, *argv: str) -> dict[tuple[int, int], float]:
+    """check-data's resolution-ceiling lines as {size: Dice}."""
+    import re
+
+    from unetseg.cli.main import main
+
+    assert main(["check-data", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "resolution ceiling" in out
+    return {(int(w), int(h)): float(d) for w, h, d in re.findall(r"at (\d+)x(\d+) \(.*\): Dice <= ([\d.]+)", out)}
+
+
+def test_check_data_shows_the_ceiling_lines_lose_and_blobs_keep(tmp_path, capsys):
+    from tests.conftest import write_thin_lines
+    from unetseg.data.synthetic import make_synthetic_dataset
+
+    thin = _ceilings(capsys, str(write_thin_lines(tmp_path / "thin")))
+    assert list(thin) == [(192, 144), (128, 96), (80, 64), (64, 48), (48, 32)]  # 3/4, 1/2, 1/3, 1/4, 1/6 of 256x192
+    assert thin[(128, 96)] < 0.7 and thin[(48, 32)] < thin[(128, 96)] < thin[(192, 144)]
+    blobs = _ceilings(capsys, str(make_synthetic_dataset(tmp_path / "blobs", count=12, size=(256, 192), seed=3)))
+    assert blobs[(128, 96)] > 0.95 and blobs[(128, 96)] > thin[(128, 96)] + 0.3

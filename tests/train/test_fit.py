@@ -64,3 +64,22 @@ def test_without_an_image_size_the_training_size_keeps_the_aspect_ratio(tmp_path
     w, h = RunConfig.load(run / "config.json").data.image_size
     assert (w, h) != (480, 320) and w % 16 == 0 and h % 16 == 0
     assert abs(w / h - 2.0) < 0.1 and w <= 200 and h <= 100  # the images' 2:1, never upscaled
+
+
+def test_a_run_records_the_resolution_ceiling_of_its_training_size_and_the_report_shows_it(synthetic_dir, tmp_path):
+    from pathlib import Path
+
+    from unetseg.data.ceiling import dataset_ceiling, dice_from_iou
+    from unetseg.report.html import _ceiling
+
+    cfg = tiny_config(synthetic_dir, epochs=1)
+    cfg.data.image_size = (32, 24)  # half the images' 64x48: the blobs' edges lose a little
+    run = fit(cfg, tmp_path / "run")
+    record = json.loads((run / "run_info.json").read_text())["resolution_ceiling"]
+    assert record["size"] == [32, 24]
+    masks = [Path(synthetic_dir) / "masks" / n for n in
+             json.loads((run / "split.json").read_text())["train"]]
+    expected = dice_from_iou(dataset_ceiling(masks, [(32, 24)])[0][0])
+    assert record["dice_per_class"] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert 0.8 < record["dice_per_class"][1] < 1.0
+    assert f"Dice &lt;= {min(record['dice_per_class']):.3f}" in _ceiling(record)

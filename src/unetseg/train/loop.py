@@ -192,8 +192,8 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
                 f" ({', '.join(report.names)})" if cfg.data.class_names else "",
                 f", {enc.describe(enc.ignore)} ignored" if enc.ignore else "")
     ceiling = _training_ceiling(cfg, [pairs[i].mask for i in train_idx]) if world.is_main else None
-    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, format_report(report), node_cache,
-                 ceiling)
+    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, check=format_report(report),
+                 ceiling=ceiling, node_cache=node_cache)
 
 
 def _training_ceiling(cfg: RunConfig, masks: list[Path]) -> dict[str, Any] | None:

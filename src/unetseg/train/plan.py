@@ -259,13 +259,14 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             pool, why = fine, (f"the costliest candidate seeing >= {MIN_IMAGES} training images at a size whose "
                                f"worst class keeps a resolution ceiling >= {CEILING_FLOOR} Dice")
         elif patches:
-            pool, why = patches, (f"no size keeps a resolution ceiling >= {CEILING_FLOOR} Dice for every class: the "
-                                  f"costliest full-resolution patch candidate seeing >= {MIN_IMAGES} training patches")
+            pool, why = patches, (f"no size that keeps a resolution ceiling >= {CEILING_FLOOR} Dice for every class sees "
+                                  f"{MIN_IMAGES} images in time: the costliest full-resolution patch candidate seeing "
+                                  f">= {MIN_IMAGES} training patches")
         else:
             top = max(worst[c.size][0] for c in enough)
             pool = [c for c in enough if worst[c.size][0] >= top - 1e-9]
-            why = (f"no size keeps a resolution ceiling >= {CEILING_FLOOR} Dice for every class: the highest ceiling "
-                   f"among the candidates seeing >= {MIN_IMAGES} training images, the costliest there")
+            why = (f"no size that keeps a resolution ceiling >= {CEILING_FLOOR} Dice for every class sees {MIN_IMAGES} "
+                   f"images in time: the highest ceiling among the candidates that do, the costliest there")
     best = max(pool, key=lambda c: c.cost)
     m.base_channels, d.image_size = best.base, best.size
     if best.patch is not None and not given_patch:  # crops of the images at their own size, windows at prediction
