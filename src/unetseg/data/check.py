@@ -187,6 +187,6 @@ def ceiling_lines(pairing: Pairing, cfg: DataConfig, report: DataReport) -> list
         lines.append(f"  at {size[0]}x{size[1]} ({size[0] / native[0]:.2g} of {native[0]}x{native[1]}): Dice <= "
                      f"{worst[0]:.3f} ({'worst class ' + worst[1] if k > 2 else 'the foreground'})"
                      + (f"; mean over classes {np.mean([v for v, _ in scored]):.3f}" if k > 2 and scored else ""))
-    lines.append(f"  at {native[0]}x{native[1]} or on --patch crops of it: 1.0; a --budget plan keeps the sizes that "
-                 f"keep 0.90 for every class, or trains patches")
+    lines.append(f"  at {native[0]}x{native[1]} or on --patch crops of it: 1.0; where the {'foreground' if k <= 2 else 'mean'}"
+                 f" falls under 0.90 at the smaller sizes, a --budget run trains full-resolution patches")
     return lines

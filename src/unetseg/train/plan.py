@@ -12,11 +12,12 @@ and it cannot pass the **resolution ceiling** of the training size (:mod:`unetse
 keep a Dice of 0.80 at a third of their size, and the run scored 0.73 there, 0.77 where the ceiling was 0.85). So:
 
 1. candidates that see ``MIN_IMAGES`` training images (or patches) in the budget are the pool (none: the cheapest);
-2. where every size of ``LADDER`` keeps a ceiling of at least ``CEILING_FLOOR`` (Dice) for every class (Carvana),
-   all of them; where some size does not (DRIVE, membrane, CamVid's poles), full-resolution patches (ceiling 1,
-   windows at prediction: DRIVE 0.801 against 0.795 for whole images at 560x576 in 30 minutes); where the images
-   cannot be cropped at one scale (several sizes, or smaller than two patches), the sizes that keep the floor; else
-   the highest ceiling;
+2. the ceiling read is that of the score the run is judged by: the foreground's Dice for binary masks, the mean Dice
+   over classes for multi-class ones (a class lost costs 1/K of it). Where every size of ``LADDER`` keeps at least
+   ``CEILING_FLOOR`` (Carvana 0.99, CamVid 0.95 at 160x112), all of them; where some size does not (DRIVE's vessels,
+   membrane), full-resolution patches (ceiling 1, windows at prediction: DRIVE 0.801 against 0.795 for whole images
+   at 560x576 in 30 minutes); where the images cannot be cropped at one scale (several sizes, or smaller than two
+   patches), the sizes that keep the floor; else the highest ceiling;
 3. the costliest of what is left.
 """
 
@@ -57,7 +58,7 @@ VALIDATIONS = 8
 BN_IMAGES = 256
 #: A forward pass costs about this share of a training step.
 FORWARD_SHARE = 0.35
-#: Where a size of LADDER leaves some class a resolution ceiling (Dice) under this, the data has structures that
+#: Where a size of LADDER leaves the score a resolution ceiling (Dice) under this, the data has structures that
 #: shrinking destroys: DRIVE's held-out Dice was about 0.9 x the ceiling at two sizes (0.73 at 0.80, 0.77 at 0.85), so
 #: a size must keep 0.9 for the vessels to reach 0.8. Carvana keeps 0.99 at 160x112: its plan is the ladder's.
 CEILING_FLOOR = 0.90
@@ -193,16 +194,21 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     def resized(scale: float) -> tuple[int, int]:
         return d.image_size if given_size else size_for(aspect, min(scale, native_scale), native)
 
-    # the worst class's ceiling (Dice) at each size; patches train at the images' own size: nothing is lost
+    # at each size, the ceiling (Dice) of the score the run is judged by (binary: the foreground's, taken as the worse
+    # of the two classes; multi-class: the mean over classes) and the worst class; patches lose nothing
+    score: dict[tuple[int, int], float] = {}
     worst: dict[tuple[int, int], tuple[float, int]] = {}
     if ceiling is not None and not given_patch:
         sizes = sorted({resized(scale) for _, scale in LADDER + FINE_LADDER} - {native})
         rows = ceiling(sizes)
         if rows.size:
-            worst = {size: worst_class(dice_from_iou(rows[i])) for i, size in enumerate(sizes)}
-            worst[native] = (1.0, -1)
-    # where the ladder's sizes destroy a class, narrow models at finer sizes and full-resolution patches join it
-    thin = not given_size and any(worst[resized(scale)][0] < CEILING_FLOOR for _, scale in LADDER) if worst else False
+            dice = dice_from_iou(rows)
+            worst = {size: worst_class(dice[i]) for i, size in enumerate(sizes)}
+            score = {size: worst[size][0] if num_labels <= 2 else float(np.nanmean(dice[i]))
+                     for i, size in enumerate(sizes)}
+            worst[native], score[native] = (1.0, -1), 1.0
+    # where the ladder's sizes destroy the structures scored, full-resolution patches (and finer sizes) join it
+    thin = not given_size and any(score[resized(scale)] < CEILING_FLOOR for _, scale in LADDER) if score else False
     if given_patch:  # the user's crops, of the images at the given (or their own) size
         for base, _ in LADDER:
             add(base, d.image_size, tuple(d.patch))
@@ -256,19 +262,19 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         pool, why = enough, f"the costliest candidate seeing >= {MIN_IMAGES} training images"
     else:
         patches = [c for c in enough if c.patch is not None]
-        fine = [c for c in enough if c.patch is None and worst[c.size][0] >= CEILING_FLOOR]
+        fine = [c for c in enough if c.patch is None and score[c.size] >= CEILING_FLOOR]
         if patches:
-            pool, why = patches, (f"a class keeps a resolution ceiling under {CEILING_FLOOR} Dice at some size: the "
+            pool, why = patches, (f"the score's resolution ceiling is under {CEILING_FLOOR} Dice at some size: the "
                                   f"costliest full-resolution patch candidate seeing >= {MIN_IMAGES} training patches")
         elif fine:
-            pool, why = fine, (f"a class keeps a resolution ceiling under {CEILING_FLOOR} Dice at some size, and the "
+            pool, why = fine, (f"the score's resolution ceiling is under {CEILING_FLOOR} Dice at some size, and the "
                                f"images cannot be cropped at one scale: the costliest candidate seeing >= "
-                               f"{MIN_IMAGES} training images at a size whose worst class keeps {CEILING_FLOOR}")
+                               f"{MIN_IMAGES} training images at a size that keeps {CEILING_FLOOR}")
         else:
-            top = max(worst[c.size][0] for c in enough)
-            pool = [c for c in enough if worst[c.size][0] >= top - 1e-9]
-            why = (f"no size that keeps a resolution ceiling >= {CEILING_FLOOR} Dice for every class sees {MIN_IMAGES} "
-                   f"images in time: the highest ceiling among the candidates that do, the costliest there")
+            top = max(score[c.size] for c in enough)
+            pool = [c for c in enough if score[c.size] >= top - 1e-9]
+            why = (f"no size that keeps a resolution ceiling >= {CEILING_FLOOR} Dice sees {MIN_IMAGES} images in time: "
+                   f"the highest ceiling among the candidates that do, the costliest there")
     best = max(pool, key=lambda c: c.cost)
     m.base_channels, d.image_size = best.base, best.size
     if best.patch is not None and not given_patch:  # crops of the images at their own size, windows at prediction
@@ -320,8 +326,8 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
                         **({"patch": list(c.patch)} if c.patch else {}),
                         "s_per_image": round(c.seconds_per_image, 5), "measured": c.measured,
                         "memory_format": str(c.layout).split(".")[-1],
-                        **({"ceiling_dice": round(worst[c.size][0], 4), "ceiling_worst_class": worst[c.size][1]}
-                           if c.size in worst else {})} for c in choices],
+                        **({"ceiling_dice": round(score[c.size], 4), "ceiling_worst_dice": round(worst[c.size][0], 4),
+                            "ceiling_worst_class": worst[c.size][1]} if c.size in score else {})} for c in choices],
         "probe_s": round(probe_spent, 2),
         "rule": why,
         "planned_steps": total, "corrected_steps": None,
@@ -337,11 +343,13 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
                 "" if t.class_weights == "none" else f" with class weights {t.class_weights}", ends,
                 best.seconds_per_image, t.memory_format,
                 ", ".join(f"{k} {v}" for k, v in augmentation.items()) or "as given", ", ".join(chosen) or "nothing")
-    if worst:
-        logger.info("budget: candidates (base, size: s/image, resolution ceiling of the worst class as Dice): %s",
-                    "; ".join(f"{c.base}, {_describe(c)}: {c.seconds_per_image:.4f}{'' if c.measured else ' (est.)'}, "
-                              f"{worst[c.size][0]:.3f}"
-                              + (f" (class {worst[c.size][1]})" if worst[c.size][1] >= 0 else "") for c in choices))
+    if score:
+        logger.info("budget: candidates (base, size: s/image, resolution ceiling as Dice of the %s, and of the worst "
+                    "class): %s", "foreground" if num_labels <= 2 else "mean over classes", "; ".join(
+                        f"{c.base}, {_describe(c)}: {c.seconds_per_image:.4f}{'' if c.measured else ' (est.)'}, "
+                        f"{score[c.size]:.3f}" + (f", {worst[c.size][0]:.3f} (class {worst[c.size][1]})"
+                                                  if num_labels > 2 and worst[c.size][1] >= 0 else "")
+                        for c in choices))
     logger.info("budget: chose %s", why)
 
 
