@@ -3,6 +3,7 @@ against a hand computation. And the plan leaves out sizes that destroy a small c
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -135,3 +136,36 @@ def test_check_data_shows_the_ceiling_lines_lose_and_blobs_keep(tmp_path, capsys
     assert thin[(128, 96)] < 0.7 and thin[(48, 32)] < thin[(128, 96)] < thin[(192, 144)]
     blobs = _ceilings(capsys, str(make_synthetic_dataset(tmp_path / "blobs", count=12, size=(256, 192), seed=3)))
     assert blobs[(128, 96)] > 0.95 and blobs[(128, 96)] > thin[(128, 96)] + 0.3
+
+
+def test_a_sample_of_background_only_or_void_only_gives_a_ceiling_or_none_not_a_crash(tmp_path):
+    from PIL import Image
+
+    from unetseg.data.ceiling import dataset_ceiling
+
+    empty, void = tmp_path / "empty.png", tmp_path / "void.png"
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(empty)
+    Image.fromarray(np.full((40, 60), 255, np.uint8)).save(void)
+    rows, k = dataset_ceiling([empty] * 3, [(30, 20)])
+    assert k == 2 and rows[0, 0] == 1.0 and np.isnan(rows[0, 1])  # the background kept; no foreground to score
+    rows, k = dataset_ceiling([void], [(30, 20)], ignore=[255])
+    assert k == 0 and rows.shape == (1, 0)
+
+
+def test_the_cache_is_read_back_and_a_damaged_one_is_recomputed(tmp_path):
+    from unetseg.data.ceiling import cache_dir, dataset_ceiling
+
+    yy, xx = np.mgrid[:64, :64]
+    path = tmp_path / "disc.png"
+    from PIL import Image
+
+    Image.fromarray(((yy - 32) ** 2 + (xx - 32) ** 2 < 400).astype(np.uint8)).save(path)
+    first, _ = dataset_ceiling([path], [(32, 32)])
+    files = list(cache_dir().glob("ceiling-*.json"))
+    assert files, "no cache file written"
+    newest = max(files, key=lambda f: f.stat().st_mtime_ns)
+    assert json.loads(newest.read_text())["sizes"]["32x32"] == pytest.approx(first[0].tolist())
+    newest.write_text('{"classes": 2, "sizes": {"32x32": [0.5]}}')  # the wrong shape: ignored, recomputed
+    again, _ = dataset_ceiling([path], [(32, 32)])
+    assert again.tolist() == first.tolist()
+    assert json.loads(newest.read_text())["sizes"]["32x32"] == pytest.approx(first[0].tolist())

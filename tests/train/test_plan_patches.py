@@ -58,3 +58,15 @@ def test_a_plan_that_chose_patches_resumes_bit_exact(tmp_path):
     for name in ("model.safetensors", "best.safetensors"):
         assert (tmp_path / "ref" / name).read_bytes() == (tmp_path / "run" / name).read_bytes(), name
     assert _metrics(tmp_path / "ref") == _metrics(tmp_path / "run")
+
+
+def test_whole_image_passes_of_a_patch_run_hold_the_pixels_of_a_training_batch():
+    from unetseg.train.loop import whole_batch
+
+    cfg = RunConfig()
+    cfg.train.batch_size = 16
+    assert whole_batch(cfg) == 16  # whole-image runs: the training batch
+    cfg.data.patch, cfg.data.image_size = (256, 256), (512, 512)
+    assert whole_batch(cfg) == 4
+    cfg.data.image_size = (4000, 3000)  # larger than a batch of patches: one image at a time
+    assert whole_batch(cfg) == 1

@@ -5,15 +5,17 @@ neighbour), its one-hot classes taken back up to the mask's own size and turned 
 confusion matrix. Thin structures (poles, vessels) lose most; large regions almost nothing.
 
 A dataset's ceilings are cached (``~/.cache/unetseg``, or ``$UNETSEG_CACHE``), keyed by the masks sampled (path, size,
-modification time), the ignored values and the size, so ``check-data`` and the budget plan compute each once.
+modification time), the ignored values and the size, so a repeated check, or plan, of the same masks computes each size once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Masks read to estimate a dataset's ceiling (evenly spread over its files).
 CEILING_SAMPLE = 12
+#: Part of the cache key: raise it when the ceiling's computation changes.
+CACHE_VERSION = 1
 
 
 def resolution_ceiling(masks: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], num_labels: int) -> np.ndarray:
@@ -63,9 +67,7 @@ def sample_class_maps(mask_paths: Sequence[Path], ignore: Sequence[int] = (),
     Returns:
         (maps, number of classes found).
     """
-    paths = list(mask_paths)
-    chosen = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).round().astype(int))] \
-        if paths else []
+    chosen = _spread(list(mask_paths), sample)
     stored = [read_mask(p).values for p in chosen]
     values = sorted({int(v) for m in stored for v in np.unique(m)} - set(ignore))
     if len(values) > 64:  # not labels (a JPEG mask): no ceiling
@@ -100,34 +102,67 @@ def dataset_ceiling(mask_paths: Sequence[Path], sizes: Sequence[tuple[int, int]]
         ((len(sizes), classes) IoU, NaN for a class in no sampled mask; number of classes). (empty, 0) when the masks
         hold no labels (more than 64 values).
     """
-    paths = [Path(p) for p in mask_paths]
-    chosen = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).round().astype(int))] \
-        if paths else []
-    key = hashlib.sha256(json.dumps([sorted(int(v) for v in ignore)] + [
+    chosen = _spread(list(mask_paths), sample)
+    key = hashlib.sha256(json.dumps([CACHE_VERSION, sorted(int(v) for v in ignore)] + [
         [str(p.resolve()), *_stamp(p)] for p in chosen]).encode()).hexdigest()[:24]
-    file = cache_dir() / f"ceiling-{key}.json"
-    try:
-        cached = json.loads(file.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    missing = [s for s in sizes if f"{s[0]}x{s[1]}" not in cached.get("sizes", {})]
-    if missing or "classes" not in cached:
-        maps, k = sample_class_maps(chosen, ignore, sample=len(chosen))
-        if not maps:
+    file = _cache_file(key)
+    cached = _read_cache(file)
+    missing = [s for s in sizes if f"{s[0]}x{s[1]}" not in cached["sizes"]]
+    if missing or cached["classes"] is None:
+        maps, found = sample_class_maps(chosen, ignore, sample=len(chosen))
+        if not maps or found == 0:  # not labels, or every sampled pixel ignored: no ceiling
             return np.zeros((len(sizes), 0)), 0
+        k = max(2, found)  # a sample of background only still has a foreground class to lose
         rows = resolution_ceiling(maps, missing, k) if missing else np.zeros((0, k))
-        cached = {"classes": k, "masks": len(maps), "sizes": {**cached.get("sizes", {}), **{
+        cached = {"classes": k, "masks": len(maps), "sizes": {**cached["sizes"], **{
             f"{s[0]}x{s[1]}": [None if np.isnan(v) else float(v) for v in row] for s, row in zip(missing, rows)}}}
-        try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cached))
-            tmp.replace(file)
-        except OSError as err:  # a read-only home: computed again next time
-            logger.debug("ceiling cache not written: %s", err)
-    table = cached["sizes"]
+        _write_cache(file, cached)
+    table, k = cached["sizes"], int(cached["classes"])
     rows = np.array([[np.nan if v is None else v for v in table[f"{s[0]}x{s[1]}"]] for s in sizes], dtype=np.float64)
-    return rows.reshape(len(sizes), cached["classes"]), int(cached["classes"])
+    return rows.reshape(len(sizes), k), k
+
+
+def _spread(paths: list[Path], sample: int) -> list[Path]:
+    """Up to ``sample`` of ``paths``, evenly spread."""
+    if not paths:
+        return []
+    return [Path(paths[i]) for i in np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).round().astype(int))]
+
+
+def _cache_file(key: str) -> Path | None:
+    try:
+        return cache_dir() / f"ceiling-{key}.json"
+    except RuntimeError:  # no home directory: no cache
+        return None
+
+
+def _read_cache(file: Path | None) -> dict:
+    """The cached entry, or an empty one where the file is missing, unreadable or of another shape."""
+    empty = {"classes": None, "sizes": {}}
+    try:
+        cached = json.loads(file.read_text()) if file is not None else empty
+        k = cached["classes"]
+        if not isinstance(k, int) or not isinstance(cached["sizes"], dict) or any(
+                not isinstance(row, list) or len(row) != k for row in cached["sizes"].values()):
+            return empty
+        return cached
+    except (OSError, ValueError, TypeError, KeyError):
+        return empty
+
+
+def _write_cache(file: Path | None, cached: dict) -> None:
+    """Write atomically; a cache that cannot be written (read-only home) is computed again next time."""
+    if file is None:
+        return
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=file.parent, suffix=".tmp", delete=False) as tmp:
+            tmp.write(json.dumps(cached))
+        os.replace(tmp.name, file)
+    except OSError as err:
+        logger.debug("ceiling cache not written: %s", err)
+        with contextlib.suppress(OSError, UnboundLocalError):
+            os.unlink(tmp.name)
 
 
 def _stamp(path: Path) -> list[int]:

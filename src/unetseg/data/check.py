@@ -170,15 +170,21 @@ def ceiling_sizes(native: tuple[int, int], given: tuple[int, int] | None = None)
 def ceiling_lines(pairing: Pairing, cfg: DataConfig, report: DataReport) -> list[str]:
     """``check-data``'s resolution ceiling: at a few sizes, the best Dice of each class a model trained at that size
     can reach at the masks' own size (:mod:`unetseg.data.ceiling`), its worst class named."""
-    if not pairing.pairs or report.encoding is None or not report.image_sizes:
-        return []
+    if not pairing.pairs or report.encoding is None or not report.image_sizes or cfg.snap_masks:
+        return []  # snapped (JPEG) masks: their stray values are not classes
     native = report.image_sizes.most_common(1)[0][0]
-    sizes = ceiling_sizes(native, cfg.image_size if cfg.image_size != (480, 320) else None)
-    rows, k = dataset_ceiling([p.mask for p in pairing.pairs], sizes, cfg.ignore_index)
+    sizes = ceiling_sizes(native, cfg.image_size if cfg.image_size != DataConfig().image_size else None)
+    try:
+        rows, k = dataset_ceiling([p.mask for p in pairing.pairs], sizes, cfg.ignore_index)
+    except Exception as err:  # noqa: BLE001 - a fact for the user, never a reason to refuse the data
+        return [f"resolution ceiling: not computed ({err})"]
     if k == 0:
         return []
-    # the sampled masks' classes are their stored values in order, as the encoding's unless the masks are inverted
-    names = report.names if len(report.names) == k and not cfg.invert_mask else [str(i) for i in range(k)]
+    # the sampled masks' classes are their stored values in sorted order: the encoding's names apply where its
+    # values are in that order too (not inverted, not colours in a classes file's order)
+    values = list(report.encoding.values)
+    named = len(report.names) == k and values == sorted(values) and not cfg.invert_mask
+    names = report.names if named else [str(i) for i in range(k)]
     lines = [f"resolution ceiling (the best Dice a model trained at a size can reach at the masks' own size, masks "
              f"shrunk as training does and predictions enlarged back; sampled masks):"]
     for size, row in zip(sizes, dice_from_iou(rows)):
@@ -187,6 +193,7 @@ def ceiling_lines(pairing: Pairing, cfg: DataConfig, report: DataReport) -> list
         lines.append(f"  at {size[0]}x{size[1]} ({size[0] / native[0]:.2g} of {native[0]}x{native[1]}): Dice <= "
                      f"{worst[0]:.3f} ({'worst class ' + worst[1] if k > 2 else 'the foreground'})"
                      + (f"; mean over classes {np.mean([v for v, _ in scored]):.3f}" if k > 2 and scored else ""))
-    lines.append(f"  at {native[0]}x{native[1]} or on --patch crops of it: 1.0; where the {'foreground' if k <= 2 else 'mean'}"
-                 f" falls under 0.90 at the smaller sizes, a --budget run trains full-resolution patches")
+    lines.append(f"  at {native[0]}x{native[1]} or on --patch crops of it: 1.0 (a --budget run trains full-resolution "
+                 f"patches where the {'foreground' if k <= 2 else 'mean over classes'} falls under 0.90 at the sizes "
+                 f"it would choose from, and the images share one size)")
     return lines

@@ -356,6 +356,15 @@ def _place_cache(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor
     return images, masks, rows
 
 
+def whole_batch(cfg: RunConfig) -> int:
+    """The batch for passes over whole images (validation, BN recalibration): the training batch, or in a patch run
+    as many whole images as hold the pixels of the batch's patches (at least one), so memory stays that of a step."""
+    if not cfg.data.patch:
+        return cfg.train.batch_size
+    image, patch = cfg.data.image_size[0] * cfg.data.image_size[1], cfg.data.patch[0] * cfg.data.patch[1]
+    return max(1, min(cfg.train.batch_size, cfg.train.batch_size * patch // image))
+
+
 def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
     """The largest micro-batch whose training activations fit in 75% of the device's free memory.
 
@@ -448,8 +457,12 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
             train_idx, val_idx = split_pairs(pairing.pairs, cfg.data)
             if world.is_main:
-                masks = [pairing.pairs[i].mask for i in train_idx]
-                found = dataset_ceiling(masks, [], cfg.data.ignore_index)[1]
+                masks = [] if cfg.data.snap_masks else [pairing.pairs[i].mask for i in train_idx]  # JPEG masks:
+                try:                                                                                # stray values
+                    found = dataset_ceiling(masks, [], cfg.data.ignore_index)[1]
+                except Exception as err:  # noqa: BLE001 - the checks report unreadable masks
+                    logger.debug("no resolution ceiling: %s", err)
+                    found = 0
                 uniform = "data.image_size" not in keep and _one_size(pairing, native)
                 make_plan(cfg, len(train_idx), len(val_idx), native, device, dtype, layout, keep, started,
                           world.size, lambda sizes: dataset_ceiling(masks, sizes, cfg.data.ignore_index)[0],
@@ -547,7 +560,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             return model
         shadow.load_state_dict(average.state_dict() if average is not None else model.state_dict())
         if cfg.train.bn_recalibrate:
-            recalibrate_bn(shadow, data.train, cfg.data.mean, cfg.data.std, device, cfg.train.batch_size, BN_IMAGES,
+            recalibrate_bn(shadow, data.train, cfg.data.mean, cfg.data.std, device, whole_batch(cfg), BN_IMAGES,
                            layout, dtype)
         return shadow
 
@@ -670,7 +683,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                 final = weights_to_save() if validate or world.is_main else model
                 if validate:  # each process scores its share of the validation images, with rank 0's weights
                     world.broadcast_module(final)
-                    val = evaluate(final, data.val, cfg, device, world=world)
+                    val = evaluate(final, data.val, cfg, device, batch_size=whole_batch(cfg), world=world)
                 if world.is_main:
                     save_weights(final, out / WEIGHTS_FILE)
                 model.train()
@@ -750,7 +763,7 @@ def _record_session(out: Path, data: _Data, device: torch.device, dtype: torch.d
                          "parameters": n_params, "torch": torch.__version__, "unetseg": __version__})
         record = {"sessions": sessions, "data_check": data.check}
         if data.ceiling is not None or "resolution_ceiling" in info:
-            record["resolution_ceiling"] = data.ceiling or info["resolution_ceiling"]  # a resume keeps the first
+            record["resolution_ceiling"] = data.ceiling or info["resolution_ceiling"]  # kept when not recomputed
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     except (OSError, TypeError, ValueError) as err:
         logger.warning("warning: %s not written: %s", path, err)

@@ -137,10 +137,12 @@ class Choice:
 
     @property
     def cost(self) -> float:
+        """Relative FLOPs of one training sample (an image, or a patch)."""
         return _flops(self.base, self.patch or self.size)
 
     def area(self) -> float:
-        """Whole images per training sample (validation and BN passes run whole images): 1, or image / patch."""
+        """The cost of a whole image in training samples (validation and BN passes run whole images): 1, or
+        image / patch."""
         return 1.0 if self.patch is None else self.size[0] * self.size[1] / (self.patch[0] * self.patch[1])
 
 
@@ -200,7 +202,11 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     worst: dict[tuple[int, int], tuple[float, int]] = {}
     if ceiling is not None and not given_patch:
         sizes = sorted({resized(scale) for _, scale in LADDER + FINE_LADDER} - {native})
-        rows = ceiling(sizes)
+        try:
+            rows = ceiling(sizes)
+        except Exception as err:  # noqa: BLE001 - the ceiling informs the plan; without it, speed alone decides
+            logger.warning("warning: no resolution ceiling (%s): the plan chooses by speed alone", err)
+            rows = np.zeros((0, 0))
         if rows.size:
             dice = dice_from_iou(rows)
             worst = {size: worst_class(dice[i]) for i, size in enumerate(sizes)}
