@@ -4,8 +4,9 @@ neighbour), its one-hot classes taken back up to the mask's own size and turned 
 (bilinear, then :func:`unetseg.metrics.logits_to_classes`), and scored against the original with the metrics' one
 confusion matrix. Thin structures (poles, vessels) lose most; large regions almost nothing.
 
-A dataset's ceilings are cached (``~/.cache/unetseg``, or ``$UNETSEG_CACHE``), keyed by the masks sampled (path, size,
-modification time), the ignored values and the size, so a repeated check, or plan, of the same masks computes each size once.
+A dataset's ceilings are cached (``~/.cache/unetseg``, or ``$UNETSEG_CACHE``), keyed by the masks sampled (path,
+size, modification time), the ignored values and the size, so a repeated check, or plan, of the same masks computes
+each size once.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def _spread(paths: list[Path], sample: int) -> list[Path]:
     """Up to ``sample`` of ``paths``, evenly spread."""
     if not paths:
         return []
-    return [Path(paths[i]) for i in np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).round().astype(int))]
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).round().astype(int))
+    return [Path(paths[i]) for i in picks]
 
 
 def _cache_file(key: str) -> Path | None:
