@@ -4,7 +4,7 @@ overlays) against the model alone on the same batches, in the same run.
     python benchmarks/predict_speed.py [--data ../shared/data/carvana_sample/train] [--base 16] [--size 240x160]
 
 The weights are random (speed does not depend on them); the model is the seed's U-Net at the given width and input
-size, on the CPU in the precision ``--amp auto`` picks. Goal: predict within 10% of the model alone.
+size, on ``--device`` (the CPU by default) in the precision ``--amp auto`` picks. Goal: predict within 10% of the model alone.
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ def main() -> None:
                                               "carvana_sample" / "train"))
     parser.add_argument("--base", type=int, default=16)
     parser.add_argument("--size", default="240x160")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=0, help="0: the predictor's own choice (4 on CPUs)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=48)
     args = parser.parse_args()
     cfg = RunConfig()
     cfg.model.base_channels, cfg.data.image_size = args.base, parse_size(args.size)
     torch.manual_seed(0)
-    predictor = Predictor(UNet(cfg.model), cfg, device="cpu", batch_size=args.batch)
+    predictor = Predictor(UNet(cfg.model), cfg, device=args.device, batch_size=args.batch)
+    args.batch = predictor.batch_size
+    sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
     paths = list_images(args.data)[:args.images]
     inputs = [np.stack([predictor._load(p)[0] for p in paths[i:i + args.batch]])
               for i in range(0, len(paths), args.batch)]
@@ -45,6 +48,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for batch in inputs:
             predictor.logits(batch)
+        sync()
         model_s = time.perf_counter() - t0
         rows = [("model alone (decoded batches)", model_s)]
         for overlays in (False, True):

@@ -338,6 +338,11 @@ class TrainConfig(_JsonDataclass):
         checkpoint_steps: write ``last.pt`` every this many steps; 0 means every ``checkpoint_minutes``.
             It is also written at every epoch end and on SIGINT / SIGTERM.
         checkpoint_minutes: the time between ``last.pt`` writes within an epoch when checkpoint_steps is 0.
+        sync_every: the steps between the run's decisions (the step losses read back and checked, a checkpoint, a
+            stop on a signal, a budget re-plan), taken together on every process; 0: every step on CPUs, every 16 on
+            GPUs (the only time the host waits for the GPU).
+        sync_bn: under torchrun on GPUs, batch-norm statistics over the global batch (SyncBatchNorm) instead of each
+            process's share.
         dist_timeout_minutes: under torchrun, how long a process waits for the others in a collective before it
             gives up (a lost peer stops the job instead of hanging it; torchrun --max-restarts then restarts it).
         plan: what a budget run chose and measured (written by the plan; read-only).
@@ -369,6 +374,8 @@ class TrainConfig(_JsonDataclass):
     progress: bool = True
     checkpoint_steps: int = 0
     checkpoint_minutes: float = 5.0
+    sync_every: int = 0
+    sync_bn: bool = False
     dist_timeout_minutes: float = 30.0
     plan: dict[str, Any] | None = None
 
@@ -399,6 +406,8 @@ class TrainConfig(_JsonDataclass):
             raise ValueError(f"TrainConfig.amp must be auto, fp16, bf16 or off, got {self.amp!r}")
         if self.memory_format not in ("auto", "channels_last", "contiguous"):
             raise ValueError(f"TrainConfig.memory_format must be auto, channels_last or contiguous, got {self.memory_format!r}")
+        if self.sync_every < 0:
+            raise ValueError(f"TrainConfig.sync_every must be >= 0 (0 = automatic), got {self.sync_every}")
         if self.micro_batch < 0:
             raise ValueError(f"TrainConfig.micro_batch must be >= 0 (0 = automatic), got {self.micro_batch}")
 
@@ -433,3 +442,41 @@ class RunConfig:
     def load(cls, path: str | Path) -> RunConfig:
         """Read a config written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+#: Fields a run writes into its config.json from its data or its machine: a new run finds them afresh.
+DERIVED = frozenset({"data.mask_values", "data.mask_palette", "data.mask_mode", "data.patch_scale",
+                     "train.micro_batch", "train.class_weight_values", "train.plan"})
+#: Fields a budget plan sets besides those it names as chosen: the step counts.
+PLANNED_STEPS = frozenset({"train.epochs", "train.max_steps", "train.warmup_steps", "train.val_every"})
+
+
+def settings_for_new_run(d: dict[str, Any], replan: bool) -> tuple[dict[str, Any], set[str]]:
+    """A config.json (``RunConfig.to_dict`` form) as the start of a new run, and the settings it gives.
+
+    A run's config.json also holds what the run found (mask encoding, a micro-batch sized on its machine, class
+    weights from its masks) and, after a budget run, what its plan chose. A new run on other data or another machine
+    finds the derived fields afresh: they return to their defaults. With ``replan`` (the new run has a budget) so do
+    the old plan's choices, which the new plan makes again; without, they stay as the recipe to train. The settings
+    given are the remaining ones that differ from the defaults (``"section.name"``).
+    """
+    defaults = RunConfig().to_dict()
+    out = {section: dict(values) for section, values in d.items()}
+    plan = out.get("train", {}).get("plan") or {}
+    fields = {name: section for section, values in defaults.items() for name in values}
+    planned: set[str] = set()
+    if replan and plan:
+        planned = {f"{fields[name]}.{name}" for name in plan.get("chosen", []) if name in fields}
+        planned |= {f"data.{name}" for name in plan.get("augmentation", {})}
+        planned |= PLANNED_STEPS | ({"data.image_size"} if "patch" in plan.get("chosen", []) else set())
+    follows = {"model.in_channels": "follow_channels", "model.num_classes": "follow_classes"}
+    for key, flag in follows.items():  # the model's channels and classes follow the data unless they were given
+        if out.get("data", {}).get(flag, True):
+            planned.add(key)
+    for key in DERIVED | planned:
+        section, name = key.split(".")
+        if section in out and name in out[section]:
+            out[section][name] = defaults[section][name]
+    given = {f"{section}.{name}" for section, values in out.items() if section in defaults
+             for name, value in values.items() if name in defaults[section] and value != defaults[section][name]}
+    return out, given

@@ -117,3 +117,34 @@ def nan_mean(values: list[float] | torch.Tensor) -> float:
     """The mean of the values that are not NaN (the images with something to find or found); NaN if none is."""
     t = torch.as_tensor(values, dtype=torch.float64)
     return float(torch.nanmean(t)) if t.numel() else float("nan")
+
+
+def threshold_dice(logits: torch.Tensor, target: torch.Tensor, thresholds: list[float]) -> list[float]:
+    """The foreground Dice of a binary model's scores at each threshold, from one histogram pass: each pixel's logit
+    is bucketed between the thresholds' logits, and the counts above each threshold are cumulative sums. The same
+    decisions as :func:`logits_to_classes` at each threshold (``logit > log(t / (1 - t))`` in the logits' dtype).
+
+    Args:
+        logits: (1, H, W) or (H, W) scores of one image.
+        target: (H, W) class indices; values other than 0 and 1 (IGNORE) are not counted.
+        thresholds: probabilities in (0, 1), any order.
+
+    Returns:
+        Dice per threshold, in the order given; NaN where there is nothing to find and nothing is found.
+    """
+    scores = logits.reshape(target.shape)
+    order = sorted(range(len(thresholds)), key=lambda i: thresholds[i])
+    cuts = torch.tensor([math.log(thresholds[i] / (1 - thresholds[i])) for i in order], dtype=scores.dtype,
+                        device=scores.device)
+    bucket = torch.bucketize(scores, cuts)  # how many cuts lie below each logit: above cut j when bucket > j
+    target = target.to(scores.device)
+    n = len(cuts) + 1
+    hist = torch.bincount((bucket + n * target.long()).masked_select(target <= 1), minlength=2 * n).view(2, n)
+    above = hist.flip(1).cumsum(1).flip(1)[:, 1:].double().cpu()  # pixels above each cut: background, foreground
+    tp, fp = above[1], above[0]
+    fn = hist[1].sum().double().cpu() - tp
+    dice = dice_from_counts(torch.stack([tp, fp, fn], dim=-1)).tolist()
+    out = [0.0] * len(thresholds)
+    for rank, i in enumerate(order):
+        out[i] = dice[rank]
+    return out

@@ -95,3 +95,49 @@ def test_a_file_broken_after_the_run_started_stops_the_resume_and_keeps_last_pt(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"{image}: cannot read image" in err
     assert (run / "last.pt").read_bytes() == before
+
+
+def test_a_new_run_from_an_old_runs_config_plans_afresh(monkeypatch, tmp_path):
+    """A budget run's config.json holds its plan, its mask encoding and a micro-batch sized on its machine: a new
+    budget run started from it on other data finds and plans those again; what the user set in it stays given."""
+    from unetseg.config import RunConfig
+
+    old = RunConfig()
+    old.data.data, old.data.image_size, old.data.patch_scale = "old_data", (240, 160), 0.125
+    old.data.mask_values, old.data.mask_mode, old.data.rotate_limit = [0, 255], "L", 10.0  # rotate: the user's
+    old.data.brightness = 0.2  # the plan's augmentation
+    old.model.base_channels, old.model.num_classes = 8, 1
+    old.train.budget, old.train.micro_batch, old.train.lr, old.train.max_steps = "5m", 3, 1e-3, 900
+    old.train.class_weight_values = [1.0, 3.0]
+    old.train.plan = {"chosen": ["base_channels", "image_size", "lr", "batch_size"], "augmentation": {"brightness": 0.2}}
+    old.save(tmp_path / "config.json")
+    seen = {}
+
+    def fake_fit(cfg, out, resume, overwrite, keep=None):
+        seen.update(cfg=cfg, keep=keep)
+        return out
+
+    monkeypatch.setattr("unetseg.train.fit", fake_fit)
+    assert cli.main(["train", "--config", str(tmp_path / "config.json"), "--data", "new_data", "--out",
+                     str(tmp_path / "new"), "--budget", "10m"]) == 0
+    cfg, keep = seen["cfg"], seen["keep"]
+    assert (cfg.data.mask_values, cfg.data.mask_mode, cfg.train.micro_batch, cfg.train.plan) == (None, None, 0, None)
+    assert cfg.train.class_weight_values is None and cfg.data.patch_scale == 1.0
+    assert (cfg.model.base_channels, cfg.data.image_size, cfg.train.lr) == (64, (480, 320), 1e-4)  # the defaults
+    for chosen in ("model.base_channels", "data.image_size", "train.lr", "train.batch_size", "train.max_steps",
+                   "train.micro_batch", "data.mask_values", "data.brightness", "model.num_classes"):
+        assert chosen not in keep, chosen
+    assert {"data.rotate_limit", "data.data", "train.budget"} <= keep and cfg.data.rotate_limit == 10.0
+    # without a budget the old plan's choices are the recipe to train again; what the run derived is found afresh
+    old.train.budget = ""
+    old.save(tmp_path / "config.json")
+    assert cli.main(["train", "--config", str(tmp_path / "config.json"), "--data", "new_data", "--out",
+                     str(tmp_path / "again")]) == 0
+    cfg, keep = seen["cfg"], seen["keep"]
+    assert (cfg.model.base_channels, cfg.data.image_size, cfg.train.lr, cfg.train.max_steps) == (8, (240, 160), 1e-3,
+                                                                                                  900)
+    assert {"model.base_channels", "data.image_size", "train.max_steps"} <= keep
+    assert (cfg.data.mask_values, cfg.train.micro_batch, cfg.train.plan) == (None, 0, None)
+    # a resumed run keeps its own config.json whole
+    args = cli.build_parser().parse_args(["train", "--resume", str(tmp_path), "--config", str(tmp_path / "config.json")])
+    assert cli.build_config(args).train.micro_batch == 3

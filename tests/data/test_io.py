@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from unetseg.data import DataError, MaskEncoding
-from unetseg.data.io import _draft_request, read_image, read_image_and_original, read_mask
+from unetseg.data.io import _draft_request, read_image, read_mask
 
 
 def test_draft_request_picks_quarter_scale_for_carvana():
@@ -94,18 +94,3 @@ def test_16_bit_images_scale_by_the_type_range_not_per_image(tmp_path):
     a, b = read_image(tmp_path / "dark.png", channels=1), read_image(tmp_path / "bright.png", channels=1)
     assert a[1, 1, 0] == b[1, 1, 0] == round(1000 / 257)  # the same value reads the same in both images
     assert a[0, 0, 0] == round(2000 / 257) and b[0, 0, 0] == round(60000 / 257)
-
-
-@pytest.mark.parametrize("suffix", [".jpg", ".png"])
-def test_one_decode_gives_the_model_input_and_the_original(tmp_path, suffix):
-    yy, xx = np.mgrid[0:1280, 0:1920] / 1280  # 1920 x 1280, smooth as photos mostly are
-    smooth = np.stack([128 + 100 * np.sin(6 * xx + k) * np.cos(4 * yy - k) for k in range(3)], axis=2).astype(np.uint8)
-    path = tmp_path / f"photo{suffix}"
-    Image.fromarray(smooth).save(path, quality=92)
-    model_input, original = read_image_and_original(path, (240, 160))
-    np.testing.assert_array_equal(original, read_image(path))
-    reference = read_image(path, (240, 160)).astype(int)  # JPEG: the draft decode at 1/8
-    difference = np.abs(model_input.astype(int) - reference)
-    assert model_input.shape == (160, 240, 3) and np.percentile(difference, 99) <= 1 and difference.mean() < 0.3
-    same_size, _ = read_image_and_original(path, (1920, 1280))
-    assert same_size is _  # nothing resized: one array

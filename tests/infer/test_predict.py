@@ -24,7 +24,8 @@ def test_predicted_masks_have_the_original_size_and_the_training_palette(carvana
     monkeypatch.setattr(io, "_decode", lambda path, *a, **k: decoded.append(path) or real_decode(path, *a, **k))
     predictor = Predictor.from_run(carvana_run, device="cpu", batch_size=5)
     written = predict_folder(predictor, carvana_like / "train", tmp_path / "pred")
-    assert sorted(decoded) == sorted((carvana_like / "train").iterdir())  # with overlays, each photo decoded once
+    # with overlays each photo is decoded twice: as training decoded it for the model, and whole for the overlay
+    assert sorted(decoded) == sorted(2 * list((carvana_like / "train").iterdir()))
     assert len(written) == 12
     for path in written:
         mask = read_mask(path)
@@ -163,3 +164,35 @@ def test_the_threshold_tuned_on_validation_is_stored_and_used_and_probabilities_
     (carvana_run / "threshold.json").write_text("{}")
     with pytest.raises(ValueError, match="not a threshold"):
         Predictor.from_run(carvana_run, device="cpu")
+
+
+def test_one_image_gives_one_mask_whatever_the_outputs(carvana_like, tmp_path):
+    """predict with and without overlays, evaluate and submit: the same pixels (the JPEG photos are decoded as
+    training decoded them, at half size by the draft decode, whatever else is written)."""
+    from unetseg.infer.submit import rle_decode, write_submission
+    from unetseg.metrics import dice_from_counts, confusion_counts
+
+    cfg = tiny_config(carvana_like, epochs=1)
+    cfg.data.image_size = (48, 32)  # half the 96x64 photos: the draft decode's scale
+    run = fit(cfg, tmp_path / "run")
+    predictor = Predictor.from_run(run, device="cpu")
+    inputs = []
+    logits = predictor.logits
+    predictor.logits = lambda images: inputs.append(images.copy()) or logits(images)
+    with_overlays = predict_folder(predictor, carvana_like / "train", tmp_path / "a", overlays=True)
+    without = predict_folder(predictor, carvana_like / "train", tmp_path / "b", overlays=False)
+    half = len(inputs) // 2  # the model saw the same bytes both times: the training decode
+    assert all(np.array_equal(a, b) for a, b in zip(inputs[:half], inputs[half:])) and half > 0
+    csv = write_submission(predictor, carvana_like / "train", tmp_path / "sub.csv")
+    rows = dict(line.split(",") for line in csv.read_text().splitlines()[1:])
+    pairs = find_pairs(carvana_like)
+    scores = {r["image"]: r["dice"] for r in evaluate_pairs(predictor, pairs)["per_image"]}
+    assert len(with_overlays) == len(without) == len(rows) == len(scores) == 12
+    for a, b, pair in zip(sorted(with_overlays), sorted(without), sorted(pairs, key=lambda p: p.image.name)):
+        mask = read_mask(a).values
+        np.testing.assert_array_equal(mask, read_mask(b).values)
+        np.testing.assert_array_equal(mask, rle_decode(rows[pair.image.name], mask.shape))
+        truth = (read_mask(pair.mask).values > 0).astype(np.int64)
+        dice = float(dice_from_counts(confusion_counts(torch.from_numpy(mask.astype(np.int64))[None],
+                                                       torch.from_numpy(truth)[None], 2))[0, 1])
+        assert dice == scores[pair.image.name] or (dice != dice and scores[pair.image.name] != scores[pair.image.name])

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -150,3 +152,19 @@ def test_logits_to_classes_on_the_cpu_equals_argmax_over_classes_in_either_layou
     assert expected[0, 0, 0] == 3
     assert torch.equal(logits_to_classes(logits), expected)
     assert torch.equal(logits_to_classes(logits.contiguous(memory_format=torch.channels_last)), expected)
+
+
+def test_the_threshold_sweep_from_one_histogram_equals_thresholding_at_each():
+    from unetseg.metrics import confusion_counts, threshold_dice
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 40, 50) * 3
+    logits[0, :5, :5] = math.log(0.3 / 0.7)  # pixels exactly on a threshold's cut: not above it
+    target = (torch.rand(40, 50) < 0.4).long()
+    target[10:12] = 255  # ignored
+    thresholds = [0.5, 0.05, 0.3, 0.95, 0.7]
+    swept = threshold_dice(logits, target, thresholds)
+    for t, dice in zip(thresholds, swept):
+        counts = confusion_counts(logits_to_classes(logits[None], t), target[None], 2)[0]
+        assert dice == float(dice_from_counts(counts)[1]), t
+    assert math.isnan(threshold_dice(torch.full((1, 4, 4), -9.0), torch.zeros(4, 4, dtype=torch.long), [0.5])[0])

@@ -141,7 +141,7 @@ def test_validation_folders_need_their_own_ignore_masks(tmp_path):
 
 
 def test_oversampled_crops_are_centred_on_a_class_present_and_repeat_with_the_generator():
-    from unetseg.train.loop import _crops, class_centres
+    from unetseg.train.placement import class_centres, crops
 
     masks = np.zeros((3, 64, 64), np.uint8)
     masks[0, 60:62, 2:4] = 2  # a rare class in a corner: random 16x16 crops would seldom see it
@@ -149,10 +149,10 @@ def test_oversampled_crops_are_centred_on_a_class_present_and_repeat_with_the_ge
     images = np.zeros((3, 64, 64, 3), np.uint8)
     centres = class_centres(masks, np.arange(3), 3)
     assert len(centres[2][1]) == 0 and len(centres[0][2]) == 4  # image 2: background only
-    idx = torch.tensor([0, 1, 0, 1])
+    idx = [0, 1, 0, 1]
     def crop(oversample, seed):
-        return _crops(torch.from_numpy(images), torch.from_numpy(masks), idx, (16, 16),
-                      torch.Generator().manual_seed(seed), centres, oversample)[1]
+        return crops(torch.from_numpy(images), torch.from_numpy(masks), idx, (16, 16),
+                     np.random.default_rng(seed), centres, oversample)[1]
     always = crop(1.0, 0)
     # multi-class: every class present may be drawn (class 0 too); over seeds the rare pixels are always in the crop
     # when their class was drawn, and never-drawn classes fall back to random corners

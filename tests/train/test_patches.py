@@ -8,19 +8,19 @@ from unetseg.cli.main import main
 from unetseg.config import DataConfig, TrainConfig, UNetConfig
 from unetseg.data.io import read_mask
 from unetseg.data.synthetic import make_synthetic_dataset
-from unetseg.train.loop import _crops
+from unetseg.train.placement import crops
 
 
 def test_crops_come_from_the_step_generator_and_cover_the_image():
     images = torch.arange(2 * 6 * 8).reshape(2, 6, 8, 1).to(torch.uint8)
     masks = images[..., 0].clone()
-    a = _crops(images, masks, torch.tensor([1, 0, 1]), (4, 3), torch.Generator().manual_seed(5))
-    b = _crops(images, masks, torch.tensor([1, 0, 1]), (4, 3), torch.Generator().manual_seed(5))
+    a = crops(images, masks, [1, 0, 1], (4, 3), np.random.default_rng(5))
+    b = crops(images, masks, [1, 0, 1], (4, 3), np.random.default_rng(5))
     assert a[0].shape == (3, 3, 4, 1) and a[1].shape == (3, 3, 4)
     assert torch.equal(a[0], b[0]) and torch.equal(a[0][..., 0], a[1])  # same draws; image and mask crop together
     corners = set()
     for seed in range(200):
-        crop = _crops(images, masks, torch.tensor([0]), (4, 3), torch.Generator().manual_seed(seed))[1][0]
+        crop = crops(images, masks, [0], (4, 3), np.random.default_rng(seed))[1][0]
         corners.add(int(crop[0, 0]))
     assert len(corners) == (6 - 3 + 1) * (8 - 4 + 1)  # every corner position is drawn
 

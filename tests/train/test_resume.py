@@ -60,15 +60,18 @@ STRONG = ["--brightness", "0.3", "--contrast", "0.3", "--saturation", "0.5", "--
           "--bn-recalibrate", "--schedule", "cosine", "--warmup-steps", "3"]
 
 
-@pytest.mark.parametrize("extra", [[], STRONG, ["--patch", "32x32"]],
-                         ids=["seed-recipe", "strong-augmentation-ema-bn", "patches"])
-def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(synthetic_dir, tmp_path, extra):
+@pytest.mark.parametrize("extra, kill_at", [
+    ([], "epoch 2 step 2"), (STRONG, "epoch 2 step 2"), (["--patch", "32x32"], "epoch 2 step 2"),
+    # decisions every 3 steps, as on a GPU (every 16): 5 steps an epoch, so epoch 2 decides after its steps 1 and 4
+    (["--sync-every", "3", "--patch", "32x32", *STRONG], "epoch 2 step 1")],
+    ids=["seed-recipe", "strong-augmentation-ema-bn", "patches", "decisions-every-3-steps"])
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(synthetic_dir, tmp_path, extra, kill_at):
     reference = _unetseg("train", "--data", str(synthetic_dir), "--out", str(tmp_path / "ref"), *FLAGS, *extra)
     reference.communicate()
     assert reference.returncode == 0
 
     killed = _unetseg("train", "--data", str(synthetic_dir), "--out", str(tmp_path / "run"), *FLAGS, *extra)
-    _run_until(killed, "checkpoint saved at epoch 2 step 2")
+    _run_until(killed, f"checkpoint saved at {kill_at}")
     killed.kill()  # SIGKILL: no handler runs
     killed.communicate()
     state = load_training_state(tmp_path / "run" / "last.pt")

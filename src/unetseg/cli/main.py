@@ -18,7 +18,7 @@ import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from unetseg.config import DataConfig, RunConfig, TrainConfig, UNetConfig, parse_size
+from unetseg.config import DataConfig, RunConfig, TrainConfig, UNetConfig, parse_size, settings_for_new_run
 
 logger = logging.getLogger("unetseg")
 
@@ -116,18 +116,31 @@ def _default_text(f: dataclasses.Field) -> str:
 
 
 def given_settings(args: argparse.Namespace) -> set[str]:
-    """The settings the user gave (``"section.name"``): flags on the command line and keys of a ``--config`` file.
-    A budget run chooses every other one."""
+    """The settings the user gave (``"section.name"``): flags on the command line, and the settings of a ``--config``
+    file that differ from the defaults, less what a run derives from its data and machine or its plan chose
+    (:func:`unetseg.config.settings_for_new_run`). A budget run chooses every other one."""
     given = {key for key in vars(args) if "." in key}
     if getattr(args, "config", None) and not getattr(args, "resume", None):
-        for section, values in json.loads(Path(args.config).read_text()).items():
-            given |= {f"{section}.{name}" for name in values}
+        stored = json.loads(Path(args.config).read_text())
+        given |= settings_for_new_run(stored, _replans(args, stored))[1]
     return given
 
 
+def _replans(args: argparse.Namespace, stored: dict) -> bool:
+    """Whether a new run from the config ``stored`` has a budget (the flag's, else the file's): it plans afresh."""
+    return bool(vars(args).get("train.budget", stored.get("train", {}).get("budget")))
+
+
 def build_config(args: argparse.Namespace) -> RunConfig:
-    """A RunConfig from ``--config`` (or the defaults) with the flags given on the command line applied."""
-    cfg = RunConfig.load(args.config) if args.config else RunConfig()
+    """A RunConfig from ``--config`` (or the defaults) with the flags given on the command line applied. A new run
+    from another run's config.json finds that run's derived fields afresh, and a budget run its plan too
+    (``settings_for_new_run``); a resumed run keeps them."""
+    if args.config:
+        stored = json.loads(Path(args.config).read_text())
+        cfg = RunConfig.from_dict(stored if getattr(args, "resume", None)
+                                  else settings_for_new_run(stored, _replans(args, stored))[0])
+    else:
+        cfg = RunConfig()
     base = cfg.to_dict()
     for key, value in vars(args).items():
         if "." in key:
@@ -362,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--model", required=True, metavar="RUN", help="a run folder written by unetseg train")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-        p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+        p.add_argument("--batch-size", type=int, default=0,
+                       help="images per forward pass (0: from the GPU's free memory; 4 on CPUs)")
         p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                        help="onnxruntime runs the run's model.onnx (write it with unetseg export)")
         p.add_argument("--amp", choices=("auto", "fp16", "bf16", "off"), default="auto",

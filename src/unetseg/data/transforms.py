@@ -3,10 +3,14 @@
 Rotation, zoom and both flips are one affine warp: a single ``affine_grid`` + ``grid_sample`` per batch, bilinear
 for images and nearest for masks (so mask labels stay exact), reflection at the borders (as the seed's
 albumentations ``Rotate`` does by default). On the CPU this costs well under 1% of a training step.
+
+Every random draw comes from the step's generator on the images' device and nothing is read back to the host, so on a
+GPU the augmentation queues without waiting (no host sync; ``tests/train/test_host_syncs.py`` counts them).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -25,11 +29,15 @@ def to_float(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
     return normalise(images.permute(0, 3, 1, 2).float().div_(255.0), mean, std)
 
 
+@functools.lru_cache(maxsize=32)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant (1, C, 1, 1) on ``device``, copied there once (a copy per step would wait for the GPU)."""
+    return torch.tensor(values, dtype=dtype).view(1, -1, 1, 1).to(device)
+
+
 def normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """Float images (N, C, H, W) in [0, 1] -> ``(x - mean) / std``, in place."""
-    mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return x.sub_(mean_t).div_(std_t)
+    return x.sub_(_constant(tuple(mean), x.device, x.dtype)).div_(_constant(tuple(std), x.device, x.dtype))
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, cfg: DataConfig,
@@ -39,8 +47,8 @@ def augment(images: torch.Tensor, masks: torch.Tensor, cfg: DataConfig,
     Args:
         images: uint8 (N, H, W, C) on the training device.
         masks: class indices (N, H, W).
-        generator: the step's CPU generator; every draw comes from it (the affine ones first, so a config without
-            photometric transforms draws exactly what it drew before they existed).
+        generator: the step's generator, on the images' device; every draw comes from it (the affine ones first, so a
+            config without photometric transforms draws exactly what it drew before they existed).
 
     Returns:
         (normalised float images (N, C, H, W), masks (N, H, W)).
@@ -53,8 +61,19 @@ def augment(images: torch.Tensor, masks: torch.Tensor, cfg: DataConfig,
     return normalise(x, cfg.mean, cfg.std), masks
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator)
+def _rand(*shape: int, generator: torch.Generator | None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Uniform draws in [0, 1) on the generator's device (the CPU without one)."""
+    return torch.rand(*shape, generator=generator, dtype=dtype,
+                      device=generator.device if generator is not None else None)
+
+
+def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``: itself where the draws were made there (no copy)."""
+    return t if t.device == device else t.to(device)
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
+    return low + (high - low) * _rand(n, generator=generator)
 
 
 def photometric(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
@@ -67,12 +86,11 @@ def photometric(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) ->
     contrast = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, generator)
     saturation = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, generator)
     log_gamma = _uniform(n, -math.log1p(cfg.gamma), math.log1p(cfg.gamma), generator)
-    shuffle = torch.rand(n, generator=generator) < cfg.channel_shuffle_p
-    perms = torch.argsort(torch.rand(n, 3, generator=generator), dim=1)
-    grey = torch.rand(n, generator=generator) < cfg.grayscale_p
-    noise_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    shuffle = _rand(n, generator=generator) < cfg.channel_shuffle_p
+    perms = torch.argsort(_rand(n, 3, generator=generator), dim=1)
+    grey = _rand(n, generator=generator) < cfg.grayscale_p
     view = (n, 1, 1, 1)
-    luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) if rgb else None
+    luma = _constant(_LUMA, x.device, x.dtype) if rgb else None
 
     def grey_of(t: torch.Tensor) -> torch.Tensor:
         return (t * luma).sum(1, keepdim=True) if rgb else t
@@ -85,16 +103,18 @@ def photometric(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) ->
     if rgb and cfg.saturation:
         g = grey_of(x)
         x = (x - g) * saturation.to(x).view(view) + g
-    if rgb and cfg.channel_shuffle_p and bool(shuffle.any()):
-        order = torch.where(shuffle[:, None], perms, torch.arange(3).expand(n, 3)).to(x.device)
+    if rgb and cfg.channel_shuffle_p:  # no test of whether any image was drawn: that would wait for the GPU
+        order = torch.where(_on(shuffle, x.device)[:, None], _on(perms, x.device),
+                            torch.arange(3, device=x.device).expand(n, 3))
         x = torch.gather(x, 1, order.view(n, 3, 1, 1).expand_as(x))
-    if rgb and cfg.grayscale_p and bool(grey.any()):
-        x = torch.where(grey.to(x.device).view(view), grey_of(x).expand_as(x), x)
+    if rgb and cfg.grayscale_p:
+        x = torch.where(_on(grey, x.device).view(view), grey_of(x).expand_as(x), x)
     if cfg.gamma:
         x = x.clamp(0, 1).pow(log_gamma.exp().to(x).view(view))
     if cfg.noise_std:
-        noise_gen = torch.Generator(device=x.device).manual_seed(noise_seed)
-        x = x + cfg.noise_std * torch.randn(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype)
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32,
+                            device=generator.device if generator is not None else None)
+        x = x + cfg.noise_std * noise.to(x)
     return x.clamp_(0, 1)
 
 
@@ -108,29 +128,27 @@ def random_affine(images: torch.Tensor, masks: torch.Tensor, rotate_limit: float
     Args:
         images: float (N, C, H, W).
         masks: integer class indices (N, H, W).
-        generator: a CPU generator, for reproducible draws.
+        generator: the generator of the draws (on the images' device, so that nothing is copied from the host),
+            for reproducible draws.
 
     Returns:
         (images (N, C, H, W), masks (N, H, W)) with the input dtypes.
     """
     n, _, h, w = images.shape
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotate_limit)
-    sx = torch.where(torch.rand(n, generator=generator) < hflip_p, -1.0, 1.0)
-    sy = torch.where(torch.rand(n, generator=generator) < vflip_p, -1.0, 1.0)
+    angle = (_rand(n, generator=generator) * 2 - 1) * math.radians(rotate_limit)
+    sx = torch.where(_rand(n, generator=generator) < hflip_p, -1.0, 1.0)
+    sy = torch.where(_rand(n, generator=generator) < vflip_p, -1.0, 1.0)
     if scale_limit:  # drawn after the seed recipe's draws, which stay as they were
         zoom = torch.exp(_uniform(n, -math.log1p(scale_limit), math.log1p(scale_limit), generator))
         sx, sy = sx / zoom, sy / zoom  # sampling a smaller area of the input enlarges it
-    if rotate_limit == 0 and not scale_limit and bool((sx > 0).all()) and bool((sy > 0).all()):
-        return images, masks
+    if rotate_limit == 0 and not scale_limit and hflip_p == 0 and vflip_p == 0:  # decided by the settings alone:
+        return images, masks                                                      # no read-back of the draws
     cos, sin = torch.cos(angle), torch.sin(angle)
     # Rotation in pixel space, written in affine_grid's normalised [-1, 1] coordinates (hence the aspect
     # ratio terms), composed with the flips: input_xy = R @ diag(sx, sy) @ output_xy.
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = cos * sx
-    theta[:, 0, 1] = -sin * sy * (h / w)
-    theta[:, 1, 0] = sin * sx * (w / h)
-    theta[:, 1, 1] = cos * sy
-    grid = F.affine_grid(theta.to(images.device, images.dtype), [n, 1, h, w], align_corners=False)
+    theta = torch.stack([torch.stack([cos * sx, -sin * sy * (h / w), torch.zeros_like(cos)], 1),
+                         torch.stack([sin * sx * (w / h), cos * sy, torch.zeros_like(cos)], 1)], 1)
+    grid = F.affine_grid(_on(theta, images.device).to(images.dtype), [n, 1, h, w], align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     warped = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="reflection",
                            align_corners=False)

@@ -21,8 +21,8 @@ from unetseg.infer.predict import Predictor
 from unetseg.data.classes import class_names
 from unetseg.drawing.confusion import plot_confusion
 from unetseg.drawing.overlays import display_size, error_overlay, shrink_classes
-from unetseg.metrics import (class_scores, confusion_counts, confusion_matrix, counts_from_confusion, dice_from_counts,
-                             foreground_mean, iou_from_counts, logits_to_classes, nan_mean)
+from unetseg.metrics import (class_scores, confusion_matrix, counts_from_confusion, dice_from_counts, foreground_mean,
+                             iou_from_counts, nan_mean, threshold_dice)
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +100,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
             row.update({f"dice_class{k}": float(dice[k]) for k in range(1, labels)})
         rows.append(row)
         drawn.offer(row["dice"], pair, pred.numpy(), classes)
-        if by_threshold:
-            scores = logits[None].cpu()
-            for t, dices in by_threshold.items():
-                counts_t = confusion_counts(logits_to_classes(scores, t), target[None], labels)[0]
-                dice_t = float(foreground_mean(dice_from_counts(counts_t)))
+        if by_threshold:  # every threshold from one histogram of the scores, where they are
+            for dices, dice_t in zip(by_threshold.values(), threshold_dice(logits, target, list(by_threshold))):
                 dices.append(1.0 if dice_t != dice_t else dice_t)  # nothing to find, nothing found: right, at any t
     mean = {key: nan_mean([r[key] for r in rows]) for key in rows[0] if key != "image"}
     summary = {

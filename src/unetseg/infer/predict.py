@@ -23,7 +23,7 @@ from unetseg.config import DataConfig, RunConfig
 from unetseg.data.check import encoding_of
 from unetseg.data.encoding import MaskEncoding
 from unetseg.data.errors import DataError, raise_problems
-from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_image_and_original, read_mask
+from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_mask
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
 from unetseg.infer.windows import sliding_window_logits
@@ -41,17 +41,34 @@ OVERLAY_COLOURS = np.array([(255, 40, 40), (40, 220, 40), (40, 90, 255), (255, 2
                             (0, 220, 220)], dtype=np.float32)
 
 
-def prefetched(items: Sequence[T], load: Callable[[T], object], batch_size: int) -> Iterator[list]:
-    """Yield ``[load(item) ...]`` in batches, decoding the next batch on threads while the caller works."""
+def prefetched(items: Sequence[T], load: Callable[[T], object], batch_size: int, ahead: int = 2) -> Iterator[list]:
+    """Yield ``[load(item) ...]`` in batches, decoding the next ``ahead`` batches on threads while the caller works."""
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        pending: list[Future] | None = None
+        pending: deque[list[Future]] = deque()
         for start in range(0, len(items), batch_size):
-            submitted = [pool.submit(load, item) for item in items[start:start + batch_size]]
-            if pending is not None:
-                yield [f.result() for f in pending]
-            pending = submitted
-        if pending is not None:
-            yield [f.result() for f in pending]
+            pending.append([pool.submit(load, item) for item in items[start:start + batch_size]])
+            if len(pending) > ahead:
+                yield [f.result() for f in pending.popleft()]
+        while pending:
+            yield [f.result() for f in pending.popleft()]
+
+
+#: Bytes per input pixel and base channel an inference forward pass may hold at its peak: a bound, a quarter of the
+#: 90 a training step holds (a forward pass frees each activation once the next layer has it; benchmarks/gpu.py
+#: prints the measured figure).
+INFERENCE_BYTES = 24
+
+
+def auto_batch(config: RunConfig, device: torch.device, tile: tuple[int, int] | None = None) -> int:
+    """Images (or windows) per forward pass: on a GPU as many as take half its free memory (at most 64); on the
+    CPU 4, where a larger batch is no faster."""
+    if device.type != "cuda":
+        return 4
+    from unetseg._device import free_memory
+
+    width, height = tile or config.data.image_size
+    per_image = INFERENCE_BYTES * config.model.base_channels * width * height
+    return max(1, min(64, free_memory(device) // 2 // per_image))
 
 
 THRESHOLD_FILE = "threshold.json"
@@ -106,7 +123,7 @@ class Predictor:
         model: the network (put in eval mode here).
         config: the run's config (input size, normalisation, mask encoding).
         device: "auto", "cpu", "cuda", ...
-        batch_size: images per forward pass.
+        batch_size: images per forward pass; 0: :func:`auto_batch` (from the GPU's free memory).
         tta: average the probabilities over flipped copies, for each flip training made at least half the time
             (horizontal, vertical, and both where both): 2 or 4 forward passes per image.
         threshold: foreground probability above which a pixel of a binary model is foreground.
@@ -119,7 +136,7 @@ class Predictor:
     """
 
     def __init__(self, model: UNet | Callable[[torch.Tensor], torch.Tensor], config: RunConfig, device: str = "auto",
-                 batch_size: int = 4, amp: str = "auto", tta: bool = False, threshold: float = 0.5,
+                 batch_size: int = 0, amp: str = "auto", tta: bool = False, threshold: float = 0.5,
                  tile: tuple[int, int] | None = None, overlap: float = 0.5) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"--threshold {threshold}: a probability between 0 and 1 (exclusive)")
@@ -140,12 +157,12 @@ class Predictor:
         if isinstance(model, torch.nn.Module):
             model = model.to(self.device, memory_format=self.layout).eval()
         self.model = model
-        self.batch_size = batch_size
+        self.batch_size = batch_size or auto_batch(config, self.device, tile)
         self.dtype = autocast_dtype(self.device, amp)  # this device's precision, not the training run's
         self.encoding = encoding_of(config.data) or MaskEncoding((0, 255))
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 4,
+    def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 0,
                  backend: Literal["torch", "onnxruntime"] = "torch",
                  weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool = False,
                  threshold: float | None = None, tile: tuple[int, int] | None = None,
@@ -207,16 +224,19 @@ class Predictor:
         return logits_to_classes(logits[None], self.threshold)[0]
 
     def _load(self, path: Path, original: bool = False) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
-        """The model's input, the original size and, with ``original``, the image at that size (one decode)."""
+        """The model's input, the original size and, with ``original``, the image at that size (for an overlay).
+
+        The model's input is always decoded as training decoded it (a JPEG's draft decode, then the resize), whatever
+        else is wanted: the same image and run give the same mask in ``predict`` with or without overlays,
+        ``evaluate`` and ``submit``. The original is a second, full decode."""
         size, _ = image_info(path)  # the original size, from the header only
         target = self.config.data.image_size
         if self.config.data.patch is not None:  # each image at the training scale, at its own size
             scale = self.config.data.patch_scale
             target = (max(16, round(size[0] * scale)), max(16, round(size[1] * scale)))
-        if original:
-            image, full = read_image_and_original(path, target, self.config.model.in_channels)
-            return image, size, full
-        return read_image(path, target, self.config.model.in_channels), size, None
+        channels = self.config.model.in_channels
+        image = read_image(path, target, channels)
+        return image, size, (read_image(path, None, channels) if original else None)
 
     def predict_paths(self, paths: Sequence[Path], progress: bool = False) -> Iterator[tuple[Path, torch.Tensor]]:
         """Yield ``(path, logits)`` per image, logits (num_classes, H, W) resized to the image's original size."""
@@ -225,8 +245,8 @@ class Predictor:
 
     def predict_with_images(self, paths: Sequence[Path], progress: bool = False, originals: bool = True
                             ) -> Iterator[tuple[Path, torch.Tensor, np.ndarray | None]]:
-        """:meth:`predict_paths`, and with ``originals`` each image (H, W, C) uint8 at its original size from the
-        same decode (for overlays: each image is decoded once)."""
+        """:meth:`predict_paths`, and with ``originals`` each image (H, W, C) uint8 at its original size (for
+        overlays)."""
         bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
         done = 0
         for batch in prefetched(paths, lambda path: self._load(path, originals), self.batch_size):

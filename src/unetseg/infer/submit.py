@@ -16,11 +16,14 @@ import json
 import logging
 import os
 import shutil
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from unetseg.data.io import DECODE_THREADS
 from unetseg.infer.predict import Predictor, list_images
 
 logger = logging.getLogger(__name__)
@@ -124,13 +127,27 @@ def write_submission(predictor: Predictor, images: str | Path, out: str | Path, 
         logger.info("%s: %d images written before, %d to go", partial, len(paths) - len(todo), len(todo))
     with open(partial, "a", encoding="ascii") as fh, tqdm(total=len(paths), initial=len(paths) - len(todo),
                                                           desc="submit", unit="img", disable=not progress) as bar:
-        for i, (path, logits) in enumerate(predictor.predict_paths(todo)):
-            mask = predictor.classes(logits).cpu().numpy()  # the run's threshold, as predict uses it
-            fh.write(f"{path.name},{rle_encode(mask)}\n")
-            if (i + 1) % flush_every == 0:
+        written = 0
+        pending: deque[tuple[str, Future]] = deque()
+
+        def write_next() -> None:  # in the images' order, whatever order the encodings finish in
+            nonlocal written
+            name, job = pending.popleft()
+            fh.write(f"{name},{job.result()}\n")
+            written += 1
+            if written % flush_every == 0:
                 fh.flush()
                 os.fsync(fh.fileno())
             bar.update()
+
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:  # run-length encoding beside the model
+            for path, logits in predictor.predict_paths(todo):
+                mask = predictor.classes(logits).cpu().numpy()  # the run's threshold, as predict uses it
+                pending.append((path.name, pool.submit(rle_encode, mask)))
+                while len(pending) > 2 * DECODE_THREADS:
+                    write_next()
+            while pending:
+                write_next()
     tmp = out.with_name(f".{out.name}.tmp")
     opener = gzip.open if out.suffix == ".gz" else open
     with open(partial, "rb") as src, opener(tmp, "wb") as dst:

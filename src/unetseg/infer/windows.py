@@ -1,7 +1,8 @@
 """Sliding-window prediction: overlapping windows, batched, blended with Gaussian weights (as nnU-Net and MONAI's
 ``sliding_window_inference`` do), so each pixel's score comes mostly from windows that see it near their centre,
-where the network has the most context. The scores are accumulated on the host in float32: memory is the image
-(uint8), one batch of windows and two float maps of the image's size (scores and weights).
+where the network has the most context. The scores are accumulated in float32 where the model runs (on a GPU, the
+GPU: no copy back per window batch): memory is the image (uint8), one batch of windows and two float maps of the
+image's size (scores and weights).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def sliding_window_logits(forward: Callable[[np.ndarray], torch.Tensor], image: 
         overlap: share of a window that its neighbour covers too (0 <= overlap < 1).
 
     Returns:
-        float32 (K, H, W) on the host: the Gaussian-weighted mean of the windows' scores.
+        float32 (K, H, W) on the device of ``forward``'s scores: the Gaussian-weighted mean of the windows' scores.
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"--overlap {overlap}: a share between 0 and 1 (1 excluded)")
@@ -59,13 +60,15 @@ def sliding_window_logits(forward: Callable[[np.ndarray], torch.Tensor], image: 
     corners = [(y, x) for y in window_starts(full_h, win_h, overlap) for x in window_starts(full_w, win_w, overlap)]
     weights = gaussian_weights(win_h, win_w)
     scores: torch.Tensor | None = None
-    total = torch.zeros(full_h, full_w)
+    total = torch.zeros(0)
     for start in range(0, len(corners), batch_size):
         batch = corners[start:start + batch_size]
         windows = np.stack([image[y:y + win_h, x:x + win_w] for y, x in batch])
-        out = forward(windows).float().cpu()
+        out = forward(windows).float()
         if scores is None:
-            scores = torch.zeros(out.shape[1], full_h, full_w)
+            scores = torch.zeros(out.shape[1], full_h, full_w, device=out.device)
+            total = torch.zeros(full_h, full_w, device=out.device)
+            weights = weights.to(out.device)
         for (y, x), piece in zip(batch, out):
             scores[:, y:y + win_h, x:x + win_w] += piece * weights
             total[y:y + win_h, x:x + win_w] += weights

@@ -1,20 +1,15 @@
-"""Run state that makes training safe to stop: position, RNG states, signal handling, checked losses."""
+"""Run state that makes training safe to stop: position, RNG states, signal handling."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import signal
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-
-from unetseg.checkpoint import STATE_FILE
 
 
 class NonFiniteLossError(RuntimeError):
@@ -23,41 +18,6 @@ class NonFiniteLossError(RuntimeError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped training after the resume state was saved."""
-
-
-class LossLog:
-    """Step losses kept on the device and read back in one sync every ``sync_every`` steps (on CPUs every step,
-    where reading is free), so a CUDA step never waits for the host; every loss is checked before any save."""
-
-    def __init__(self, out: Path, sync_every: int, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> None:
-        self.out, self.sync_every, self.reduce = out, sync_every, reduce
-        self.pending: list[tuple[int, torch.Tensor, int]] = []
-        self.last = math.nan
-
-    def __len__(self) -> int:
-        return len(self.pending)
-
-    def append(self, step: int, loss: torch.Tensor, n: int) -> None:
-        self.pending.append((step, loss, n))
-
-    def flush(self, epoch: int) -> float:
-        """Check the pending losses; return their sum weighted by batch size.
-
-        Raises:
-            NonFiniteLossError: naming the first step whose loss is NaN or infinite.
-        """
-        if not self.pending:
-            return 0.0
-        values = self.reduce(torch.stack([loss for _, loss, _ in self.pending])).tolist()  # the mean over processes
-        total = 0.0
-        for (step, _, n), value in zip(self.pending, values):
-            if not math.isfinite(value):
-                raise NonFiniteLossError(f"{self.out}: loss is {value} at epoch {epoch + 1}, step {step + 1}; stopped, "
-                                         f"{STATE_FILE} keeps the last good state (try a lower --lr)")
-            total += value * n
-        self.pending.clear()
-        self.last = values[-1]
-        return total
 
 
 @dataclass
@@ -110,10 +70,3 @@ def restore_rng(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Keep the metrics lines of finished epochs only (a kill may have come after a line, before the save)."""
-    if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epochs_done]
-        path.write_text("".join(line + "\n" for line in lines))

@@ -1,6 +1,18 @@
 """The training loop: ``fit(cfg, out_dir)`` trains a U-Net and writes a run folder.
 
-Every random draw of a step (batch order, rotation angles, flips) comes from a generator seeded by
+``fit`` reads as the recipe; each concern has its own room:
+
+- the run folder (made, resumed, restarted; the session records): :mod:`unetseg.train.run_dir`;
+- the data and the plan (check, pair, split, decode, budget plan): here, before the model is built;
+- the data placement (the cache on the GPU or staged through pinned buffers, batches, crops):
+  :mod:`unetseg.train.placement`;
+- one training step (micro-batches, gradient scaling, DDP's ``no_sync``): :mod:`unetseg.train.step`;
+- the learning-rate schedule (a saved ``LambdaLR``): :mod:`unetseg.train.schedule`;
+- validation and the weights to save: :mod:`unetseg.train.validate`;
+- the per-step decisions (losses checked, checkpoints, signals, budget re-plans), taken at fixed steps from one
+  all-reduced tensor, so that processes never disagree: :mod:`unetseg.train.control`.
+
+Every random draw of a step (batch order, crop corners, rotation angles, flips) comes from seeds made of
 (seed, epoch, step), so a run resumed at any step sees the batches and augmentations it would have seen.
 """
 
@@ -10,12 +22,9 @@ import itertools
 import json
 import logging
 import math
-import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,106 +34,42 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from unetseg._atomic import atomic_write_text
-from unetseg._device import autocast_dtype, device_name, free_memory, memory_format
-from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, SPLIT_FILE, STATE_FILE,
-                                WEIGHTS_FILE, CheckpointError, load_training_state, save_training_state, save_weights)
+from unetseg._device import autocast_dtype, free_memory, memory_format
+from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, SPLIT_FILE, STATE_FILE, WEIGHTS_FILE, load_training_state,
+                                save_training_state, save_weights)
 from unetseg.config import RunConfig, parse_duration
 from unetseg.data import ArrayDataset
 from unetseg.data.ceiling import dataset_ceiling, dice_from_iou
 from unetseg.data.classes import class_names
 from unetseg.data.check import adopt, format_report, scan
 from unetseg.data.io import image_info
-from unetseg.data.node_cache import cache_prefix, load_node_cache
+from unetseg.data.node_cache import load_node_cache
 from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.split import describe_split, split_pairs
-from unetseg.data.transforms import augment, to_float
-from unetseg.metrics import (class_scores, confusion_matrix, counts_from_confusion, dice_from_counts, foreground_mean,
-                             logits_to_classes)
+from unetseg.data.transforms import augment
+from unetseg.drawing.curves import CurvesPainter
 from unetseg.model import UNet
-from unetseg.drawing.curves import CURVES_FILE, CurvesPainter
-from unetseg.train._state import (LossLog, Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state,
-                                   truncate_metrics)
+from unetseg.train._state import Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state
+from unetseg.train.control import StepControl, decision_interval
 from unetseg.train.distributed import World, close_world, init_world
 from unetseg.train.losses import SegmentationLoss, resolve_class_weights
+from unetseg.train.placement import BatchSource, class_centres, cpu_generator, seed_of
 from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, TARGET, BudgetClock, make_plan, size_for
-from unetseg.train.weights import WeightAverage, recalibrate_bn
+from unetseg.train.run_dir import (prepare_run_dir, process_cache, record_session, resume_or_start,  # noqa: F401
+                                   truncate_metrics)
+from unetseg.train.schedule import cosine_lr, make_schedule, set_total  # noqa: F401 - cosine_lr: the API's
+from unetseg.train.step import TrainStep
+from unetseg.train.validate import SavedWeights, evaluate
+from unetseg.train.weights import WeightAverage
 
 logger = logging.getLogger(__name__)
 
 CARVANA_SIZE = (1918, 1280)  # the seed's 480x320 is made for these photos
+#: Per-GPU batches under which a multi-GPU run suggests --sync-bn (batch norm over so few images is noisy).
+SMALL_BN_BATCH = 8
 
-
-def _generator(*keys: int) -> torch.Generator:
-    """A CPU generator seeded from a tuple of integers (e.g. seed, epoch, step)."""
-    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.Generator().manual_seed(seed)
-
-
-#: Files a run writes before its first last.pt (config, split, log, and the weights and curves of a first validation
-#: killed before the state); a folder holding nothing else never started training.
-_PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, BEST_FILE,
-                    CURVES_FILE}
-
-
-def _never_started(out: Path) -> bool:
-    """True when ``out`` holds only what a run writes before its first saved state (a run that failed early, e.g.
-    on a typo in --data), so the corrected command may start afresh there. Its train.log tells it from a folder
-    holding only a config.json the user wrote; a folder holding only a run's caches (a process killed while
-    decoding) counts too."""
-    files = list(out.iterdir())
-    caches = [p for p in files if (p.name.startswith(".") and p.suffix in (".tmp", ".npy"))
-              or p.name.startswith(".cache-")]
-    ours = all(p in caches or p.name in _PRE_START_FILES for p in files)
-    return ours and ((out / "train.log").is_file() or len(caches) == len(files))
-
-
-def resume_or_start(out_dir: str | Path) -> bool:
-    """``--resume auto``: True where ``out_dir`` holds a run to resume (its ``last.pt``), False where it is absent or
-    empty or holds a run that stopped before its first checkpoint (start afresh). The way to run under
-    ``torchrun --max-restarts``, on preemptible machines and in job schedulers that run a command again.
-
-    Raises:
-        CheckpointError: when the folder holds anything else.
-    """
-    out = Path(out_dir)
-    if (out / STATE_FILE).is_file():
-        return True
-    if not out.exists() or not any(out.iterdir()) or _never_started(out):
-        return False
-    raise CheckpointError(f"{out}: --resume auto: the folder holds files but no {STATE_FILE}, so neither a run to "
-                          f"resume nor an empty folder; give another --out, or --overwrite to replace it")
-
-
-def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool, world: World = World()) -> Path:
-    """Create the run folder; a folder that already holds a run is only reused with resume or overwrite. A folder
-    left by a run that failed before saving any state (only its log, config or split) is started afresh.
-
-    Raises:
-        CheckpointError: when ``out_dir`` holds files and neither flag is given (on every process alike).
-    """
-    out = Path(out_dir)
-    restart = out.is_dir() and any(out.iterdir()) and not resume and not overwrite and _never_started(out)
-    if out.exists() and any(out.iterdir()) and not resume and not overwrite and not restart:
-        raise CheckpointError(f"{out}: folder is not empty; pass --resume to continue the run there or "
-                              f"--overwrite to replace it")
-    if resume and not (out / STATE_FILE).is_file():
-        raise CheckpointError(f"{out / STATE_FILE}: not found, nothing to resume"
-                              + ("; the run stopped before its first checkpoint: start it again with --out"
-                                 if out.is_dir() else ""))
-    world.barrier()  # every process has looked before the main one changes anything
-    if world.is_main:
-        if overwrite and not resume and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        if restart:  # the log stays, and tells both attempts
-            for name in _PRE_START_FILES - {"train.log"}:
-                (out / name).unlink(missing_ok=True)
-            logger.info("%s: a run that stopped before its first checkpoint; starting afresh", out)
-        for stale in out.glob(".*.tmp"):  # left by a kill during an atomic write
-            stale.unlink()
-    world.barrier()
-    return out
+__all__ = ["fit", "evaluate", "resume_or_start", "prepare_run_dir", "whole_batch", "auto_micro_batch",
+           "changed_settings", "cosine_lr", "class_centres"]
 
 
 @dataclass
@@ -156,7 +101,7 @@ def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
     else:
         on_disk = cfg.data.cache == "disk" or (cfg.data.cache == "auto" and
                                                pairs_bytes > free_memory(torch.device("cpu")) // 2)
-        cache_file = _process_cache(cfg, out, world) if on_disk else None
+        cache_file = process_cache(cfg, out, world) if on_disk else None
         if on_disk:
             logger.info("decoded images (%.1f GB) go to a memory-mapped cache: %s", pairs_bytes / 1e9, cache_file)
         data, report = scan(cfg, progress=cfg.train.progress, cache_file=cache_file, pairing=pairing)
@@ -221,139 +166,52 @@ def _one_size(pairing: Pairing, native: tuple[int, int]) -> bool:
         return False
 
 
-def _process_cache(cfg: RunConfig, out: Path, world: World) -> Path:
-    """The memory-mapped image cache of one process (``--cache disk``), named after the run and the rank."""
-    return (Path(cfg.data.cache_dir) if cfg.data.cache_dir else out) / f"{cache_prefix(out)}-images-{world.rank}.npy"
 
-
-@torch.inference_mode()
-def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device: torch.device,
-             batch_size: int | None = None, world: World = World()) -> dict[str, Any]:
-    """Loss, mean per-image Dice (foreground classes) and the pooled confusion matrix's scores on decoded data at
-    the training size.
-
-    Under torchrun each process scores a contiguous share of the images, and the sums (losses, per-image Dice,
-    the number of images scored, the confusion matrix) are added over the processes before dividing: the same
-    figures as one process.
-
-    Returns:
-        ``{"loss": ..., "dice": ..., "dice_per_class": [...], "miou": ..., "iou_per_class": [...],
-        "pixel_accuracy": ...}``: the per-image mean Dice of each foreground class (one entry for binary data; NaN
-        for a class never present nor predicted); IoU of every class and their mean over the scored classes, and
-        global pixel accuracy, from the confusion matrix pooled over the images (the CamVid protocol).
-    """
-    model.eval()
-    dtype = autocast_dtype(device, cfg.train.amp)
-    layout = memory_format(device, cfg.train.memory_format, training=True)  # the training model's layout
-    loss_fn = SegmentationLoss(cfg.train.loss, cfg.train.class_weight_values)
-    labels = max(2, cfg.model.num_classes)
-    share = np.array_split(np.arange(len(data)), world.size)[world.rank]
-    batch = batch_size or cfg.train.batch_size
-    # sums over the images: (loss x images, images), and per column (foreground mean, then each foreground class)
-    # the Dice and the number of images it is defined for
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
-    dice_sum = torch.zeros(labels, dtype=torch.float64, device=device)
-    dice_n = torch.zeros(labels, dtype=torch.float64, device=device)
-    matrix = torch.zeros(labels, labels, dtype=torch.float64, device=device)
-    for start in range(0, len(share), batch):
-        images, masks = data.take(share[start:start + batch])
-        x = to_float(torch.from_numpy(images).to(device), cfg.data.mean, cfg.data.std)
-        y = torch.from_numpy(masks).to(device).long()
-        x = x.contiguous(memory_format=layout)
-        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-            logits = model(x)
-        confusion = confusion_matrix(logits_to_classes(logits), y, labels)  # (images, labels, labels)
-        matrix += confusion.sum(0)
-        dice = dice_from_counts(counts_from_confusion(confusion))  # (images, labels)
-        columns = torch.cat([foreground_mean(dice)[:, None], dice[:, 1:]], dim=1)
-        totals += torch.stack([loss_fn(logits, y).double() * len(x), torch.tensor(len(x), device=device)])
-        dice_sum += columns.nan_to_num().sum(0)
-        dice_n += (~columns.isnan()).sum(0)
-    totals, dice_sum, dice_n, matrix = world.sum(torch.cat([totals, dice_sum, dice_n, matrix.flatten()])).split(
-        [2, labels, labels, labels * labels])
-    dice = (dice_sum / dice_n.clamp_min(1)).masked_fill(dice_n == 0, float("nan")).tolist()
-    scores = class_scores(matrix.reshape(labels, labels).round().long().cpu())
-    return {"loss": float(totals[0] / totals[1]) if totals[1] else float("nan"), "dice": dice[0],
-            "dice_per_class": dice[1:], "miou": scores["miou"], "iou_per_class": scores["iou"],
-            "pixel_accuracy": scores["pixel_accuracy"]}
-
-
-def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
-    """The "cosine" schedule's learning rate for the 0-based optimiser ``step`` of ``total``: linear warm-up over
-    ``warmup`` steps, then one cosine decay that reaches ``min_lr`` at the last step."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup - 1))
-    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-#: Pixels kept per class and image as centres of oversampled crops.
-CENTRES_PER_CLASS = 64
-
-
-def class_centres(masks: np.ndarray, rows: np.ndarray, labels: int) -> dict[int, list[np.ndarray]]:
-    """For each cache row, the (y, x) pixels (up to CENTRES_PER_CLASS, evenly spread over the class's pixels: no random
-    draw) of each class that oversampled crops may be centred on: every class of multi-class data, the foreground of
-    binary data. Classes absent from an image have no entry.
-
-    Returns:
-        ``row -> [points of class k (M, 2) int32 or an empty array, for k in 0..labels-1]``.
-    """
-    wanted = range(1, 2) if labels == 2 else range(labels)
-    out: dict[int, list[np.ndarray]] = {}
-    for r in np.asarray(rows).tolist():
-        mask = np.asarray(masks[r])
-        points = [np.zeros((0, 2), np.int32)] * labels
-        for k in wanted:
-            ys, xs = np.nonzero(mask == k)
-            if len(ys):
-                pick = np.linspace(0, len(ys) - 1, min(len(ys), CENTRES_PER_CLASS)).round().astype(np.int64)
-                points[k] = np.stack([ys[pick], xs[pick]], axis=1).astype(np.int32)
-        out[r] = points
-    return out
-
-
-def _crops(images: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor, patch: tuple[int, int],
-           generator: torch.Generator, centres: dict[int, list[np.ndarray]] | None = None,
-           oversample: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random ``patch`` (width, height) crops of the cached images ``idx``, their corners drawn from the step's
-    generator (before the augmentation's draws: exact resume holds). With ``oversample`` > 0, that share of the crops
-    (drawn per crop) is centred on a pixel of a class present in the image, the class drawn uniformly among them
-    (nnU-Net's foreground oversampling, which makes rare classes seen). Only the crops are read, so a memory-mapped
-    cache of large images is touched a patch at a time."""
-    pw, ph = patch
-    height, width = images.shape[1:3]
-    n = len(idx)
-    ys = torch.randint(0, height - ph + 1, (n,), generator=generator).tolist()
-    xs = torch.randint(0, width - pw + 1, (n,), generator=generator).tolist()
-    rows = idx.tolist()
-    if oversample > 0 and centres is not None:
-        u, v, w = torch.rand(3, n, generator=generator, dtype=torch.float64).tolist()
-        for i, r in enumerate(rows):
-            present = [pts for pts in centres.get(r, []) if len(pts)]
-            if u[i] < oversample and present:
-                pts = present[min(len(present) - 1, int(v[i] * len(present)))]
-                cy, cx = pts[min(len(pts) - 1, int(w[i] * len(pts)))].tolist()
-                ys[i] = min(max(0, cy - ph // 2), height - ph)
-                xs[i] = min(max(0, cx - pw // 2), width - pw)
-    return (torch.stack([images[r, y:y + ph, x:x + pw] for r, y, x in zip(rows, ys, xs)]),
-            torch.stack([masks[r, y:y + ph, x:x + pw] for r, y, x in zip(rows, ys, xs)]))
-
-
-def _place_cache(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The uint8 cache as tensors (images, masks, the training rows): on a GPU itself when it takes under a quarter
-    of the free memory (Carvana at 480x320 is 2.3 GB), so steps copy nothing from the host; else on the host
-    (pinned when in RAM), where a memory-mapped cache is read batch by batch."""
-    with warnings.catch_warnings():  # a node cache is mapped read-only; steps only read it
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
-    rows = torch.from_numpy(data.row_numbers())
-    if device.type == "cuda":
-        if images.nbytes + masks.nbytes < free_memory(device) // 4:
-            return images.to(device), masks.to(device), rows.to(device)
-        if not isinstance(data.images, np.memmap):
-            return images.pin_memory(), masks.pin_memory(), rows
-    return images, masks, rows
+def _plan_before_decode(pairing: Pairing, cfg: RunConfig, keep: set[str], budget: float | None, resume: bool,
+                        world: World, device: torch.device, dtype: torch.dtype | None,
+                        layout: torch.memory_format, started: float, derived: list[tuple[int, int]]) -> None:
+    """Before decoding: the budget plan, or a training size that keeps the images' aspect ratio (appended to
+    ``derived``, for the log)."""
+    if resume or not pairing.pairs or pairing.problems:
+        return  # a resumed run keeps its plan and size; files in error are reported first
+    try:
+        native, _ = image_info(pairing.pairs[0].image)
+    except Exception:  # noqa: BLE001 - the checks report unreadable files
+        return
+    if cfg.data.patch is not None:  # crops of the images at their own resolution, unless a size is given
+        if "data.image_size" not in keep:
+            sizes = {image_info(p.image)[0] for p in pairing.pairs}  # headers only
+            if len(sizes) > 1:
+                shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
+                raise ValueError(f"--patch: the images differ in size ({shown}, ...): give --image-size to "
+                                 f"resize them to one before cropping")
+            cfg.data.image_size = native
+            keep.add("data.image_size")
+        cfg.data.patch_scale = cfg.data.image_size[0] / native[0]
+        if cfg.data.patch[0] > cfg.data.image_size[0] or cfg.data.patch[1] > cfg.data.image_size[1]:
+            raise ValueError(f"--patch {cfg.data.patch[0]}x{cfg.data.patch[1]} is larger than the training "
+                             f"images ({cfg.data.image_size[0]}x{cfg.data.image_size[1]})")
+        logger.info("training on random %dx%d crops of the images at %dx%d (%.3g x their %dx%d)",
+                    *cfg.data.patch, *cfg.data.image_size, cfg.data.patch_scale, *native)
+    if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
+        train_idx, val_idx = split_pairs(pairing.pairs, cfg.data)
+        if world.is_main:
+            masks = [] if cfg.data.snap_masks else [pairing.pairs[i].mask for i in train_idx]  # JPEG masks:
+            try:                                                                                # stray values
+                found = dataset_ceiling(masks, [], cfg.data.ignore_index)[1]
+            except Exception as err:  # noqa: BLE001 - the checks report unreadable masks
+                logger.debug("no resolution ceiling: %s", err)
+                found = 0
+            uniform = "data.image_size" not in keep and _one_size(pairing, native)
+            make_plan(cfg, len(train_idx), len(val_idx), native, device, dtype, layout, keep, started,
+                      world.size, lambda sizes: dataset_ceiling(masks, sizes, cfg.data.ignore_index)[0],
+                      max(2, found), uniform)
+        planned = RunConfig.from_dict(world.broadcast_object(cfg.to_dict()))  # one plan for every process
+        cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
+    elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
+        cfg.data.image_size = size_for(native[0] / native[1], min(1.0, native[0] * native[1] / SEED_PIXELS),
+                                        native)
+        derived.append(native)
 
 
 def whole_batch(cfg: RunConfig) -> int:
@@ -405,7 +263,7 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
     try:
         return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, keep, started)
     finally:
-        _process_cache(cfg, Path(out_dir), world).unlink(missing_ok=True)
+        process_cache(cfg, Path(out_dir), world).unlink(missing_ok=True)
         close_world(world)
 
 
@@ -430,58 +288,14 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     dtype = autocast_dtype(device, cfg.train.amp)
     layout = memory_format(device, cfg.train.memory_format, training=True)
     budget = parse_duration(cfg.train.budget) if cfg.train.budget else None
-
-    def plan(pairing: Pairing) -> None:
-        """Before decoding: the budget plan, or a training size that keeps the images' aspect ratio."""
-        if resume or not pairing.pairs or pairing.problems:
-            return  # a resumed run keeps its plan and size; files in error are reported first
-        try:
-            native, _ = image_info(pairing.pairs[0].image)
-        except Exception:  # noqa: BLE001 - the checks report unreadable files
-            return
-        if cfg.data.patch is not None:  # crops of the images at their own resolution, unless a size is given
-            if "data.image_size" not in keep:
-                sizes = {image_info(p.image)[0] for p in pairing.pairs}  # headers only
-                if len(sizes) > 1:
-                    shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
-                    raise ValueError(f"--patch: the images differ in size ({shown}, ...): give --image-size to "
-                                     f"resize them to one before cropping")
-                cfg.data.image_size = native
-                keep.add("data.image_size")
-            cfg.data.patch_scale = cfg.data.image_size[0] / native[0]
-            if cfg.data.patch[0] > cfg.data.image_size[0] or cfg.data.patch[1] > cfg.data.image_size[1]:
-                raise ValueError(f"--patch {cfg.data.patch[0]}x{cfg.data.patch[1]} is larger than the training "
-                                 f"images ({cfg.data.image_size[0]}x{cfg.data.image_size[1]})")
-            logger.info("training on random %dx%d crops of the images at %dx%d (%.3g x their %dx%d)",
-                        *cfg.data.patch, *cfg.data.image_size, cfg.data.patch_scale, *native)
-        if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
-            train_idx, val_idx = split_pairs(pairing.pairs, cfg.data)
-            if world.is_main:
-                masks = [] if cfg.data.snap_masks else [pairing.pairs[i].mask for i in train_idx]  # JPEG masks:
-                try:                                                                                # stray values
-                    found = dataset_ceiling(masks, [], cfg.data.ignore_index)[1]
-                except Exception as err:  # noqa: BLE001 - the checks report unreadable masks
-                    logger.debug("no resolution ceiling: %s", err)
-                    found = 0
-                uniform = "data.image_size" not in keep and _one_size(pairing, native)
-                make_plan(cfg, len(train_idx), len(val_idx), native, device, dtype, layout, keep, started,
-                          world.size, lambda sizes: dataset_ceiling(masks, sizes, cfg.data.ignore_index)[0],
-                          max(2, found), uniform)
-            planned = RunConfig.from_dict(world.broadcast_object(cfg.to_dict()))  # one plan for every process
-            cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
-        elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
-            cfg.data.image_size = size_for(native[0] / native[1], min(1.0, native[0] * native[1] / SEED_PIXELS),
-                                            native)
-            derived.append(native)
-
     derived: list[tuple[int, int]] = []
-    data = _load_data(cfg, out, resume, world, before_decode=plan)
+    data = _load_data(cfg, out, resume, world, before_decode=lambda pairing: _plan_before_decode(
+        pairing, cfg, keep, budget, resume, world, device, dtype, layout, started, derived))
     if derived:  # logged once the data has passed its checks, so a run that cannot start says only why
         logger.info("training size %dx%d: about the seed's 480x320 pixel count (never more than the images'), "
                     "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *derived[0])
     layout = memory_format(device, cfg.train.memory_format, training=True)  # the plan may have measured it
     labels = max(2, cfg.model.num_classes)
-    names = class_names(cfg.data.class_names, labels)
     if not resume or "train.class_weights" in keep or (cfg.train.class_weight_values is None
                                                        and cfg.train.class_weights != "none"):
         # from the training masks at the training size, once, and recorded: a resumed run weighs as before
@@ -489,7 +303,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                                                               data.train.row_numbers())
         if cfg.train.class_weight_values is not None:
             logger.info("class weights (%s): %s", "median frequency" if cfg.train.class_weights == "auto" else
-                        "given", ", ".join(f"{n} {w:.3g}" for n, w in zip(names, cfg.train.class_weight_values)))
+                        "given", ", ".join(f"{n} {w:.3g}" for n, w in zip(
+                            class_names(cfg.data.class_names, labels), cfg.train.class_weight_values)))
     if not cfg.train.micro_batch:  # chosen once and recorded, so a resumed run accumulates exactly as before
         cfg.train.micro_batch = auto_micro_batch(cfg, device)
     if world.is_main:
@@ -497,276 +312,329 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     if cfg.train.batch_size < world.size:
         raise ValueError(f"--batch-size {cfg.train.batch_size} is the global batch; it needs at least one image for "
                          f"each of the {world.size} processes")
-
-    torch.manual_seed(cfg.train.seed)
-    model = UNet(cfg.model).to(device, memory_format=layout)
-    forward = DistributedDataParallel(model) if world.size > 1 else model  # weights are saved from the plain module
-    forward = torch.compile(forward) if cfg.train.compile else forward
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=cfg.train.restart_epochs, T_mult=cfg.train.restart_mult, eta_min=cfg.train.min_lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    # Several processes drop the last partial batch, so that every process has a share of every step.
-    steps = math.ceil(len(data.train) / cfg.train.batch_size) if world.size == 1 else max(
-        1, len(data.train) // cfg.train.batch_size)
-    total = min(cfg.train.max_steps, cfg.train.epochs * steps) if cfg.train.max_steps else cfg.train.epochs * steps
-    pos = Position()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        pos = Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
-        restore_rng(state["rng"])
-        truncate_metrics(out / METRICS_FILE, pos.epoch)
-        logger.info("resuming %s at epoch %d, step %d", out, pos.epoch + 1, pos.step)
-    # made after the weights are loaded: an average switched on at a resume starts from them, not from the init
-    average = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
-    if average is not None and state is not None and "average" in state:
-        average.load_state_dict(state["average"])
-    n_params = sum(p.numel() for p in model.parameters())
-    per_process = max(1, cfg.train.batch_size // world.size)
-    micro = min(cfg.train.micro_batch, per_process)
-    n_chunks = math.ceil(per_process / micro)
-    if n_chunks > 1:
-        logger.info("gradients accumulate over %d micro-batches of %s images per step (split evenly); batch-norm "
-                    "statistics come from each micro-batch, not from the batch of %d", n_chunks,
-                    "/".join(sorted({str(len(c)) for c in torch.arange(per_process).tensor_split(n_chunks)},
-                                    reverse=True)), cfg.train.batch_size)
-    logger.info("model: %s, %.2fM parameters; device %s, precision %s, %s, micro-batch %d of %d%s", cfg.model,
-                n_params / 1e6, device, dtype or torch.float32, str(layout).split(".")[-1], micro, cfg.train.batch_size,
-                f", {world.size} processes (torch.distributed)" if world.size > 1 else "")
-    if world.is_main:
-        _record_session(out, data, device, dtype, layout, world.size, n_params, pos)
-    curves = CurvesPainter(out)
-    clock = BudgetClock(budget, started, total, steps, cfg.train.val_every) if budget and state is None else None
-    shadow = UNet(cfg.model).to(device, memory_format=layout) if average is not None or cfg.train.bn_recalibrate \
-        else None
-
-    def epochs_planned() -> int:
-        return math.ceil(total / steps)
-
-    def save_state() -> None:
-        if not world.is_main:
-            return
-        save_training_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scaler": scaler.state_dict(), "epoch": pos.epoch, "step": pos.step,
-                             "loss_sum": pos.loss_sum, "best": pos.best, "rng": rng_state(),
-                             **({"average": average.state_dict()} if average is not None else {})}, out / STATE_FILE)
-        logger.debug("checkpoint saved at epoch %d step %d", pos.epoch + 1, pos.step)
-
-    def weights_to_save() -> torch.nn.Module:
-        """The weights validated and saved: the average (or the training weights), BN statistics recomputed."""
-        if shadow is None:
-            return model
-        shadow.load_state_dict(average.state_dict() if average is not None else model.state_dict())
-        if cfg.train.bn_recalibrate:
-            recalibrate_bn(shadow, data.train, cfg.data.mean, cfg.data.std, device, whole_batch(cfg), BN_IMAGES,
-                           layout, dtype)
-        return shadow
-
-    def set_total(new: int, why: str, loud: bool) -> None:
-        nonlocal total
-        total = new
-        cfg.train.max_steps = total
-        cfg.train.warmup_steps = min(cfg.train.warmup_steps, max(1, total // 10))  # the decay keeps most steps
-        cfg.train.epochs = math.ceil(total / steps)
-        clock.total = total
-        if cfg.train.plan is not None:
-            cfg.train.plan["corrected_steps"] = total
-        if world.is_main:
-            cfg.save(out / CONFIG_FILE)
-        ends = time.time() + TARGET * clock.budget - (time.monotonic() - clock.started)
-        logger.log(logging.INFO if loud else logging.DEBUG, "%s: %d steps in all (%d epochs), ending about %s", why,
-                   total, cfg.train.epochs, time.strftime("%H:%M:%S", time.localtime(ends)))
-
-    images, masks, rows = _place_cache(data.train, device)
-    centres = class_centres(data.train.masks, data.train.row_numbers(), labels) \
-        if cfg.data.patch and cfg.data.oversample > 0 else None
-    loss_fn = SegmentationLoss(cfg.train.loss, cfg.train.class_weight_values)
-    losses = LossLog(out, sync_every=1 if device.type == "cpu" else 16, reduce=world.mean)
-    last_save = time.monotonic()
-    step_clock: list[float] = []  # seconds of the steps timed so far in this process (the first one is warm-up)
-    forecast_logged = False
-    with StopOnSignal() as stop:
-        while pos.epoch < epochs_planned():
-            epoch = pos.epoch
-            model.train()
-            t0, seen = time.perf_counter(), 0
-            timed_by_epoch = clock is not None and clock.corrected  # else its steps were timed one by one
-            batches = torch.randperm(len(data.train), generator=_generator(cfg.train.seed, epoch)).split(
-                cfg.train.batch_size)
-            end = min(steps, total - epoch * steps)
-            bar = tqdm(initial=pos.step, total=end, desc=f"epoch {epoch + 1}/{epochs_planned()}", unit="batch",
-                       leave=False, disable=not (cfg.train.progress and sys.stderr.isatty()))
-            step_start, start_step = time.perf_counter(), pos.step
-            for step in itertools.count(pos.step):  # `end` moves when the budget clock corrects the step count
-                if step >= end:
-                    break
-                global_step = epoch * steps + step
-                if cfg.train.schedule == "cosine":
-                    for group in optimizer.param_groups:
-                        group["lr"] = cosine_lr(global_step, total, cfg.train.warmup_steps, cfg.train.lr,
-                                                cfg.train.min_lr)
-                idx = rows[world.shard(batches[step]).to(rows.device)]
-                # DDP averages the processes' gradients: a shard's loss weighs by its share of the global batch
-                share = len(idx) * world.size / len(batches[step])
-                generator = _generator(cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1)))
-                batch_images, batch_masks = _crops(images, masks, idx, cfg.data.patch, generator, centres,
-                                                   cfg.data.oversample) \
-                    if cfg.data.patch else (images[idx], masks[idx])
-                x, y = augment(batch_images.to(device, non_blocking=True), batch_masks.to(device, non_blocking=True),
-                               cfg.data, generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss = torch.zeros((), device=device)
-                parts = math.ceil(len(x) / micro)  # even parts: 16 by at most 3 is 3,3,3,3,2,2, never a part of 1
-                chunks = list(zip(x.tensor_split(parts), y.tensor_split(parts)))
-                for i, (xm, ym) in enumerate(chunks):  # gradient accumulation over micro-batches
-                    sync = i == len(chunks) - 1 or world.size == 1  # DDP all-reduces on the last backward only
-                    with nullcontext() if sync else forward.no_sync():
-                        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-                            part = loss_fn(forward(xm.contiguous(memory_format=layout)), ym) * (
-                                len(xm) / len(x) * share)
-                        scaler.scale(part).backward()
-                    loss += part.detach()
-                scaler.step(optimizer)  # skipped by the scaler itself when fp16 gradients overflowed
-                scaler.update()
-                if cfg.train.schedule == "restarts":
-                    scheduler.step(epoch + (step + 1) / steps)
-                if average is not None:
-                    average.update(global_step)
-                losses.append(step, loss / share, len(batches[step]))
-                pos.step, seen = step + 1, seen + len(batches[step])
-                bar.update()
-                stopping = world.any(stop.requested, device) if world.size > 1 else stop.requested
-                every = cfg.train.checkpoint_steps
-                due = step + 1 < end and (pos.step % every == 0 if every else
-                                          time.monotonic() - last_save > 60 * cfg.train.checkpoint_minutes)
-                timing = len(step_clock) < 12  # steps are timed one by one at the start, then by the epoch
-                if due or stopping or len(losses) >= losses.sync_every or not bar.disable and step % 4 == 0 or timing:
-                    pos.loss_sum += losses.flush(epoch)  # the device sync: checks every loss before any save
-                    bar.set_postfix(loss=f"{losses.last:.4f}")
-                if timing:
-                    now = time.perf_counter()
-                    step_clock.append(now - step_start)
-                    if clock is not None and len(step_clock) > 1:
-                        clock.step_time(now - step_start)
-                    step_start = now
-                if clock is not None and not clock.corrected and clock.n_steps >= clock.first:
-                    # the same step on every process: rank 0's measurement decides for all
-                    new = clock.maybe_correct(global_step + 1, _validation_estimate(data, cfg, clock), False)
-                    new = world.broadcast_int(new or 0, device)
-                    if new:
-                        set_total(new, f"budget: measured {clock.t_steps / clock.n_steps:.2f} s/step", True)
-                        end = min(steps, total - epoch * steps)
-                        bar.total = end
-                if not forecast_logged and len(step_clock) >= 6:
-                    forecast_logged = True
-                    _log_forecast(step_clock[1:], total - global_step - 1, cfg, data, steps)
-                if due or stopping:
-                    save_state()
-                    last_save = time.monotonic()
-                if stopping:
-                    raise TrainingInterrupted(f"{out}: stopped by signal {stopping} at epoch {epoch + 1}, "
-                                              f"step {pos.step}; continue with: unetseg train --resume {out}")
-                if pos.step >= end:
-                    break
-            bar.close()
-            pos.loss_sum += losses.flush(epoch)
-            done_steps = pos.step
-            train_loss = pos.loss_sum / (min(len(data.train), done_steps * cfg.train.batch_size) if world.size == 1
-                                         else done_steps * cfg.train.batch_size)
-            seconds = time.perf_counter() - t0
-            last_epoch = epoch + 1 >= epochs_planned()
-            validate = data.val is not None and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch)
-            val, v0 = None, time.perf_counter()
-            if (epoch + 1) % cfg.train.val_every == 0 or last_epoch:
-                final = weights_to_save() if validate or world.is_main else model
-                if validate:  # each process scores its share of the validation images, with rank 0's weights
-                    world.broadcast_module(final)
-                    val = evaluate(final, data.val, cfg, device, batch_size=whole_batch(cfg), world=world)
-                if world.is_main:
-                    save_weights(final, out / WEIGHTS_FILE)
-                model.train()
-            val_seconds = time.perf_counter() - v0
-            if clock is not None and validate:
-                clock.validation_time(val_seconds)
-            record = {"epoch": epoch + 1, "step": epoch * steps + done_steps, "train_loss": train_loss,
-                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
-                      "images_per_s": round(seen / seconds, 2)}
-            if val is not None:
-                record.update(val_loss=val["loss"], val_dice=None if math.isnan(val["dice"]) else val["dice"])
-                if len(val["dice_per_class"]) > 1:
-                    record["val_dice_per_class"] = [None if math.isnan(d) else d for d in val["dice_per_class"]]
-                score = val["dice"]
-                if labels > 2:  # multi-class: the field's scores, and the best weights by mean IoU
-                    record.update(val_miou=_finite(val["miou"]), val_pixel_accuracy=_finite(val["pixel_accuracy"]),
-                                  val_iou_per_class={n: _finite(v) for n, v in zip(names, val["iou_per_class"])})
-                    score = val["miou"]
-                if score > pos.best and world.is_main:  # False for NaN (nothing to find in validation)
-                    pos.best = score
-                    save_weights(final, out / BEST_FILE)
-            if world.is_main:
-                with open(out / METRICS_FILE, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                curves(final=last_epoch)
-            pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
-            save_state()
-            if timed_by_epoch:  # the epoch's steps and its checkpoint write, not its validation
-                clock.step_time(time.perf_counter() - t0 - val_seconds, done_steps - start_step)
-            if clock is not None and clock.corrected and not last_epoch:
-                new = clock.maybe_correct(pos.epoch * steps, _validation_estimate(data, cfg, clock), True) \
-                    if world.is_main else None
-                new = world.broadcast_int(new or 0, device)
-                if new:
-                    set_total(new, "budget: the speed drifted, re-planned", False)
-            world.barrier()  # the others wait while the main process validates and saves
-            last_save = time.monotonic()
-            logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, epochs_planned(),
-                        train_loss, "" if val is None else f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}"
-                        + (f", val mIoU {val['miou']:.4f}, pixel accuracy {val['pixel_accuracy']:.4f}"
-                           if labels > 2 else ""), seconds, record["images_per_s"])
-            if val is not None and labels > 2:
-                logger.info("  val IoU per class: %s", ", ".join(
-                    f"{n} {v:.3f}" for n, v in zip(names, val["iou_per_class"])))
-    if budget is not None and world.is_main and state is None:  # a resumed run's sessions are not one clock
-        logger.info("budget %s: ran %s in all (%.1f%% of the budget)", cfg.train.budget,
-                    _format_duration(time.monotonic() - started), 100 * (time.monotonic() - started) / budget)
+    if cfg.train.sync_bn and world.size > 1 and device.type == "cpu":
+        raise ValueError("--sync-bn: SyncBatchNorm runs on GPUs only; leave it out on CPUs")
+    _Training(cfg, out, world, device, dtype, layout, data, state, budget, started).run()
     world.barrier()
     if data.node_cache is not None and world.local_rank == 0:  # finished: the node's cache goes (a run that failed
-        shutil.rmtree(data.node_cache, ignore_errors=True)      # keeps it for its restart)
+        import shutil                                            # keeps it for its restart)
+
+        shutil.rmtree(data.node_cache, ignore_errors=True)
     return out
+
+
+class _Training:
+    """One training session of a run: the model, its optimiser and schedule, the batches, and the epochs."""
+
+    def __init__(self, cfg: RunConfig, out: Path, world: World, device: torch.device, dtype: torch.dtype | None,
+                 layout: torch.memory_format, data: _Data, state: dict[str, Any] | None, budget: float | None,
+                 started: float) -> None:
+        self.cfg, self.out, self.world, self.device, self.dtype, self.layout = cfg, out, world, device, dtype, layout
+        self.data, self.state, self.budget, self.started = data, state, budget, started
+        self.labels = max(2, cfg.model.num_classes)
+        self.names = class_names(cfg.data.class_names, self.labels)
+        if device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once per shape and keeps the fastest
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(cfg.train.seed)
+        self.model = UNet(cfg.model).to(device, memory_format=layout)
+        train_model: torch.nn.Module = self.model
+        if world.size > 1 and cfg.train.sync_bn:  # batch statistics over the global batch, not each GPU's share
+            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        forward = DistributedDataParallel(train_model) if world.size > 1 else train_model  # saved: the plain module
+        self.distributed = world.size > 1
+        if cfg.train.compile:
+            forward = torch.compile(forward)
+        # fused: one kernel for all parameters; nothing read back (the others read each step count with .item(),
+        # and under fp16 the scaler's overflow check stays on the GPU); 5x faster than foreach on the CPU too
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                          fused=True)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        # Several processes drop the last partial batch, so that every process has a share of every step; so does a
+        # compiled model, so that every step has one shape.
+        n = len(data.train)
+        self.steps = math.ceil(n / cfg.train.batch_size) if world.size == 1 and not cfg.train.compile else max(
+            1, n // cfg.train.batch_size)
+        self.total = min(cfg.train.max_steps, cfg.train.epochs * self.steps) if cfg.train.max_steps \
+            else cfg.train.epochs * self.steps
+        self.schedule = make_schedule(self.optimizer, cfg.train, self.total, self.steps)
+        self.pos = Position()
+        if state is not None:
+            self._restore(state)
+        # made after the weights are loaded: an average switched on at a resume starts from them, not from the init
+        self.average = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+        if self.average is not None and state is not None and "average" in state:
+            self.average.load_state_dict(state["average"])
+        per_process = max(1, cfg.train.batch_size // world.size)
+        if world.size > 1:
+            per_process = math.ceil(cfg.train.batch_size / world.size)
+        micro = min(cfg.train.micro_batch, per_process)
+        if cfg.train.compile:  # parts of one size: one compiled graph
+            micro = max(d for d in range(1, micro + 1) if per_process % d == 0)
+        self._log_model(per_process, micro)
+        self.step = TrainStep(forward, self.optimizer, self.scaler,
+                              SegmentationLoss(cfg.train.loss, cfg.train.class_weight_values).to(device), micro, dtype,
+                              layout, self.distributed)
+        centres = class_centres(data.train.masks, data.train.row_numbers(), self.labels) \
+            if cfg.data.patch and cfg.data.oversample > 0 else None
+        self.source = BatchSource(data.train, device, cfg.data.patch, per_process, centres, cfg.data.oversample)
+        logger.debug("training images %s", self.source.where)
+        self.weights = SavedWeights(self.model, self.average, cfg.train.bn_recalibrate, data.train, cfg, device, layout,
+                                    dtype, whole_batch(cfg), BN_IMAGES)
+        self.control = StepControl(world, device, decision_interval(cfg.train.sync_every, device), out)
+        self.clock = BudgetClock(budget, started, self.total, self.steps, cfg.train.val_every) \
+            if budget and state is None else None
+        self.curves = CurvesPainter(out)
+        self._augment_generator = torch.Generator(device) if device.type != "cpu" else None
+        self.last_save = time.monotonic()
+        self.warm = False  # the first timed interval of a session (warm-up, cuDNN's search) is not timed
+        self.step_times: list[float] = []
+        self.forecast_logged = False
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the fused implementation, whatever saved the state
+            group["fused"], group["foreach"] = True, None
+        self.scaler.load_state_dict(state["scaler"])
+        self.pos = Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
+        if "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
+        else:  # a state saved before the schedule was: its position says where the schedule is
+            self.schedule.last_epoch = self.pos.epoch * self.steps + self.pos.step
+            set_total(self.schedule, self.total, self.cfg.train.warmup_steps)
+        restore_rng(state["rng"])
+        truncate_metrics(self.out / METRICS_FILE, self.pos.epoch, self.world)
+        logger.info("resuming %s at epoch %d, step %d", self.out, self.pos.epoch + 1, self.pos.step)
+
+    def _log_model(self, per_process: int, micro: int) -> None:
+        cfg, world = self.cfg, self.world
+        n_chunks = math.ceil(per_process / micro)
+        if n_chunks > 1:
+            logger.info("gradients accumulate over %d micro-batches of %s images per step (split evenly); batch-norm "
+                        "statistics come from each micro-batch, not from the batch of %d", n_chunks,
+                        "/".join(sorted({str(len(c)) for c in torch.arange(per_process).tensor_split(n_chunks)},
+                                        reverse=True)), cfg.train.batch_size)
+        if world.size > 1 and not cfg.train.sync_bn and micro < SMALL_BN_BATCH:
+            logger.info("batch norm: each of the %d processes normalises over its own %d images; --sync-bn "
+                        "normalises over the global batch of %d (slower: an all-reduce per layer)", world.size, micro,
+                        cfg.train.batch_size)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        logger.info("model: %s, %.2fM parameters; device %s, precision %s, %s, micro-batch %d of %d%s", cfg.model,
+                    self.n_params / 1e6, self.device, self.dtype or torch.float32, str(self.layout).split(".")[-1],
+                    micro, cfg.train.batch_size,
+                    f", {world.size} processes (torch.distributed{', SyncBatchNorm' if cfg.train.sync_bn else ''})"
+                    if world.size > 1 else "")
+
+    # --- the recipe ---------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        if self.world.is_main:
+            record_session(self.out, self.data.check, self.data.ceiling, self.device, self.dtype, self.layout,
+                           self.world.size, self.n_params, self.pos)
+        with StopOnSignal() as stop:
+            while self.pos.epoch < self.epochs_planned():
+                seconds, seen, start_step = self._epoch(self.pos.epoch, stop)
+                self._end_epoch(self.pos.epoch, seconds, seen, start_step)
+        if self.clock is not None and self.world.is_main:  # a resumed run's sessions are not one clock
+            elapsed = time.monotonic() - self.started
+            logger.info("budget %s: ran %s in all (%.1f%% of the budget)", self.cfg.train.budget,
+                        _format_duration(elapsed), 100 * elapsed / self.budget)
+
+    def epochs_planned(self) -> int:
+        return math.ceil(self.total / self.steps)
+
+    def _epoch_end(self, epoch: int) -> int:
+        """The step count of ``epoch`` (the last may be cut short by the run's total)."""
+        return min(self.steps, self.total - epoch * self.steps)
+
+    def _epoch(self, epoch: int, stop: StopOnSignal) -> tuple[float, int, int]:
+        """Train the rest of ``epoch``; returns its seconds, images seen and the step it started at."""
+        cfg, world, pos = self.cfg, self.world, self.pos
+        self.model.train()
+        t0, seen, start_step = time.perf_counter(), 0, pos.step
+        batch_size, n = cfg.train.batch_size, len(self.data.train)
+        self.source.start_epoch(torch.randperm(n, generator=cpu_generator(cfg.train.seed, epoch)))
+        end = self._epoch_end(epoch)
+        bar = tqdm(initial=pos.step, total=end, desc=f"epoch {epoch + 1}/{self.epochs_planned()}", unit="batch",
+                   leave=False, disable=not (cfg.train.progress and sys.stderr.isatty()))
+        for step in itertools.count(pos.step):  # `end` moves when the budget clock corrects the step count
+            if step >= end:
+                break
+            global_step = epoch * self.steps + step
+            first, size = step * batch_size, min(batch_size, n - step * batch_size)
+            lo, hi = _shard(size, world)
+            keys = (cfg.train.seed, epoch, step, *([world.rank] * (world.size > 1)))
+            rng = np.random.default_rng(seed_of(*keys, 1)) if cfg.data.patch else None
+            images, masks = self.source.batch(first + lo, first + hi, rng)
+            x, y = augment(images, masks, cfg.data, self._generator(keys))
+            share = (hi - lo) * world.size / size  # DDP averages the processes' gradients: a share weighs its part
+            loss = self.step(x, y, share)
+            self.schedule.step()
+            if self.average is not None:
+                self.average.update(global_step)
+            self.control.append(step, loss / share, size)
+            pos.step, seen = step + 1, seen + size
+            bar.update()
+            if self.control.due(global_step, pos.step >= end):
+                end = self._decide(epoch, global_step, end, stop.requested, bar)
+            if pos.step >= end:
+                break
+        bar.close()
+        return time.perf_counter() - t0, seen, start_step
+
+    def _generator(self, keys: tuple[int, ...]) -> torch.Generator:
+        """The step's generator of augmentation draws, on the training device (on the CPU: a fresh CPU generator)."""
+        if self._augment_generator is None:
+            return cpu_generator(*keys)
+        return self._augment_generator.manual_seed(seed_of(*keys))
+
+    def _decide(self, epoch: int, global_step: int, end: int, signal: int, bar: tqdm) -> int:
+        """A decision step: every process gets the same decision (losses, checkpoint, stop, re-plan); returns the
+        epoch's step count, which a re-plan may change."""
+        cfg, pos, main = self.cfg, self.pos, self.world.is_main
+        every = cfg.train.checkpoint_steps
+        save = pos.step < end and (pos.step // every > self._decided // every if every else
+                                   time.monotonic() - self.last_save > 60 * cfg.train.checkpoint_minutes)
+        proposal = 0
+        if main and self.clock is not None and not self.clock.corrected and self.clock.n_steps >= self.clock.first:
+            proposal = self.clock.maybe_correct(global_step + 1, _validation_estimate(self.data, cfg, self.clock),
+                                                False) or 0
+        decision = self.control.decide(epoch, signal, save, proposal)
+        self._decided = pos.step
+        pos.loss_sum += decision.loss_sum
+        if not bar.disable:
+            bar.set_postfix(loss=f"{decision.last_loss:.4f}")
+        self._timed(*self.control.interval(), global_step)
+        if decision.total:
+            self._set_total(max(decision.total, global_step + 1),
+                            f"budget: measured {self.clock.t_steps / self.clock.n_steps:.2f} s/step"
+                            if self.clock is not None and self.clock.n_steps else "budget: re-planned", True)
+            end = self._epoch_end(epoch)
+            bar.total = end
+        if decision.save or decision.stop:
+            self._save_state()
+            self.last_save = time.monotonic()
+        if decision.stop:
+            raise TrainingInterrupted(f"{self.out}: stopped by signal {decision.stop} at epoch {epoch + 1}, step "
+                                      f"{pos.step}; continue with: unetseg train --resume {self.out}")
+        return end
+
+    _decided = 0  # the position of the last decision in this epoch
+
+    def _timed(self, seconds: float, steps: int, global_step: int) -> None:
+        """An interval between decisions, timed after the device caught up: the budget clock and the forecast."""
+        if not self.warm or steps == 0:
+            self.warm = True
+            return
+        if self.clock is not None:
+            self.clock.step_time(seconds, steps)
+        self.step_times += [seconds / steps] * min(steps, 8)
+        if not self.forecast_logged and len(self.step_times) >= 5:
+            self.forecast_logged = True
+            _log_forecast(self.step_times, self.total - global_step - 1, self.cfg, self.data, self.steps)
+
+    def _set_total(self, new: int, why: str, loud: bool) -> None:
+        cfg = self.cfg
+        self.total = new
+        cfg.train.max_steps = new
+        cfg.train.warmup_steps = min(cfg.train.warmup_steps, max(1, new // 10))  # the decay keeps most steps
+        cfg.train.epochs = math.ceil(new / self.steps)
+        set_total(self.schedule, new, cfg.train.warmup_steps)
+        if self.clock is not None:
+            self.clock.total = new
+        if cfg.train.plan is not None:
+            cfg.train.plan["corrected_steps"] = new
+        if self.world.is_main:
+            cfg.save(self.out / CONFIG_FILE)
+        ends = time.time() + TARGET * self.clock.budget - (time.monotonic() - self.clock.started) \
+            if self.clock is not None else time.time()
+        logger.log(logging.INFO if loud else logging.DEBUG, "%s: %d steps in all (%d epochs), ending about %s", why,
+                   new, cfg.train.epochs, time.strftime("%H:%M:%S", time.localtime(ends)))
+
+    def _save_state(self) -> None:
+        if not self.world.is_main:
+            return
+        pos = self.pos
+        save_training_state({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                             "scaler": self.scaler.state_dict(), "schedule": self.schedule.state_dict(),
+                             "epoch": pos.epoch, "step": pos.step, "loss_sum": pos.loss_sum, "best": pos.best,
+                             "rng": rng_state(),
+                             **({"average": self.average.state_dict()} if self.average is not None else {})},
+                            self.out / STATE_FILE)
+        logger.debug("checkpoint saved at epoch %d step %d", pos.epoch + 1, pos.step)
+
+    def _end_epoch(self, epoch: int, seconds: float, seen: int, start_step: int) -> None:
+        """Validation, the weights and metrics written, the resume state, and a budget re-plan where the speed
+        drifted."""
+        cfg, world, pos, data = self.cfg, self.world, self.pos, self.data
+        done_steps = pos.step
+        train_loss = pos.loss_sum / min(len(data.train), done_steps * cfg.train.batch_size)
+        last_epoch = epoch + 1 >= self.epochs_planned()
+        validate = data.val is not None and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch)
+        val, v0 = None, time.perf_counter()
+        if (epoch + 1) % cfg.train.val_every == 0 or last_epoch:
+            final = self.weights.compute(world)
+            if validate:  # each process scores its share of the validation images, with rank 0's weights
+                world.broadcast_module(final)
+                val = evaluate(final, data.val, cfg, self.device, batch_size=whole_batch(cfg), world=world)
+            if world.is_main:
+                save_weights(final, self.out / WEIGHTS_FILE)
+            self.model.train()
+        val_seconds = time.perf_counter() - v0
+        self.control.mark += val_seconds  # validation is timed apart from the steps
+        if self.clock is not None and validate:
+            self.clock.validation_time(val_seconds)
+        record = {"epoch": epoch + 1, "step": epoch * self.steps + done_steps, "train_loss": train_loss,
+                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+                  "images_per_s": round(seen / seconds, 2)}
+        if val is not None:
+            record.update(val_loss=val["loss"], val_dice=None if math.isnan(val["dice"]) else val["dice"])
+            if len(val["dice_per_class"]) > 1:
+                record["val_dice_per_class"] = [None if math.isnan(d) else d for d in val["dice_per_class"]]
+            score = val["dice"]
+            if self.labels > 2:  # multi-class: the field's scores, and the best weights by mean IoU
+                record.update(val_miou=_finite(val["miou"]), val_pixel_accuracy=_finite(val["pixel_accuracy"]),
+                              val_iou_per_class={n: _finite(v) for n, v in zip(self.names, val["iou_per_class"])})
+                score = val["miou"]
+            if score > pos.best and world.is_main:  # False for NaN (nothing to find in validation)
+                pos.best = score
+                save_weights(final, self.out / BEST_FILE)
+        if world.is_main:
+            with open(self.out / METRICS_FILE, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            self.curves(final=last_epoch)
+        pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
+        self._decided = 0
+        self._save_state()
+        if self.clock is not None and not last_epoch:  # the same call on every process: rank 0 decides
+            new = self.clock.maybe_correct(pos.epoch * self.steps, _validation_estimate(data, cfg, self.clock), True) \
+                if world.is_main and self.clock.corrected else None
+            new = world.broadcast_int(new or 0, self.device)
+            if new:
+                self._set_total(new, "budget: the speed drifted, re-planned", False)
+        world.barrier()  # the others wait while the main process validates and saves
+        self.last_save = time.monotonic()
+        logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, self.epochs_planned(),
+                    train_loss, "" if val is None else f", val loss {val['loss']:.4f}, val Dice {val['dice']:.4f}"
+                    + (f", val mIoU {val['miou']:.4f}, pixel accuracy {val['pixel_accuracy']:.4f}"
+                       if self.labels > 2 else ""), seconds, record["images_per_s"])
+        if val is not None and self.labels > 2:
+            logger.info("  val IoU per class: %s", ", ".join(
+                f"{n} {v:.3f}" for n, v in zip(self.names, val["iou_per_class"])))
+
+
+def _shard(size: int, world: World) -> tuple[int, int]:
+    """This process's contiguous part [lo, hi) of a global batch of ``size``: N processes see the same images per
+    batch-norm batch as one process accumulating N micro-batches (``tensor_split``'s parts)."""
+    q, r = divmod(size, world.size)
+    lo = world.rank * q + min(world.rank, r)
+    return lo, lo + q + (world.rank < r)
 
 
 def _finite(value: float) -> float | None:
     """None for NaN (JSON has no NaN)."""
     return None if value != value else value
 
-
-def _record_session(out: Path, data: _Data, device: torch.device, dtype: torch.dtype | None,
-                    layout: torch.memory_format, processes: int, n_params: int, pos: Position) -> None:
-    """Add this session (the first, or a resume) to ``RUN/run_info.json``: where and how it ran, and the data check.
-    A failure is logged, never raised: the record must not stop a run."""
-    from unetseg import __version__
-
-    path = out / RUN_INFO_FILE
-    try:
-        try:
-            info = json.loads(path.read_text()) if path.is_file() else {}
-        except json.JSONDecodeError:
-            info = {}
-        here = [pos.epoch, pos.step]  # sessions that started later than this resume point were rolled back
-        sessions = [s for s in info.get("sessions", []) if [s.get("from_epoch", 0), s.get("from_step", 0)] < here]
-        sessions.append({"started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "from_epoch": pos.epoch,
-                         "from_step": pos.step, "device": device_name(device),
-                         "precision": str(dtype or torch.float32).removeprefix("torch."),
-                         "memory_format": str(layout).removeprefix("torch."), "processes": processes,
-                         "parameters": n_params, "torch": torch.__version__, "unetseg": __version__})
-        record = {"sessions": sessions, "data_check": data.check}
-        if data.ceiling is not None or "resolution_ceiling" in info:
-            record["resolution_ceiling"] = data.ceiling or info["resolution_ceiling"]  # kept when not recomputed
-        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    except (OSError, TypeError, ValueError) as err:
-        logger.warning("warning: %s not written: %s", path, err)
 
 
 def _validation_estimate(data: _Data, cfg: RunConfig, clock: BudgetClock) -> float:
@@ -790,3 +658,4 @@ def _log_forecast(step_seconds: list[float], steps_left: int, cfg: RunConfig, da
     if left > 86400 and not cfg.train.budget:
         logger.warning("warning: this run would take %s on this device; unetseg train --budget 2h (any duration) plans "
                        "a model, size and step count that end in time, or use a GPU", _format_duration(left))
+

@@ -1,0 +1,112 @@
+"""Validation and the weights a run saves: scores on the held-out images (each process a share, the sums added),
+and the weights that are validated and written (the average or the training weights, batch-norm statistics
+recomputed on rank 0 alone and shared)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+
+from unetseg._device import autocast_dtype, memory_format
+from unetseg.config import RunConfig
+from unetseg.data import ArrayDataset
+from unetseg.data.transforms import to_float
+from unetseg.metrics import (class_scores, confusion_matrix, counts_from_confusion, dice_from_counts, foreground_mean,
+                             logits_to_classes)
+from unetseg.model import UNet
+from unetseg.train.distributed import World
+from unetseg.train.losses import SegmentationLoss
+from unetseg.train.weights import WeightAverage, recalibrate_bn
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device: torch.device,
+             batch_size: int | None = None, world: World = World()) -> dict[str, Any]:
+    """Loss, mean per-image Dice (foreground classes) and the pooled confusion matrix's scores on decoded data at
+    the training size.
+
+    Under torchrun each process scores a contiguous share of the images, and the sums (losses, per-image Dice,
+    the number of images scored, the confusion matrix) are added over the processes before dividing: the same
+    figures as one process.
+
+    Returns:
+        ``{"loss": ..., "dice": ..., "dice_per_class": [...], "miou": ..., "iou_per_class": [...],
+        "pixel_accuracy": ...}``: the per-image mean Dice of each foreground class (one entry for binary data; NaN
+        for a class never present nor predicted); IoU of every class and their mean over the scored classes, and
+        global pixel accuracy, from the confusion matrix pooled over the images (the CamVid protocol).
+    """
+    model.eval()
+    dtype = autocast_dtype(device, cfg.train.amp)
+    layout = memory_format(device, cfg.train.memory_format, training=True)  # the training model's layout
+    loss_fn = SegmentationLoss(cfg.train.loss, cfg.train.class_weight_values).to(device)
+    labels = max(2, cfg.model.num_classes)
+    share = np.array_split(np.arange(len(data)), world.size)[world.rank]
+    batch = batch_size or cfg.train.batch_size
+    # sums over the images: (loss x images, images), and per column (foreground mean, then each foreground class)
+    # the Dice and the number of images it is defined for
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    dice_sum = torch.zeros(labels, dtype=torch.float64, device=device)
+    dice_n = torch.zeros(labels, dtype=torch.float64, device=device)
+    matrix = torch.zeros(labels, labels, dtype=torch.float64, device=device)
+    for start in range(0, len(share), batch):
+        images, masks = data.take(share[start:start + batch])
+        x = to_float(torch.from_numpy(images).to(device), cfg.data.mean, cfg.data.std)
+        y = torch.from_numpy(masks).to(device).long()
+        x = x.contiguous(memory_format=layout)
+        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+            logits = model(x)
+        confusion = confusion_matrix(logits_to_classes(logits), y, labels)  # (images, labels, labels)
+        matrix += confusion.sum(0)
+        dice = dice_from_counts(counts_from_confusion(confusion))  # (images, labels)
+        columns = torch.cat([foreground_mean(dice)[:, None], dice[:, 1:]], dim=1)
+        totals[0] += loss_fn(logits, y).double() * len(x)
+        totals[1] += len(x)
+        dice_sum += columns.nan_to_num().sum(0)
+        dice_n += (~columns.isnan()).sum(0)
+    totals, dice_sum, dice_n, matrix = world.sum(torch.cat([totals, dice_sum, dice_n, matrix.flatten()])).split(
+        [2, labels, labels, labels * labels])
+    dice = (dice_sum / dice_n.clamp_min(1)).masked_fill(dice_n == 0, float("nan")).tolist()
+    scores = class_scores(matrix.reshape(labels, labels).round().long().cpu())
+    return {"loss": float(totals[0] / totals[1]) if totals[1] else float("nan"), "dice": dice[0],
+            "dice_per_class": dice[1:], "miou": scores["miou"], "iou_per_class": scores["iou"],
+            "pixel_accuracy": scores["pixel_accuracy"]}
+
+
+class SavedWeights:
+    """The weights a run validates and writes: with an average (``ema_decay``) or ``bn_recalibrate``, a shadow model
+    holding the average (or the training weights) with batch-norm statistics recomputed on up to ``bn_images``
+    training images; else the training model itself.
+
+    Args:
+        model: the training model (the plain module).
+        average: the weight average, or None.
+        recalibrate: recompute batch-norm statistics.
+        data: the training images (for the recalibration).
+        cfg: the run (normalisation, sizes), device, layout, dtype: where the passes run.
+        batch_size: images per recalibration pass.
+        bn_images: at most this many images.
+    """
+
+    def __init__(self, model: torch.nn.Module, average: WeightAverage | None, recalibrate: bool, data: ArrayDataset,
+                 cfg: RunConfig, device: torch.device, layout: torch.memory_format, dtype: torch.dtype | None,
+                 batch_size: int, bn_images: int) -> None:
+        self.model, self.average, self.recalibrate, self.data, self.cfg = model, average, recalibrate, data, cfg
+        self.device, self.layout, self.dtype, self.batch_size, self.bn_images = device, layout, dtype, batch_size, \
+            bn_images
+        self.shadow = UNet(cfg.model).to(device, memory_format=layout) if average is not None or recalibrate else None
+
+    def compute(self, world: World) -> torch.nn.Module:
+        """The weights to validate and save. Rank 0 computes them (the recalibration passes run there alone); the
+        other processes get rank 0's result when ``world.broadcast_module`` shares it."""
+        if self.shadow is None:
+            return self.model
+        if not world.is_main:
+            return self.shadow
+        self.shadow.load_state_dict(self.average.state_dict() if self.average is not None else self.model.state_dict())
+        if self.recalibrate:
+            recalibrate_bn(self.shadow, self.data, self.cfg.data.mean, self.cfg.data.std, self.device,
+                           self.batch_size, self.bn_images, self.layout, self.dtype)
+        return self.shadow
