@@ -110,7 +110,10 @@ def sync(device: torch.device) -> None:
 FIT = """
 import json, sys, warnings, torch
 from unetseg import RunConfig, fit
-data, out, size, base, epochs, amp, count_syncs = sys.argv[1:8]
+data, out, size, base, epochs, amp, count_syncs, staged = sys.argv[1:9]
+if staged == "1":  # nothing fits on the GPU: the cache stays on the host, batches go through pinned staging
+    import unetseg.train.placement as placement
+    placement.CACHE_SHARE = 10**12
 cfg = RunConfig()
 cfg.data.data, cfg.data.image_size = data, tuple(map(int, size.split("x")))
 cfg.model.base_channels, cfg.train.amp = int(base), amp
@@ -133,11 +136,13 @@ print(json.dumps({"syncs": len(syncs), "where": sorted(set(syncs))[:12]}))
 """
 
 
-def run_fit(tree: Path, data: Path, out: Path, size: str, base: int, epochs: int, amp: str, count: bool) -> dict:
+def run_fit(tree: Path, data: Path, out: Path, size: str, base: int, epochs: int, amp: str, count: bool,
+            staged: bool = False) -> dict:
     """``fit`` from the source tree ``tree`` in a subprocess; images/s of the epochs after the first."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.run([sys.executable, "-c", FIT, str(data), str(out), size, str(base), str(epochs), amp,
-                           "1" if count else "0"], env=env, capture_output=True, text=True, timeout=600)
+                           "1" if count else "0", "1" if staged else "0"], env=env, capture_output=True, text=True,
+                          timeout=600)
     if proc.returncode:
         return {"error": proc.stderr[-1500:]}
     epochs_done = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -192,6 +197,9 @@ def main() -> None:
                 for name, tree in trees:
                     record(f"loop_{name}_{amp}", run_fit(tree, data, tmp / f"run-{name}", size_text, base, epochs,
                                                          amp, count=name == "new" and device.type == "cuda"), out)
+            amp = "bf16" if device.type == "cuda" else "auto"
+            record(f"loop_new_{amp}_staged", run_fit(ROOT / "src", data, tmp / "run-staged", size_text, base, epochs,
+                                                     amp, count=device.type == "cuda", staged=True), out)
         if "predict" not in skip and Path(args.carvana).is_dir():
             proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "predict_speed.py"), "--data",
                                    str(Path(args.carvana) / "train"), "--device", device.type, "--base",
@@ -201,7 +209,7 @@ def main() -> None:
                                   timeout=600)
             record("predict", (proc.stdout + proc.stderr[-800:]).strip().splitlines(), out)
         if "budget" not in skip and Path(args.carvana).is_dir():
-            run = out / "budget-run"
+            run = tmp / "budget-run"
             env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
             t0 = time.perf_counter()
             train = subprocess.run([sys.executable, "-m", "unetseg", "train", "--data", args.carvana, "--out", str(run),
