@@ -55,8 +55,9 @@ def model_alone(device: torch.device, dtype: torch.dtype, base: int, size: tuple
                 steps: int) -> dict:
     """The seed recipe's training step with nothing around it (the same batch every step)."""
     torch.manual_seed(0)
-    model = UNet(UNetConfig(base_channels=base)).to(device, memory_format=torch.channels_last).train()
-    flops = 3 * conv_flops(model, (3, size[1], size[0]))
+    model = UNet(UNetConfig(base_channels=base))
+    flops = 3 * conv_flops(model, (3, size[1], size[0]))  # on the CPU, before the model moves
+    model = model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     x = torch.randn(batch, 3, size[1], size[0], device=device).contiguous(memory_format=torch.channels_last)
