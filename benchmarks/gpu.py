@@ -12,7 +12,8 @@ present, except with ``--quick`` (tiny sizes, any device: a dry run of the scrip
 - the loop: ``unetseg.fit`` on generated 480x320 images with the same model and batch, images/s of its epochs after
   the first, against the model alone: the share of the loop's time the GPU computes (the rest is the host);
   with ``--old-src`` the tree before a change runs the same (PYTHONPATH), side by side;
-- host syncs: ``torch.cuda.set_sync_debug_mode("warn")`` over the loop's steps, warnings counted per step;
+- host syncs: ``torch.cuda.set_sync_debug_mode("warn")`` while the epochs' steps run (the decisions included; not the
+  decode, validation and checkpoints), warnings counted per step and where they come from;
 - predict: ``benchmarks/predict_speed.py`` on the Carvana photos (images/s of ``predict_folder`` vs the model alone);
 - a ``--budget`` run on the Carvana sample (``unetseg train --budget``) and its held-out Dice (``unetseg evaluate``).
 """
@@ -121,8 +122,16 @@ cfg.model.base_channels, cfg.train.amp = int(base), amp
 cfg.data.val_fraction, cfg.train.epochs, cfg.train.batch_size = 0.1, int(epochs), 16
 cfg.train.progress, cfg.train.bn_recalibrate = False, False
 syncs = []
-if count_syncs == "1" and torch.cuda.is_available():
-    torch.cuda.set_sync_debug_mode("warn")
+if count_syncs == "1" and torch.cuda.is_available():  # only while the epochs' steps run (not decode, validation, saves)
+    import unetseg.train.loop as loop
+    inner = loop._Training._epoch
+    def epoch(self, *args, **kwargs):
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            return inner(self, *args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    loop._Training._epoch = epoch
     warnings.simplefilter("always")
     real = warnings.showwarning
     def show(message, category, filename, lineno, file=None, line=None):
@@ -132,7 +141,6 @@ if count_syncs == "1" and torch.cuda.is_available():
             real(message, category, filename, lineno, file, line)
     warnings.showwarning = show
 fit(cfg, out, overwrite=True)
-torch.cuda.set_sync_debug_mode(0) if torch.cuda.is_available() else None
 print(json.dumps({"syncs": len(syncs), "where": sorted(set(syncs))[:12]}))
 """
 

@@ -57,8 +57,8 @@ def test_submit_writes_every_photo_and_a_killed_run_goes_on_where_it_stopped(car
     (tmp_path / "again.csv.gz.partial").write_text(cut)
     (tmp_path / "again.csv.gz.partial.json").write_text(json.dumps(_settings(predictor)))  # as the killed run left it
     predicted = []
-    original = predictor.predict_paths
-    predictor.predict_paths = lambda paths, **kw: (predicted.extend(paths), original(paths, **kw))[1]
+    original = predictor.predict_classes
+    predictor.predict_classes = lambda paths, **kw: (predicted.extend(paths), original(paths, **kw))[1]
     write_submission(predictor, photos, out)
     assert len(predicted) == len(names) - 5  # the five complete rows were kept, not predicted again
     assert _rows(out) == rows and not (tmp_path / "again.csv.gz.partial").exists()

@@ -53,6 +53,8 @@ def prefetched(items: Sequence[T], load: Callable[[T], object], batch_size: int,
             yield [f.result() for f in pending.popleft()]
 
 
+#: The most bytes of full-size scores enlarged at once (images of one size are classified together).
+RESIZE_BYTES = 1 << 30
 #: Bytes per input pixel and base channel an inference forward pass may hold at its peak: a bound, a quarter of the
 #: 90 a training step holds (a forward pass frees each activation once the next layer has it; benchmarks/gpu.py
 #: prints the measured figure).
@@ -243,10 +245,10 @@ class Predictor:
         for path, logits, _ in self.predict_with_images(paths, progress, originals=False):
             yield path, logits
 
-    def predict_with_images(self, paths: Sequence[Path], progress: bool = False, originals: bool = True
-                            ) -> Iterator[tuple[Path, torch.Tensor, np.ndarray | None]]:
-        """:meth:`predict_paths`, and with ``originals`` each image (H, W, C) uint8 at its original size (for
-        overlays)."""
+    def _scored(self, paths: Sequence[Path], progress: bool, originals: bool
+                ) -> Iterator[tuple[list[Path], list[tuple[int, int]], list[np.ndarray | None], list[torch.Tensor]]]:
+        """Per batch: its paths, original (width, height) sizes, originals (or None) and scores (1, K, h, w) at the
+        model's size, on the predictor's device."""
         bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
         done = 0
         for batch in prefetched(paths, lambda path: self._load(path, originals), self.batch_size):
@@ -255,19 +257,48 @@ class Predictor:
                           for image, _, _ in batch]
             else:
                 logits = list(self.logits(np.stack([image for image, _, _ in batch])).split(1))
-            for i, (_, (width, height), original) in enumerate(batch):
-                scores = logits[i]
-                if scores.shape[-2:] != (height, width):
-                    scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
-                yield paths[done + i], scores[0], original
+            yield (list(paths[done:done + len(batch)]), [size for _, size, _ in batch],
+                   [original for _, _, original in batch], logits)
             done += len(batch)
             bar.update(len(batch))
         bar.close()
 
+    def predict_with_images(self, paths: Sequence[Path], progress: bool = False, originals: bool = True
+                            ) -> Iterator[tuple[Path, torch.Tensor, np.ndarray | None]]:
+        """:meth:`predict_paths`, and with ``originals`` each image (H, W, C) uint8 at its original size (for
+        overlays)."""
+        for batch_paths, sizes, images, logits in self._scored(paths, progress, originals):
+            for path, (width, height), original, scores in zip(batch_paths, sizes, images, logits):
+                if scores.shape[-2:] != (height, width):
+                    scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
+                yield path, scores[0], original
+
+    def predict_classes(self, paths: Sequence[Path], progress: bool = False, originals: bool = False
+                        ) -> Iterator[tuple[Path, np.ndarray, np.ndarray | None]]:
+        """Yield ``(path, classes, original)`` per image: class indices (H, W) uint8 at the image's size, as
+        :meth:`classes` of :meth:`predict_paths` gives them. Images of one size are enlarged and classified
+        together, and their masks copied to the host at once (on a GPU: one wait per group, not per image)."""
+        for batch_paths, sizes, images, logits in self._scored(paths, progress, originals):
+            start = 0
+            while start < len(sizes):
+                width, height = sizes[start]
+                # a group of images of one size whose full-size scores take at most RESIZE_BYTES
+                most = max(1, RESIZE_BYTES // (4 * logits[start].shape[1] * width * height))
+                stop = start + 1
+                while stop < len(sizes) and stop - start < most and sizes[stop] == sizes[start] \
+                        and logits[stop].shape == logits[start].shape:
+                    stop += 1
+                scores = torch.cat(logits[start:stop])
+                if scores.shape[-2:] != (height, width):
+                    scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
+                classes = logits_to_classes(scores, self.threshold, torch.uint8).cpu().numpy()
+                for i in range(start, stop):
+                    yield batch_paths[i], classes[i - start], images[i]
+                start = stop
+
     def predict_image(self, path: str | Path) -> np.ndarray:
         """Class indices (H, W) uint8 of one image, at its original size."""
-        _, logits = next(self.predict_paths([Path(path)]))
-        return self.classes(logits).to(torch.uint8).cpu().numpy()
+        return next(self.predict_classes([Path(path)]))[1]
 
 
 def overlay(image: np.ndarray, classes: np.ndarray, encoding: MaskEncoding, alpha: float = 0.5,
@@ -332,8 +363,13 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
                 out / "overlays" / f"{path.stem}.jpg", quality=90)
 
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        for path, logits, image in predictor.predict_with_images(paths, progress=progress, originals=overlays):
-            classes = predictor.classes(logits).to(torch.uint8).cpu().numpy()
+        if probs:  # the scores at full size are needed too: one image at a time
+            results = ((path, predictor.classes(logits).to(torch.uint8).cpu().numpy(), image, logits)
+                       for path, logits, image in predictor.predict_with_images(paths, progress, originals=overlays))
+        else:
+            results = ((path, classes, image, None)
+                       for path, classes, image in predictor.predict_classes(paths, progress, originals=overlays))
+        for path, classes, image, logits in results:
             keep = None
             if ignores.get(path) is not None:  # outside the field of view: background, the model never learnt there
                 keep = read_mask(ignores[path]).values

@@ -333,8 +333,9 @@ class _Training:
         self.data, self.state, self.budget, self.started = data, state, budget, started
         self.labels = max(2, cfg.model.num_classes)
         self.names = class_names(cfg.data.class_names, self.labels)
-        if device.type == "cuda":  # fixed shapes: cuDNN times its algorithms once per shape and keeps the fastest
-            torch.backends.cudnn.benchmark = True
+        # cudnn.benchmark stays off: on an H200 it gained nothing in steady state (the loop ran at the bare step's
+        # speed without it) and its search per shape (training, last partial and validation batches) made the first
+        # epoch 10x slower, 16 s of a 3-minute budget (benchmarks/README.md, "GPU")
         torch.manual_seed(cfg.train.seed)
         self.model = UNet(cfg.model).to(device, memory_format=layout)
         train_model: torch.nn.Module = self.model
