@@ -188,3 +188,23 @@ def test_pairs_from_a_csv(tmp_path):
     (root / "pairs.csv").write_text("image,mask\nimages/0.png,masks/7.png\n")
     with pytest.raises(DataError, match=r"masks/7\.png: file not found \(.*pairs\.csv line 2\)"):
         find_pairs(DataConfig(pairs_csv=str(root / "pairs.csv")))
+
+
+def test_masks_written_in_every_encoding_hold_the_stored_values_and_palette():
+    from unetseg.data.encoding import MaskEncoding, unpack_rgb
+
+    rng = np.random.default_rng(0)
+    palette = tuple(rng.integers(0, 255, 9).tolist())
+    for enc, mode in [(MaskEncoding((0, 255)), "L"), (MaskEncoding((0, 1, 2), "P", palette), "P"),
+                      (MaskEncoding((0, 128, 255), "L", palette), "P"), (MaskEncoding((0, 3, 7), "P"), "P"),
+                      (MaskEncoding((0, 0xFF0000, 0x00FF00), "RGB"), "RGB"), (MaskEncoding(tuple(range(12))), "L")]:
+        classes = rng.integers(0, len(enc.values), (37, 53)).astype(np.uint8)
+        image = enc.to_image(classes)
+        expected = np.asarray(enc.values, dtype=np.uint32)[classes]
+        assert image.mode == mode
+        if mode == "RGB":
+            np.testing.assert_array_equal(np.asarray(image), unpack_rgb(expected))
+        else:
+            np.testing.assert_array_equal(np.asarray(image), expected.astype(np.uint8))
+        if enc.palette:
+            assert image.getpalette()[:9] == list(palette)
