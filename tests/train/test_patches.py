@@ -60,3 +60,20 @@ def test_patch_training_on_images_of_several_sizes_asks_for_a_size(tmp_path, cap
         (other / folder / "0000.png").replace(data / folder / "0000.png")
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--patch", "32x32"]) == 2
     assert "differ in size" in capsys.readouterr().err
+
+
+def test_validation_of_a_patch_run_holds_no_more_pixels_than_a_training_batch(synthetic_dir, tmp_path, monkeypatch):
+    """Whole 64x48 images are 4x the 32x24 patch: validation and the BN pass take 2 of them at a time, the pixels
+    of a training batch of 8 patches, not 8 whole images (out of memory on a GPU for large photos)."""
+    from unetseg.model import unet
+
+    seen = []
+    forward = unet.UNet.forward
+    monkeypatch.setattr(unet.UNet, "forward", lambda self, x: seen.append((self.training, x.shape)) or forward(self, x))
+    cfg = RunConfig(UNetConfig(base_channels=4, depth=3),
+                    DataConfig(data=str(synthetic_dir), image_size=(64, 48), patch=(32, 24), val_fraction=0.25),
+                    TrainConfig(epochs=1, batch_size=8, device="cpu", progress=False, bn_recalibrate=True))
+    fit(cfg, tmp_path / "run")
+    whole = [shape for training, shape in seen if shape[-2:] == (48, 64)]
+    assert whole and max(n * h * w for n, _, h, w in whole) <= 8 * 32 * 24  # validation and the BN pass
+    assert all(shape[-2:] == (24, 32) for training, shape in seen if training and shape not in whole)
