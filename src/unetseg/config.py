@@ -448,7 +448,7 @@ class RunConfig:
 DERIVED = frozenset({"data.mask_values", "data.mask_palette", "data.mask_mode", "data.patch_scale",
                      "train.micro_batch", "train.class_weight_values", "train.plan"})
 #: Fields a budget plan sets besides those it names as chosen: the step counts.
-PLANNED_STEPS = frozenset({"train.epochs", "train.max_steps", "train.warmup_steps", "train.val_every"})
+PLANNED_STEPS = frozenset({"train.epochs", "train.max_steps"})
 
 
 def settings_for_new_run(d: dict[str, Any], replan: bool) -> tuple[dict[str, Any], set[str]]:

@@ -11,7 +11,7 @@ import torch
 from unetseg import RunConfig, load_model
 from unetseg.cli.main import main
 from unetseg.config import parse_duration
-from unetseg.train.loop import cosine_lr
+from unetseg.train.schedule import cosine_lr
 from unetseg.train.plan import BudgetClock, size_for
 
 

@@ -19,7 +19,8 @@ from unetseg import RunConfig, load_model
 from unetseg.checkpoint import CheckpointError
 from unetseg.data.check import scan
 from unetseg.cli.main import main
-from unetseg.train.loop import evaluate, resume_or_start
+from unetseg.train.loop import evaluate
+from unetseg.train.run_dir import resume_or_start
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -138,3 +138,20 @@ def test_kill_during_a_checkpoint_write_leaves_the_old_or_the_new_file(tmp_path)
     state = load_training_state(target)  # never torn: it loads, and it is one whole state
     assert state["epoch"] in (0, 1) and bool((state["w"] == float(state["epoch"])).all())
     assert state["w"].numel() == 10_000_000
+
+
+def test_a_finished_run_resumed_for_more_epochs_follows_its_new_step_count(synthetic_dir, tmp_path):
+    """The saved schedule says how far a run is; the config says where it ends: a cosine run of 2 epochs resumed with
+    --epochs 4 decays over 4 epochs (its third epoch does not train at the end's learning rate)."""
+    flags = ["--base-channels", "4", "--depth", "3", "--image-size", "64x48", "--batch-size", "8", "--val-fraction",
+             "0.25", "--schedule", "cosine", "--lr", "1e-3", "--no-progress"]
+    first = _unetseg("train", "--data", str(synthetic_dir), "--out", str(tmp_path / "run"), "--epochs", "2", *flags)
+    first.communicate()
+    assert first.returncode == 0
+    more = _unetseg("train", "--resume", str(tmp_path / "run"), "--epochs", "4")
+    _, err = more.communicate()
+    assert more.returncode == 0, err
+    lrs = [m["lr"] for m in _metrics(tmp_path / "run")]  # the learning rate of the next step, after each epoch
+    # 3 steps an epoch: the first run ended at 0 (its last step), the resumed one decays over steps 6-11 to 0
+    assert len(lrs) == 4 and lrs[1] == 0.0 and lrs[3] == 0.0, lrs
+    assert abs(lrs[2] - 1e-3 * 0.5 * (1 + math.cos(math.pi * 9 / 11))) < 1e-9, lrs

@@ -172,7 +172,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not (args.resume or args.out):
         raise ValueError("unetseg train: give --out RUN (the run folder to write), or --resume RUN")
     if args.resume == "auto":  # the same command line, run again: resume where there is a run, else start
-        from unetseg.train.loop import resume_or_start
+        from unetseg.train.run_dir import resume_or_start
 
         if not args.out or args.overwrite:
             raise ValueError("--resume auto: give --out RUN (and not --overwrite): the run folder to resume or start")

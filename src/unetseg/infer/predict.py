@@ -251,7 +251,10 @@ class Predictor:
         model's size, on the predictor's device."""
         bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
         done = 0
-        for batch in prefetched(paths, lambda path: self._load(path, originals), self.batch_size):
+        # by windows, one image at a time (its windows are batched): a batch of whole images of window size would
+        # hold as many full-size score maps
+        images = 1 if self.tile else self.batch_size
+        for batch in prefetched(paths, lambda path: self._load(path, originals), images):
             if self.tile:  # each image by windows, the windows batched
                 logits = [sliding_window_logits(self.logits, image, self.tile, self.overlap, self.batch_size)[None]
                           for image, _, _ in batch]

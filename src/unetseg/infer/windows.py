@@ -1,8 +1,8 @@
 """Sliding-window prediction: overlapping windows, batched, blended with Gaussian weights (as nnU-Net and MONAI's
 ``sliding_window_inference`` do), so each pixel's score comes mostly from windows that see it near their centre,
 where the network has the most context. The scores are accumulated in float32 where the model runs (on a GPU, the
-GPU: no copy back per window batch): memory is the image (uint8), one batch of windows and two float maps of the
-image's size (scores and weights).
+GPU, where the two maps take under a quarter of its free memory: no copy back per window batch; else the host):
+memory is the image (uint8), one batch of windows and two float maps of the image's size (scores and weights).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from unetseg._device import free_memory
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
@@ -46,7 +48,8 @@ def sliding_window_logits(forward: Callable[[np.ndarray], torch.Tensor], image: 
         overlap: share of a window that its neighbour covers too (0 <= overlap < 1).
 
     Returns:
-        float32 (K, H, W) on the device of ``forward``'s scores: the Gaussian-weighted mean of the windows' scores.
+        float32 (K, H, W) on the device of ``forward``'s scores (the host for maps too large for a GPU): the
+        Gaussian-weighted mean of the windows' scores.
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"--overlap {overlap}: a share between 0 and 1 (1 excluded)")
@@ -66,9 +69,13 @@ def sliding_window_logits(forward: Callable[[np.ndarray], torch.Tensor], image: 
         windows = np.stack([image[y:y + win_h, x:x + win_w] for y, x in batch])
         out = forward(windows).float()
         if scores is None:
-            scores = torch.zeros(out.shape[1], full_h, full_w, device=out.device)
-            total = torch.zeros(full_h, full_w, device=out.device)
-            weights = weights.to(out.device)
+            device = out.device
+            if device.type == "cuda" and (out.shape[1] + 1) * full_h * full_w * 4 > free_memory(device) // 4:
+                device = torch.device("cpu")  # maps too large for the GPU's memory: on the host, as before
+            scores = torch.zeros(out.shape[1], full_h, full_w, device=device)
+            total = torch.zeros(full_h, full_w, device=device)
+            weights = weights.to(device)
+        out = out.to(scores.device)
         for (y, x), piece in zip(batch, out):
             scores[:, y:y + win_h, x:x + win_w] += piece * weights
             total[y:y + win_h, x:x + win_w] += weights

@@ -34,14 +34,6 @@ class World:
         if self.size > 1:
             dist.barrier()
 
-    def any(self, flag: int, device: torch.device) -> int:
-        """The largest ``flag`` over all processes (e.g. a signal number), so every process stops together."""
-        if self.size == 1:
-            return flag
-        t = torch.tensor([flag], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
-
     def broadcast_int(self, value: int, device: torch.device) -> int:
         """Rank 0's ``value`` on every process (e.g. a re-planned step count)."""
         if self.size == 1:
@@ -74,19 +66,6 @@ class World:
         t = t.clone()
         dist.all_reduce(t)
         return t
-
-    def mean(self, t: torch.Tensor) -> torch.Tensor:
-        """The mean of ``t`` over all processes."""
-        if self.size == 1:
-            return t
-        t = t.clone()
-        dist.all_reduce(t)
-        return t / self.size
-
-    def shard(self, indices: torch.Tensor) -> torch.Tensor:
-        """This process's share of a global batch: a contiguous part, so that N processes see the same images per
-        batch-norm batch as one process accumulating N micro-batches."""
-        return indices.tensor_split(self.size)[self.rank]
 
 
 def init_world(device: str, timeout_minutes: float = 30.0) -> tuple[World, torch.device]:

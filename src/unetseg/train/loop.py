@@ -55,9 +55,8 @@ from unetseg.train.distributed import World, close_world, init_world
 from unetseg.train.losses import SegmentationLoss, resolve_class_weights
 from unetseg.train.placement import BatchSource, class_centres, cpu_generator, seed_of
 from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, TARGET, BudgetClock, make_plan, size_for
-from unetseg.train.run_dir import (prepare_run_dir, process_cache, record_session, resume_or_start,  # noqa: F401
-                                   truncate_metrics)
-from unetseg.train.schedule import cosine_lr, make_schedule, set_total  # noqa: F401 - cosine_lr: the API's
+from unetseg.train.run_dir import prepare_run_dir, process_cache, record_session, truncate_metrics
+from unetseg.train.schedule import LrFactor, make_schedule, set_total
 from unetseg.train.step import TrainStep
 from unetseg.train.validate import SavedWeights, evaluate
 from unetseg.train.weights import WeightAverage
@@ -68,8 +67,7 @@ CARVANA_SIZE = (1918, 1280)  # the seed's 480x320 is made for these photos
 #: Per-GPU batches under which a multi-GPU run suggests --sync-bn (batch norm over so few images is noisy).
 SMALL_BN_BATCH = 8
 
-__all__ = ["fit", "evaluate", "resume_or_start", "prepare_run_dir", "whole_batch", "auto_micro_batch",
-           "changed_settings", "cosine_lr", "class_centres"]
+__all__ = ["fit", "evaluate", "whole_batch", "auto_micro_batch", "changed_settings"]
 
 
 @dataclass
@@ -314,6 +312,10 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
                          f"each of the {world.size} processes")
     if cfg.train.sync_bn and world.size > 1 and device.type == "cpu":
         raise ValueError("--sync-bn: SyncBatchNorm runs on GPUs only; leave it out on CPUs")
+    if cfg.train.sync_bn and cfg.train.batch_size % world.size:  # every forward pass is a collective
+        raise ValueError(f"--sync-bn: --batch-size {cfg.train.batch_size} does not split evenly over {world.size} "
+                         f"processes, so they would run different numbers of forward passes; give a multiple of "
+                         f"{world.size}")
     _Training(cfg, out, world, device, dtype, layout, data, state, budget, started).run()
     world.barrier()
     if data.node_cache is not None and world.local_rank == 0:  # finished: the node's cache goes (a run that failed
@@ -392,17 +394,28 @@ class _Training:
         self.forecast_logged = False
 
     def _restore(self, state: dict[str, Any]) -> None:
+        """Continue from a saved state: weights, optimiser, scaler, position, schedule and RNGs."""
+        cfg = self.cfg
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        params = {id(p): p for group in self.optimizer.param_groups for p in group["params"]}
         for group in self.optimizer.param_groups:  # the fused implementation, whatever saved the state
             group["fused"], group["foreach"] = True, None
+        for key, values in self.optimizer.state.items():  # fused Adam keeps its step counts beside the weights
+            if "step" in values and torch.is_tensor(values["step"]) and id(key) in params:
+                values["step"] = values["step"].to(params[id(key)].device, torch.float32)
         self.scaler.load_state_dict(state["scaler"])
         self.pos = Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
+        self._decided = self.pos.step
         if "schedule" in state:
             self.schedule.load_state_dict(state["schedule"])
         else:  # a state saved before the schedule was: its position says where the schedule is
             self.schedule.last_epoch = self.pos.epoch * self.steps + self.pos.step
-            set_total(self.schedule, self.total, self.cfg.train.warmup_steps)
+        # the run's config shapes the rest of the schedule: a resumed run may be given more steps (--epochs,
+        # --max-steps), another --lr or warm-up; the saved state says only how far it is
+        self.schedule.base_lrs = [cfg.train.lr] * len(self.optimizer.param_groups)
+        self.schedule.lr_lambdas[0].__dict__.update(LrFactor(cfg.train, self.total, self.steps).__dict__)
+        set_total(self.schedule, self.total, cfg.train.warmup_steps)
         restore_rng(state["rng"])
         truncate_metrics(self.out / METRICS_FILE, self.pos.epoch, self.world)
         logger.info("resuming %s at epoch %d, step %d", self.out, self.pos.epoch + 1, self.pos.step)
@@ -434,25 +447,26 @@ class _Training:
                            self.world.size, self.n_params, self.pos)
         with StopOnSignal() as stop:
             while self.pos.epoch < self.epochs_planned():
-                seconds, seen, start_step = self._epoch(self.pos.epoch, stop)
-                self._end_epoch(self.pos.epoch, seconds, seen, start_step)
+                seconds, seen = self._epoch(self.pos.epoch, stop)
+                self._end_epoch(self.pos.epoch, seconds, seen)
         if self.clock is not None and self.world.is_main:  # a resumed run's sessions are not one clock
             elapsed = time.monotonic() - self.started
             logger.info("budget %s: ran %s in all (%.1f%% of the budget)", self.cfg.train.budget,
                         _format_duration(elapsed), 100 * elapsed / self.budget)
 
     def epochs_planned(self) -> int:
+        """The epochs of the run's step total (the last may be cut short)."""
         return math.ceil(self.total / self.steps)
 
     def _epoch_end(self, epoch: int) -> int:
         """The step count of ``epoch`` (the last may be cut short by the run's total)."""
         return min(self.steps, self.total - epoch * self.steps)
 
-    def _epoch(self, epoch: int, stop: StopOnSignal) -> tuple[float, int, int]:
-        """Train the rest of ``epoch``; returns its seconds, images seen and the step it started at."""
+    def _epoch(self, epoch: int, stop: StopOnSignal) -> tuple[float, int]:
+        """Train the rest of ``epoch``; returns its seconds and the images seen.""" 
         cfg, world, pos = self.cfg, self.world, self.pos
         self.model.train()
-        t0, seen, start_step = time.perf_counter(), 0, pos.step
+        t0, seen = time.perf_counter(), 0
         batch_size, n = cfg.train.batch_size, len(self.data.train)
         self.source.start_epoch(torch.randperm(n, generator=cpu_generator(cfg.train.seed, epoch)))
         end = self._epoch_end(epoch)
@@ -481,7 +495,7 @@ class _Training:
             if pos.step >= end:
                 break
         bar.close()
-        return time.perf_counter() - t0, seen, start_step
+        return time.perf_counter() - t0, seen
 
     def _generator(self, keys: tuple[int, ...]) -> torch.Generator:
         """The step's generator of augmentation draws, on the training device (on the CPU: a fresh CPU generator)."""
@@ -516,6 +530,7 @@ class _Training:
             self._save_state()
             self.last_save = time.monotonic()
         if decision.stop:
+            self.world.barrier()  # no process leaves before rank 0 has written the state
             raise TrainingInterrupted(f"{self.out}: stopped by signal {decision.stop} at epoch {epoch + 1}, step "
                                       f"{pos.step}; continue with: unetseg train --resume {self.out}")
         return end
@@ -535,6 +550,7 @@ class _Training:
             _log_forecast(self.step_times, self.total - global_step - 1, self.cfg, self.data, self.steps)
 
     def _set_total(self, new: int, why: str, loud: bool) -> None:
+        """A new step total (a budget correction): the config, the schedule and the clock follow; logged."""
         cfg = self.cfg
         self.total = new
         cfg.train.max_steps = new
@@ -564,7 +580,7 @@ class _Training:
                             self.out / STATE_FILE)
         logger.debug("checkpoint saved at epoch %d step %d", pos.epoch + 1, pos.step)
 
-    def _end_epoch(self, epoch: int, seconds: float, seen: int, start_step: int) -> None:
+    def _end_epoch(self, epoch: int, seconds: float, seen: int) -> None:
         """Validation, the weights and metrics written, the resume state, and a budget re-plan where the speed
         drifted."""
         cfg, world, pos, data = self.cfg, self.world, self.pos, self.data
@@ -606,13 +622,13 @@ class _Training:
             self.curves(final=last_epoch)
         pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
         self._decided = 0
-        self._save_state()
         if self.clock is not None and not last_epoch:  # the same call on every process: rank 0 decides
             new = self.clock.maybe_correct(pos.epoch * self.steps, _validation_estimate(data, cfg, self.clock), True) \
                 if world.is_main and self.clock.corrected else None
             new = world.broadcast_int(new or 0, self.device)
             if new:
                 self._set_total(new, "budget: the speed drifted, re-planned", False)
+        self._save_state()  # after a re-plan, so that last.pt and config.json agree
         world.barrier()  # the others wait while the main process validates and saves
         self.last_save = time.monotonic()
         logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, self.epochs_planned(),

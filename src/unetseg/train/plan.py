@@ -323,8 +323,10 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     t.epochs = math.ceil(total / steps_per_epoch)
     if "train.val_every" not in keep:
         t.val_every = max(1, math.ceil(t.epochs / VALIDATIONS))
+        chosen.append("val_every")
     if "train.warmup_steps" not in keep:
         t.warmup_steps = max(5, min(200, total // 30))
+        chosen.append("warmup_steps")
     t.plan = {
         "budget_s": budget, "device": str(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
         "chosen": chosen, "augmentation": augmentation, "train_images": n_train, "val_images": n_val,

@@ -40,6 +40,7 @@ class LrFactor:
         self.total, self.steps_per_epoch = total, steps_per_epoch
 
     def __call__(self, step: int) -> float:
+        """The factor of the 0-based optimiser ``step``."""
         if self.kind == "cosine":
             return cosine_lr(step, self.total, self.warmup, self.lr, self.min_lr) / self.lr
         return restarts_lr(step / self.steps_per_epoch, self.lr, self.min_lr, self.first, self.mult) / self.lr
