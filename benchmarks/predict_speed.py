@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="0: the predictor's own choice (4 on CPUs)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--repeat", type=int, default=1, help="predict each image this many times (a longer folder)")
+    parser.add_argument("--overlays", choices=["both", "off", "on"], default="both")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     cfg = RunConfig()
     cfg.model.base_channels, cfg.data.image_size = args.base, parse_size(args.size)
@@ -38,20 +41,20 @@ def main() -> None:
     predictor = Predictor(UNet(cfg.model), cfg, device=args.device, batch_size=args.batch)
     args.batch = predictor.batch_size
     sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
-    paths = list_images(args.data)[:args.images]
+    paths = list_images(args.data)[:args.images] * args.repeat
     inputs = [np.stack([predictor._load(p)[0] for p in paths[i:i + args.batch]])
               for i in range(0, len(paths), args.batch)]
     predictor.logits(inputs[0])  # warm-up
     print(f"{len(paths)} images of {args.data}, U-Net base {args.base} at {args.size}, batch {args.batch}, "
           f"precision {predictor.dtype or torch.float32}, {torch.get_num_threads()} threads")
-    for _ in range(2):  # interleaved, twice: the machine is noisy
+    for _ in range(args.rounds):  # interleaved, twice by default: the machine is noisy
         t0 = time.perf_counter()
         for batch in inputs:
             predictor.logits(batch)
         sync()
         model_s = time.perf_counter() - t0
         rows = [("model alone (decoded batches)", model_s)]
-        for overlays in (False, True):
+        for overlays in {"both": (False, True), "off": (False,), "on": (True,)}[args.overlays]:
             with tempfile.TemporaryDirectory() as out:
                 t0 = time.perf_counter()
                 predict_folder(predictor, _subset(paths, out), Path(out) / "pred", overlays=overlays)
@@ -64,9 +67,10 @@ def _subset(paths: list[Path], out: str) -> Path:
     """A folder of links to the first images, so predict_folder reads exactly those."""
     folder = Path(out) / "input"
     folder.mkdir(exist_ok=True)
-    for p in paths:
-        if not (folder / p.name).exists():
-            (folder / p.name).symlink_to(p.resolve())
+    for i, p in enumerate(paths):  # a repeated image gets a name of its own
+        name = p.name if i < len(set(paths)) else f"{p.stem}_{i}{p.suffix}"
+        if not (folder / name).exists():
+            (folder / name).symlink_to(p.resolve())
     return folder
 
 
