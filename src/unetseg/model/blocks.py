@@ -50,6 +50,11 @@ class Up(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
         # An exported graph serves every input size, so it always resizes (an identity when the sizes agree).
-        if x.shape[-2:] != skip.shape[-2:] or torch.compiler.is_exporting():
+        if x.shape[-2:] != skip.shape[-2:] or _exporting():
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         return self.conv(torch.cat([skip, x], dim=1))
+
+
+#: torch.export's flag (torch 2.7+); before it, torch.compile's, which export sets too (a compiled graph then resizes
+#: where the sizes agree: an identity).
+_exporting = getattr(torch.compiler, "is_exporting", torch.compiler.is_compiling)
