@@ -34,7 +34,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="predict each image this many times (a longer folder)")
     parser.add_argument("--overlays", choices=["both", "off", "on"], default="both")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--stages", action="store_true", help="time the host stages apart (header, decode, mask PNG), "
+                        "in one thread and in the decode threads, and stop")
     args = parser.parse_args()
+    if args.stages:
+        stages(list_images(args.data)[:args.images], parse_size(args.size))
+        return
     cfg = RunConfig()
     cfg.model.base_channels, cfg.data.image_size = args.base, parse_size(args.size)
     torch.manual_seed(0)
@@ -61,6 +66,37 @@ def main() -> None:
                 rows.append((f"predict_folder, overlays {'on' if overlays else 'off'}", time.perf_counter() - t0))
         for name, seconds in rows:
             print(f"{name:<34} {len(paths) / seconds:8.2f} img/s  time x model {seconds / model_s:5.2f}")
+
+
+def stages(paths: list[Path], size: tuple[int, int]) -> None:
+    """ms per photo of each host stage of predict, in one thread and in DECODE_THREADS threads."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from unetseg.data.encoding import MaskEncoding
+    from unetseg.data.io import DECODE_THREADS, image_info, read_image
+    from unetseg.infer.predict import PNG_LEVEL
+
+    width, height = image_info(paths[0])[0]
+    classes = np.zeros((height, width), np.uint8)
+    classes[height // 4:3 * height // 4, width // 5:4 * width // 5] = 1  # a car-like blob
+    encoding = MaskEncoding((0, 255))
+
+    def png(_: Path) -> None:
+        encoding.to_image(classes).save(io.BytesIO(), format="PNG", compress_level=PNG_LEVEL)
+
+    for name, work in (("header", image_info), ("draft decode + resize", lambda p: read_image(p, size)),
+                       ("mask to PNG", png)):
+        t0 = time.perf_counter()
+        for p in paths:
+            work(p)
+        one = (time.perf_counter() - t0) / len(paths)
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(work, paths * 2))
+            many = (time.perf_counter() - t0) / (2 * len(paths))
+        print(f"{name:<24} {1000 * one:6.2f} ms/photo; {DECODE_THREADS} threads {1000 * many:6.2f} ms/photo "
+              f"(x{one / many:.2f})")
 
 
 def _subset(paths: list[Path], out: str) -> Path:
