@@ -303,8 +303,9 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
             logger.info("class weights (%s): %s", "median frequency" if cfg.train.class_weights == "auto" else
                         "given", ", ".join(f"{n} {w:.3g}" for n, w in zip(
                             class_names(cfg.data.class_names, labels), cfg.train.class_weight_values)))
-    if not cfg.train.micro_batch:  # chosen once and recorded, so a resumed run accumulates exactly as before
-        cfg.train.micro_batch = auto_micro_batch(cfg, device)
+    if not cfg.train.micro_batch:  # chosen once and recorded, so a resumed run accumulates exactly as before; rank
+        # 0's choice for all (free memory differs between GPUs, and with --sync-bn every forward pass is a collective)
+        cfg.train.micro_batch = world.broadcast_int(auto_micro_batch(cfg, device) if world.is_main else 0, device)
     if world.is_main:
         cfg.save(out / CONFIG_FILE)
     if cfg.train.batch_size < world.size:
