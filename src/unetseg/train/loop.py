@@ -362,6 +362,7 @@ class _Training:
             else cfg.train.epochs * self.steps
         self.schedule = make_schedule(self.optimizer, cfg.train, self.total, self.steps)
         self.pos = Position()
+        self._decided = 0  # the position in its epoch of the last decision (checkpoints every N steps count from it)
         if state is not None:
             self._restore(state)
         # made after the weights are loaded: an average switched on at a resume starts from them, not from the init
@@ -535,8 +536,6 @@ class _Training:
             raise TrainingInterrupted(f"{self.out}: stopped by signal {decision.stop} at epoch {epoch + 1}, step "
                                       f"{pos.step}; continue with: unetseg train --resume {self.out}")
         return end
-
-    _decided = 0  # the position of the last decision in this epoch
 
     def _timed(self, seconds: float, steps: int, global_step: int) -> None:
         """An interval between decisions, timed after the device caught up: the budget clock and the forecast."""
