@@ -140,10 +140,9 @@ def threshold_dice(logits: torch.Tensor, target: torch.Tensor, thresholds: list[
     target = target.to(scores.device)
     n = len(cuts) + 1
     hist = torch.bincount((bucket + n * target.long()).masked_select(target <= 1), minlength=2 * n).view(2, n)
-    above = hist.flip(1).cumsum(1).flip(1)[:, 1:].double().cpu()  # pixels above each cut: background, foreground
+    above = hist.flip(1).cumsum(1).flip(1)[:, 1:]  # pixels above each cut: background, foreground
     tp, fp = above[1], above[0]
-    fn = hist[1].sum().double().cpu() - tp
-    dice = dice_from_counts(torch.stack([tp, fp, fn], dim=-1)).tolist()
+    dice = dice_from_counts(torch.stack([tp, fp, hist[1].sum() - tp], dim=-1)).tolist()  # one read back
     out = [0.0] * len(thresholds)
     for rank, i in enumerate(order):
         out[i] = dice[rank]

@@ -225,63 +225,50 @@ class Predictor:
         probability is above ``threshold``; the argmax otherwise."""
         return logits_to_classes(logits[None], self.threshold)[0]
 
-    def _load(self, path: Path, original: bool = False) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
-        """The model's input, the original size and, with ``original``, the image at that size (for an overlay).
-
-        The model's input is always decoded as training decoded it (a JPEG's draft decode, then the resize), whatever
-        else is wanted: the same image and run give the same mask in ``predict`` with or without overlays,
-        ``evaluate`` and ``submit``. The original is a second, full decode."""
+    def _load(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """The model's input and the original (width, height). The input is always decoded as training decoded it
+        (a JPEG's draft decode, then the resize): the same image and run give the same mask in ``predict`` with or
+        without overlays, ``evaluate`` and ``submit``."""
         size, _ = image_info(path)  # the original size, from the header only
         target = self.config.data.image_size
         if self.config.data.patch is not None:  # each image at the training scale, at its own size
             scale = self.config.data.patch_scale
             target = (max(16, round(size[0] * scale)), max(16, round(size[1] * scale)))
-        channels = self.config.model.in_channels
-        image = read_image(path, target, channels)
-        return image, size, (read_image(path, None, channels) if original else None)
+        return read_image(path, target, self.config.model.in_channels), size
 
-    def predict_paths(self, paths: Sequence[Path], progress: bool = False) -> Iterator[tuple[Path, torch.Tensor]]:
-        """Yield ``(path, logits)`` per image, logits (num_classes, H, W) resized to the image's original size."""
-        for path, logits, _ in self.predict_with_images(paths, progress, originals=False):
-            yield path, logits
-
-    def _scored(self, paths: Sequence[Path], progress: bool, originals: bool
-                ) -> Iterator[tuple[list[Path], list[tuple[int, int]], list[np.ndarray | None], list[torch.Tensor]]]:
-        """Per batch: its paths, original (width, height) sizes, originals (or None) and scores (1, K, h, w) at the
-        model's size, on the predictor's device."""
+    def _scored(self, paths: Sequence[Path], progress: bool
+                ) -> Iterator[tuple[list[Path], list[tuple[int, int]], list[torch.Tensor]]]:
+        """Per batch: its paths, original (width, height) sizes and scores (1, K, h, w) at the model's size, on the
+        predictor's device."""
         bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
         done = 0
         # by windows, one image at a time (its windows are batched): a batch of whole images of window size would
         # hold as many full-size score maps
         images = 1 if self.tile else self.batch_size
-        for batch in prefetched(paths, lambda path: self._load(path, originals), images):
+        for batch in prefetched(paths, self._load, images):
             if self.tile:  # each image by windows, the windows batched
                 logits = [sliding_window_logits(self.logits, image, self.tile, self.overlap, self.batch_size)[None]
-                          for image, _, _ in batch]
+                          for image, _ in batch]
             else:
-                logits = list(self.logits(np.stack([image for image, _, _ in batch])).split(1))
-            yield (list(paths[done:done + len(batch)]), [size for _, size, _ in batch],
-                   [original for _, _, original in batch], logits)
+                logits = list(self.logits(np.stack([image for image, _ in batch])).split(1))
+            yield list(paths[done:done + len(batch)]), [size for _, size in batch], logits
             done += len(batch)
             bar.update(len(batch))
         bar.close()
 
-    def predict_with_images(self, paths: Sequence[Path], progress: bool = False, originals: bool = True
-                            ) -> Iterator[tuple[Path, torch.Tensor, np.ndarray | None]]:
-        """:meth:`predict_paths`, and with ``originals`` each image (H, W, C) uint8 at its original size (for
-        overlays)."""
-        for batch_paths, sizes, images, logits in self._scored(paths, progress, originals):
-            for path, (width, height), original, scores in zip(batch_paths, sizes, images, logits):
+    def predict_paths(self, paths: Sequence[Path], progress: bool = False) -> Iterator[tuple[Path, torch.Tensor]]:
+        """Yield ``(path, logits)`` per image, logits (num_classes, H, W) resized to the image's original size."""
+        for batch_paths, sizes, logits in self._scored(paths, progress):
+            for path, (width, height), scores in zip(batch_paths, sizes, logits):
                 if scores.shape[-2:] != (height, width):
                     scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
-                yield path, scores[0], original
+                yield path, scores[0]
 
-    def predict_classes(self, paths: Sequence[Path], progress: bool = False, originals: bool = False
-                        ) -> Iterator[tuple[Path, np.ndarray, np.ndarray | None]]:
-        """Yield ``(path, classes, original)`` per image: class indices (H, W) uint8 at the image's size, as
-        :meth:`classes` of :meth:`predict_paths` gives them. Images of one size are enlarged and classified
-        together, and their masks copied to the host at once (on a GPU: one wait per group, not per image)."""
-        for batch_paths, sizes, images, logits in self._scored(paths, progress, originals):
+    def predict_classes(self, paths: Sequence[Path], progress: bool = False) -> Iterator[tuple[Path, np.ndarray]]:
+        """Yield ``(path, classes)`` per image: class indices (H, W) uint8 at the image's size, as :meth:`classes`
+        of :meth:`predict_paths` gives them. Images of one size are enlarged and classified together, and their
+        masks copied to the host at once (on a GPU: one wait per group, not per image)."""
+        for batch_paths, sizes, logits in self._scored(paths, progress):
             start = 0
             while start < len(sizes):
                 width, height = sizes[start]
@@ -296,7 +283,7 @@ class Predictor:
                     scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
                 classes = logits_to_classes(scores, self.threshold, torch.uint8).cpu().numpy()
                 for i in range(start, stop):
-                    yield batch_paths[i], classes[i - start], images[i]
+                    yield batch_paths[i], classes[i - start]
                 start = stop
 
     def predict_image(self, path: str | Path) -> np.ndarray:
@@ -354,25 +341,25 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
     written: list[Path] = []
     pending: deque[Future] = deque()
 
-    def write(path: Path, classes: np.ndarray, maps: np.ndarray | None, image: np.ndarray | None) -> None:
-        """Encode and write one image's files (on a thread, beside the model)."""
+    def write(path: Path, classes: np.ndarray, maps: np.ndarray | None) -> None:
+        """Encode and write one image's files (on a thread, beside the model); an overlay decodes the image whole."""
         if maps is not None:
             for k, plane in enumerate(maps):
                 name = f"{path.stem}.png" if len(maps) == 1 else f"{path.stem}_class{k}.png"
                 Image.fromarray(plane).save(out / "probs" / name, compress_level=PNG_LEVEL)
         predictor.encoding.to_image(classes).save(out / "masks" / f"{path.stem}.png", compress_level=PNG_LEVEL)
-        if image is not None:
+        if overlays:
+            image = read_image(path, None, predictor.config.model.in_channels)
             overlay(image, classes, predictor.encoding, colours=predictor.config.data.class_colours).save(
                 out / "overlays" / f"{path.stem}.jpg", quality=90)
 
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         if probs:  # the scores at full size are needed too: one image at a time
-            results = ((path, predictor.classes(logits).to(torch.uint8).cpu().numpy(), image, logits)
-                       for path, logits, image in predictor.predict_with_images(paths, progress, originals=overlays))
+            results = ((path, predictor.classes(logits).to(torch.uint8).cpu().numpy(), logits)
+                       for path, logits in predictor.predict_paths(paths, progress))
         else:
-            results = ((path, classes, image, None)
-                       for path, classes, image in predictor.predict_classes(paths, progress, originals=overlays))
-        for path, classes, image, logits in results:
+            results = ((path, classes, None) for path, classes in predictor.predict_classes(paths, progress))
+        for path, classes, logits in results:
             keep = None
             if ignores.get(path) is not None:  # outside the field of view: background, the model never learnt there
                 keep = read_mask(ignores[path]).values
@@ -387,7 +374,7 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
                     maps[:, keep == 0] = 0
                     if len(maps) > 1:
                         maps[0, keep == 0] = 255
-            pending.append(pool.submit(write, path, classes, maps, image))
+            pending.append(pool.submit(write, path, classes, maps))
             written.append(out / "masks" / f"{path.stem}.png")
             while len(pending) > 2 * DECODE_THREADS:  # bounded: a few images in flight, whatever the folder's size
                 pending.popleft().result()

@@ -141,7 +141,7 @@ def write_submission(predictor: Predictor, images: str | Path, out: str | Path, 
             bar.update()
 
         with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:  # run-length encoding beside the model
-            for path, mask, _ in predictor.predict_classes(todo):  # the run's threshold, as predict uses it
+            for path, mask in predictor.predict_classes(todo):  # the run's threshold, as predict uses it
                 pending.append((path.name, pool.submit(rle_encode, mask)))
                 while len(pending) > 2 * DECODE_THREADS:
                     write_next()

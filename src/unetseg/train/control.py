@@ -113,13 +113,9 @@ class StepControl:
         return decision
 
     def interval(self) -> tuple[float, int]:
-        """Seconds and steps since the last call (or since :meth:`restart`); exact after :meth:`decide`, which has
-        waited for the device."""
+        """Seconds and steps since the last call; exact after :meth:`decide`, which has waited for the device (time
+        spent elsewhere, e.g. validating, is taken out by moving ``mark`` on)."""
         now = time.perf_counter()
         seconds, steps = now - self.mark, self.steps_since
         self.mark, self.steps_since = now, 0
         return seconds, steps
-
-    def restart(self) -> None:
-        """Start timing afresh (after a validation, which is timed apart)."""
-        self.mark, self.steps_since = time.perf_counter(), 0

@@ -56,7 +56,7 @@ from unetseg.train.losses import SegmentationLoss, resolve_class_weights
 from unetseg.train.placement import BatchSource, class_centres, cpu_generator, seed_of
 from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, TARGET, BudgetClock, make_plan, size_for
 from unetseg.train.run_dir import prepare_run_dir, process_cache, record_session, truncate_metrics
-from unetseg.train.schedule import LrFactor, make_schedule, set_total
+from unetseg.train.schedule import make_schedule, set_total
 from unetseg.train.step import TrainStep
 from unetseg.train.validate import SavedWeights, evaluate
 from unetseg.train.weights import WeightAverage
@@ -333,7 +333,7 @@ class _Training:
                  layout: torch.memory_format, data: _Data, state: dict[str, Any] | None, budget: float | None,
                  started: float) -> None:
         self.cfg, self.out, self.world, self.device, self.dtype, self.layout = cfg, out, world, device, dtype, layout
-        self.data, self.state, self.budget, self.started = data, state, budget, started
+        self.data, self.budget, self.started = data, budget, started
         self.labels = max(2, cfg.model.num_classes)
         self.names = class_names(cfg.data.class_names, self.labels)
         # cudnn.benchmark stays off: on an H200 it gained nothing in steady state (the loop ran at the bare step's
@@ -369,9 +369,7 @@ class _Training:
         self.average = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         if self.average is not None and state is not None and "average" in state:
             self.average.load_state_dict(state["average"])
-        per_process = max(1, cfg.train.batch_size // world.size)
-        if world.size > 1:
-            per_process = math.ceil(cfg.train.batch_size / world.size)
+        per_process = math.ceil(cfg.train.batch_size / world.size)  # the largest share of a global batch
         micro = min(cfg.train.micro_batch, per_process)
         if cfg.train.compile:  # parts of one size: one compiled graph
             micro = max(d for d in range(1, micro + 1) if per_process % d == 0)
@@ -409,14 +407,9 @@ class _Training:
         self.scaler.load_state_dict(state["scaler"])
         self.pos = Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
         self._decided = self.pos.step
-        if "schedule" in state:
-            self.schedule.load_state_dict(state["schedule"])
-        else:  # a state saved before the schedule was: its position says where the schedule is
-            self.schedule.last_epoch = self.pos.epoch * self.steps + self.pos.step
-        # the run's config shapes the rest of the schedule: a resumed run may be given more steps (--epochs,
-        # --max-steps), another --lr or warm-up; the saved state says only how far it is
-        self.schedule.base_lrs = [cfg.train.lr] * len(self.optimizer.param_groups)
-        self.schedule.lr_lambdas[0].__dict__.update(LrFactor(cfg.train, self.total, self.steps).__dict__)
+        # the schedule is the run's config (a resumed run may be given more steps, another --lr or warm-up) at the
+        # run's position: the steps done, its only state
+        self.schedule.last_epoch = self.pos.epoch * self.steps + self.pos.step
         set_total(self.schedule, self.total, cfg.train.warmup_steps)
         restore_rng(state["rng"])
         truncate_metrics(self.out / METRICS_FILE, self.pos.epoch, self.world)
@@ -465,7 +458,7 @@ class _Training:
         return min(self.steps, self.total - epoch * self.steps)
 
     def _epoch(self, epoch: int, stop: StopOnSignal) -> tuple[float, int]:
-        """Train the rest of ``epoch``; returns its seconds and the images seen.""" 
+        """Train the rest of ``epoch``; returns its seconds and the images seen."""
         cfg, world, pos = self.cfg, self.world, self.pos
         self.model.train()
         t0, seen = time.perf_counter(), 0
@@ -573,7 +566,7 @@ class _Training:
             return
         pos = self.pos
         save_training_state({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                             "scaler": self.scaler.state_dict(), "schedule": self.schedule.state_dict(),
+                             "scaler": self.scaler.state_dict(),
                              "epoch": pos.epoch, "step": pos.step, "loss_sum": pos.loss_sum, "best": pos.best,
                              "rng": rng_state(),
                              **({"average": self.average.state_dict()} if self.average is not None else {})},

@@ -1,5 +1,6 @@
-"""The learning-rate schedule: a ``LambdaLR`` stepped once per optimiser step, whose state (the step count, and the
-run's step total, which a budget run corrects while it trains) is saved in ``last.pt``."""
+"""The learning-rate schedule: a ``LambdaLR`` stepped once per optimiser step. Its shape comes from the run's config
+(the step total, which a budget run corrects while it trains, included) and its position is the run's steps done, so
+a resumed run rebuilds it exactly from ``config.json`` and ``last.pt``'s position: nothing is saved twice."""
 
 from __future__ import annotations
 
@@ -31,8 +32,7 @@ def restarts_lr(epoch: float, lr: float, min_lr: float, first: int, mult: int) -
 
 
 class LrFactor:
-    """The learning rate of optimiser step ``step`` over the configured one (the ``LambdaLR`` function). Its fields
-    are plain values, so ``LambdaLR.state_dict`` saves them (the step total included)."""
+    """The learning rate of optimiser step ``step`` over the configured one (the ``LambdaLR`` function)."""
 
     def __init__(self, cfg: TrainConfig, total: int, steps_per_epoch: int) -> None:
         self.kind, self.lr, self.min_lr, self.warmup = cfg.schedule, cfg.lr, cfg.min_lr, cfg.warmup_steps
@@ -53,7 +53,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total: int
 
 
 def set_total(scheduler: torch.optim.lr_scheduler.LambdaLR, total: int, warmup: int) -> None:
-    """A new step total (a budget run's correction): the learning rate of the next step follows it at once."""
+    """A new step total (a budget run's correction, or a resumed run's config): the learning rate of the next step
+    (``scheduler.last_epoch``) follows it at once."""
     factor = scheduler.lr_lambdas[0]
     factor.total, factor.warmup = total, warmup
     for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
