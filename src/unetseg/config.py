@@ -102,17 +102,54 @@ class UNetConfig(_JsonDataclass):
         num_classes: output channels; 1 means binary (sigmoid + BCE), K >= 2 means softmax over K classes.
         base_channels: features of the first level; level i has ``base_channels * 2**i``.
         depth: number of 2x down-samplings; the bottleneck has ``base_channels * 2**depth`` features.
+        encoder: "unet": the seed's own encoder (base_channels, depth); or an ImageNet-pretrained one under a U-Net
+            decoder (skips at strides 2..32): efficientnet-lite0, efficientnet-lite1, efficientnet-lite2, resnet18,
+            resnet34, resnet50, or timm:NAME with timm installed.
+        encoder_weights: a pretrained encoder's weights: "imagenet" (the default where an encoder is named: from
+            an installed weights package, torch hub's, timm's or Hugging Face's cache, else a download), a .pth
+            or .safetensors FILE in the family's layout, or "none" (random weights).
+        encoder_bn: the pretrained encoder's batch norm while training: "train" (statistics from each batch),
+            "frozen" (ImageNet's statistics kept) or "fold" (kept and folded into the convolutions: faster).
+        decoder_channels: a pretrained encoder's decoder: the channels of its five blocks, deepest first.
+        decoder_upsample: how the decoder enlarges: "transposed" (the seed's 2x2 transposed convolutions) or
+            "nearest" (nearest-neighbour, then the convolutions).
     """
 
     in_channels: int = 3
     num_classes: int = 1
     base_channels: int = 64
     depth: int = 4
+    encoder: str = "unet"
+    encoder_weights: str = ""
+    encoder_bn: Literal["train", "frozen", "fold"] = "fold"
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    decoder_upsample: Literal["transposed", "nearest"] = "transposed"
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_classes", "base_channels", "depth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+        self.encoder = str(self.encoder).strip()
+        self.decoder_channels = tuple(int(c) for c in self.decoder_channels)  # type: ignore[assignment]
+        if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
+            raise ValueError(f"--decoder-channels: five channel counts >= 1, deepest first (e.g. 256 128 64 32 16), "
+                             f"got {list(self.decoder_channels)}")
+        if self.encoder_bn not in ("train", "frozen", "fold"):
+            raise ValueError(f"UNetConfig.encoder_bn must be train, frozen or fold, got {self.encoder_bn!r}")
+        if self.decoder_upsample not in ("transposed", "nearest"):
+            raise ValueError(f"UNetConfig.decoder_upsample must be transposed or nearest, got {self.decoder_upsample!r}")
+        if self.encoder == "unet" and self.encoder_weights not in ("", "none"):
+            raise ValueError(f"--encoder-weights {self.encoder_weights}: the plain U-Net (--encoder unet) has no "
+                             f"pretrained weights; name a pretrained encoder with --encoder")
+
+    def pretrained(self) -> bool:
+        """True for an encoder other than the seed's own."""
+        return self.encoder != "unet"
+
+    def weights_source(self) -> str:
+        """The encoder weights asked for: "imagenet" where an encoder is named and nothing else is said, "none" for
+        the plain U-Net."""
+        return self.encoder_weights or ("imagenet" if self.pretrained() else "none")
 
 
 @dataclass

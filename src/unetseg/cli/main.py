@@ -97,6 +97,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] =
                 kwargs.update(type=str, nargs="+", metavar="NAME")
             elif f.name == "class_weights":
                 kwargs.update(type=str, nargs="+", metavar="auto|W")
+            elif f.name == "decoder_channels":
+                kwargs.update(type=int, nargs=5, metavar="C")
             elif typing.get_origin(hint) is tuple:
                 kwargs.update(type=float, nargs="+")
             elif typing.get_origin(hint) is typing.Literal:

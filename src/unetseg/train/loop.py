@@ -49,6 +49,8 @@ from unetseg.data.split import describe_split, split_pairs
 from unetseg.data.transforms import augment
 from unetseg.drawing.curves import CurvesPainter
 from unetseg.model import UNet
+from unetseg.model.encoders import normalisation
+from unetseg.model.weights import encoder_state
 from unetseg.train._state import Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state
 from unetseg.train.control import StepControl, decision_interval
 from unetseg.train.distributed import World, close_world, init_world
@@ -257,9 +259,14 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
     """
     started = time.monotonic()
     keep = set(keep) if keep is not None else changed_settings(cfg)
+    # the encoder's weights are found and checked before the run folder is made: a bad name or file writes nothing
+    pretrained = (None, "none") if resume else encoder_state(cfg.model)
+    if cfg.model.pretrained() and not cfg.model.encoder_weights:
+        cfg.model.encoder_weights = "imagenet"  # the default, stated in config.json
     world, device = init_world(cfg.train.device, cfg.train.dist_timeout_minutes)
     try:
-        return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, keep, started)
+        return _fit(cfg, prepare_run_dir(out_dir, resume, overwrite, world), resume, world, device, keep, started,
+                    pretrained)
     finally:
         process_cache(cfg, Path(out_dir), world).unlink(missing_ok=True)
         close_world(world)
@@ -281,7 +288,7 @@ def _format_duration(seconds: float) -> str:
 
 
 def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.device, keep: set[str],
-         started: float) -> Path:
+         started: float, pretrained: tuple[dict[str, torch.Tensor] | None, str]) -> Path:
     state = load_training_state(out / STATE_FILE) if resume else None
     dtype = autocast_dtype(device, cfg.train.amp)
     layout = memory_format(device, cfg.train.memory_format, training=True)
@@ -293,6 +300,10 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         logger.info("training size %dx%d: about the seed's 480x320 pixel count (never more than the images'), "
                     "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *derived[0])
     layout = memory_format(device, cfg.train.memory_format, training=True)  # the plan may have measured it
+    if cfg.model.pretrained() and not resume and not {"data.mean", "data.std"} & keep:
+        # the normalisation the encoder's weights were trained with, for the data's channels (a user's wins)
+        cfg.data.mean, cfg.data.std = normalisation(cfg.model.encoder, cfg.model.in_channels)
+        logger.info("input normalisation of %s: mean %s, std %s", cfg.model.encoder, cfg.data.mean, cfg.data.std)
     labels = max(2, cfg.model.num_classes)
     if not resume or "train.class_weights" in keep or (cfg.train.class_weight_values is None
                                                        and cfg.train.class_weights != "none"):
@@ -317,7 +328,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         raise ValueError(f"--sync-bn: --batch-size {cfg.train.batch_size} does not split evenly over {world.size} "
                          f"processes, so they would run different numbers of forward passes; give a multiple of "
                          f"{world.size}")
-    _Training(cfg, out, world, device, dtype, layout, data, state, budget, started).run()
+    _Training(cfg, out, world, device, dtype, layout, data, state, budget, started, pretrained).run()
     world.barrier()
     if data.node_cache is not None and world.local_rank == 0:  # finished: the node's cache goes (a run that failed
         import shutil                                            # keeps it for its restart)
@@ -331,7 +342,7 @@ class _Training:
 
     def __init__(self, cfg: RunConfig, out: Path, world: World, device: torch.device, dtype: torch.dtype | None,
                  layout: torch.memory_format, data: _Data, state: dict[str, Any] | None, budget: float | None,
-                 started: float) -> None:
+                 started: float, pretrained: tuple[dict[str, torch.Tensor] | None, str] = (None, "none")) -> None:
         self.cfg, self.out, self.world, self.device, self.dtype, self.layout = cfg, out, world, device, dtype, layout
         self.data, self.budget, self.started = data, budget, started
         self.labels = max(2, cfg.model.num_classes)
@@ -340,7 +351,8 @@ class _Training:
         # speed without it) and its search per shape (training, last partial and validation batches) made the first
         # epoch 10x slower, 16 s of a 3-minute budget (benchmarks/README.md, "GPU")
         torch.manual_seed(cfg.train.seed)
-        self.model = UNet(cfg.model).to(device, memory_format=layout)
+        self.model = UNet(cfg.model, encoder_state=pretrained[0]).to(device, memory_format=layout)
+        self.weights_source, self.resumed = pretrained[1], state is not None
         train_model: torch.nn.Module = self.model
         if world.size > 1 and cfg.train.sync_bn:  # batch statistics over the global batch, not each GPU's share
             train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -438,8 +450,10 @@ class _Training:
 
     def run(self) -> None:
         if self.world.is_main:
+            encoder = {"name": self.cfg.model.encoder, "weights": self.weights_source} \
+                if self.cfg.model.pretrained() and not self.resumed else None  # a resume keeps the first's
             record_session(self.out, self.data.check, self.data.ceiling, self.device, self.dtype, self.layout,
-                           self.world.size, self.n_params, self.pos)
+                           self.world.size, self.n_params, self.pos, encoder)
         with StopOnSignal() as stop:
             while self.pos.epoch < self.epochs_planned():
                 seconds, seen = self._epoch(self.pos.epoch, stop)

@@ -107,8 +107,10 @@ def process_cache(cfg: RunConfig, out: Path, world: World) -> Path:
 
 
 def record_session(out: Path, check: str, ceiling: dict[str, Any] | None, device: torch.device, dtype: torch.dtype | None,
-                    layout: torch.memory_format, processes: int, n_params: int, pos: Position) -> None:
-    """Add this session (the first, or a resume) to ``RUN/run_info.json``: where and how it ran, and the data check.
+                    layout: torch.memory_format, processes: int, n_params: int, pos: Position,
+                    encoder: dict[str, str] | None = None) -> None:
+    """Add this session (the first, or a resume) to ``RUN/run_info.json``: where and how it ran, the data check, and
+    (``encoder``, the first session's) the pretrained encoder and where its weights came from.
     A failure is logged, never raised: the record must not stop a run."""
     from unetseg import __version__
 
@@ -128,6 +130,8 @@ def record_session(out: Path, check: str, ceiling: dict[str, Any] | None, device
         record = {"sessions": sessions, "data_check": check}
         if ceiling is not None or "resolution_ceiling" in info:
             record["resolution_ceiling"] = ceiling or info["resolution_ceiling"]  # kept when not recomputed
+        if encoder is not None or "encoder" in info:
+            record["encoder"] = encoder or info["encoder"]
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     except (OSError, TypeError, ValueError) as err:
         logger.warning("warning: %s not written: %s", path, err)
