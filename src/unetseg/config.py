@@ -337,6 +337,7 @@ class TrainConfig(_JsonDataclass):
         epochs: passes over the training split.
         batch_size: images per optimiser step.
         lr: Adam learning rate.
+        encoder_lr_scale: a pretrained encoder's learning rate as a share of ``lr`` (the decoder's).
         weight_decay: Adam weight decay.
         budget: train to a wall-clock budget, e.g. "90s", "30m", "2h": the run plans its steps (and, where not
             given, model width, image size, batch, learning rate and augmentation) to end within it on this
@@ -388,6 +389,7 @@ class TrainConfig(_JsonDataclass):
     epochs: int = 20
     batch_size: int = 16
     lr: float = 1e-4
+    encoder_lr_scale: float = 1.0
     weight_decay: float = 0.0
     budget: str = ""
     max_steps: int = 0
@@ -439,6 +441,8 @@ class TrainConfig(_JsonDataclass):
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.encoder_lr_scale < 0:
+            raise ValueError(f"TrainConfig.encoder_lr_scale must be >= 0, got {self.encoder_lr_scale}")
         if self.amp not in ("auto", "fp16", "bf16", "off"):
             raise ValueError(f"TrainConfig.amp must be auto, fp16, bf16 or off, got {self.amp!r}")
         if self.memory_format not in ("auto", "channels_last", "contiguous"):

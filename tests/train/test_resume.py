@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.model.test_encoders import needs_lite0
 from tests.train.test_fit import tiny_config
 from unetseg import fit
 from unetseg.checkpoint import load_training_state
@@ -63,8 +64,11 @@ STRONG = ["--brightness", "0.3", "--contrast", "0.3", "--saturation", "0.5", "--
 @pytest.mark.parametrize("extra, kill_at", [
     ([], "epoch 2 step 2"), (STRONG, "epoch 2 step 2"), (["--patch", "32x32"], "epoch 2 step 2"),
     # decisions every 3 steps, as on a GPU (every 16): 5 steps an epoch, so epoch 2 decides after its steps 1 and 4
-    (["--sync-every", "3", "--patch", "32x32", *STRONG], "epoch 2 step 1")],
-    ids=["seed-recipe", "strong-augmentation-ema-bn", "patches", "decisions-every-3-steps"])
+    (["--sync-every", "3", "--patch", "32x32", *STRONG], "epoch 2 step 1"),
+    # an ImageNet encoder whose batch norms train, its own learning rate; the weights come from the package
+    pytest.param(["--encoder", "efficientnet-lite0", "--encoder-bn", "train", "--encoder-lr-scale", "0.1",
+                  "--decoder-channels", "16", "16", "8", "8", "8", *STRONG], "epoch 2 step 2", marks=needs_lite0)],
+    ids=["seed-recipe", "strong-augmentation-ema-bn", "patches", "decisions-every-3-steps", "pretrained-encoder"])
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(synthetic_dir, tmp_path, extra, kill_at):
     reference = _unetseg("train", "--data", str(synthetic_dir), "--out", str(tmp_path / "ref"), *FLAGS, *extra)
     reference.communicate()

@@ -56,7 +56,7 @@ def encoder_state(config: UNetConfig) -> tuple[dict[str, torch.Tensor] | None, s
     return check_state(state, config.encoder, str(path)), f"{where}: {path}"
 
 
-def find_imagenet(name: str) -> tuple[Path, str]:
+def find_imagenet(name: str, download: bool = True) -> tuple[Path, str]:
     """The ImageNet weights file of encoder ``name`` and what found it: the installed weights package, torch hub's
     cache, Hugging Face's cache (timm's copies), else a download where a network is reachable.
 
@@ -79,7 +79,7 @@ def find_imagenet(name: str) -> tuple[Path, str]:
         found = _hf_cached(repo)
         if found is not None:
             return found, f"Hugging Face cache ({repo})"
-    if spec.url and _reachable(spec.url):
+    if download and spec.url and _reachable(spec.url):
         logger.info("downloading the ImageNet weights of %s from %s", name, spec.url)
         try:
             torch.hub.load_state_dict_from_url(spec.url, model_dir=str(hub), map_location="cpu", check_hash=True)

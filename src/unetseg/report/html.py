@@ -204,14 +204,23 @@ def _facts(run: RunSummary) -> dict[str, str]:
         if session else "&ndash;",
         "processes": _num(session.get("processes")),
         "parameters": f'{session["parameters"]:,}' if "parameters" in session else "&ndash;",
-        "model": _e(f"U-Net base {run.config.model.base_channels}, depth {run.config.model.depth}, "
-                    f"{run.config.model.num_classes} output(s)"),
+        "model": _e(_model_text(run.config.model, run.info.get("encoder"))),
         "training size": _e("x".join(map(str, run.config.data.image_size))
                             + (f', patches {"x".join(map(str, run.config.data.patch))}' if run.config.data.patch
                                else "")),
         "resolution ceiling at the training size": _ceiling(run.info.get("resolution_ceiling")),
     }
     return facts
+
+
+def _model_text(model: Any, encoder: dict[str, str] | None) -> str:
+    """The model in words: the plain U-Net's width and depth, or the encoder and where its weights came from."""
+    if not model.pretrained():
+        return f"U-Net base {model.base_channels}, depth {model.depth}, {model.num_classes} output(s)"
+    source = (encoder or {}).get("weights") or model.weights_source()
+    return (f"U-Net decoder {'/'.join(map(str, model.decoder_channels))} ({model.decoder_upsample}) on a "
+            f"{model.encoder} encoder (batch norm: {model.encoder_bn}), {model.num_classes} output(s); encoder "
+            f"weights: {source}")
 
 
 def _ceiling(record: dict[str, Any] | None) -> str:

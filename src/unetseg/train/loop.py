@@ -234,6 +234,17 @@ def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
     return max(1, min(cfg.train.batch_size, int(0.75 * free_memory(device) // per_image)))
 
 
+def param_groups(model: UNet, cfg: RunConfig) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: one, or for a pretrained encoder, the encoder's at ``encoder_lr_scale`` x
+    the learning rate and the decoder's and head's at the learning rate (the schedule scales both)."""
+    if not cfg.model.pretrained():
+        return [{"params": list(model.parameters())}]
+    encoder = list(model.encoder.parameters())
+    ids = {id(p) for p in encoder}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": encoder, "lr": cfg.train.lr * cfg.train.encoder_lr_scale}, {"params": rest}]
+
+
 def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
         keep: set[str] | frozenset[str] | None = None) -> Path:
     """Train a U-Net as ``cfg`` says and write the run folder.
@@ -300,6 +311,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         logger.info("training size %dx%d: about the seed's 480x320 pixel count (never more than the images'), "
                     "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *derived[0])
     layout = memory_format(device, cfg.train.memory_format, training=True)  # the plan may have measured it
+    if cfg.model.pretrained() and not resume and pretrained[0] is None and cfg.model.weights_source() != "none":
+        pretrained = encoder_state(cfg.model)  # the plan chose an encoder: its weights, found before it chose
     if cfg.model.pretrained() and not resume and not {"data.mean", "data.std"} & keep:
         # the normalisation the encoder's weights were trained with, for the data's channels (a user's wins)
         cfg.data.mean, cfg.data.std = normalisation(cfg.model.encoder, cfg.model.in_channels)
@@ -362,8 +375,8 @@ class _Training:
             forward = torch.compile(forward)
         # fused: one kernel for all parameters; nothing read back (the others read each step count with .item(),
         # and under fp16 the scaler's overflow check stays on the GPU); 5x faster than foreach on the CPU too
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                          fused=True)
+        self.optimizer = torch.optim.Adam(param_groups(self.model, cfg), lr=cfg.train.lr,
+                                          weight_decay=cfg.train.weight_decay, fused=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         # Several processes drop the last partial batch, so that every process has a share of every step; so does a
         # compiled model, so that every step has one shape.

@@ -71,6 +71,23 @@ PATCH_LADDER: tuple[tuple[int, int], ...] = ((8, 256), (16, 256), (32, 256), (64
 #: (benchmarks/losses.py: CamVid mIoU 0.434 -> 0.735, DRIVE Dice 0.747 -> 0.772; Carvana 0.9822 -> 0.9820, the same).
 BUDGET_LOSS = "dice_ce"
 MULTICLASS_WEIGHTS = "auto"
+#: The ImageNet encoder a budget run takes where its weights are on the machine and shrinking destroys nothing
+#: (benchmarks/README.md, "Pretrained encoders"), and the training images it must see.
+PLAN_ENCODER = "efficientnet-lite0"
+PRETRAINED_MIN_IMAGES = 5000
+#: A pretrained encoder's learning rate as a share of the decoder's in budget runs.
+PLAN_ENCODER_LR_SCALE = 0.1
+
+
+def encoder_available(name: str) -> bool:
+    """Whether the ImageNet weights of encoder ``name`` are on this machine (no download is tried)."""
+    from unetseg.model import weights
+
+    try:
+        weights.find_imagenet(name, download=False)
+    except weights.WeightsError:
+        return False
+    return True
 
 
 def size_for(aspect: float, scale: float, native: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -189,7 +206,8 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     ladder: list[tuple[int, tuple[int, int], tuple[int, int] | None]] = []
 
     def add(b: int, s: tuple[int, int], patch: tuple[int, int] | None) -> None:
-        b = m.base_channels if "model.base_channels" in keep else b
+        # a pretrained encoder has no width to choose: its candidates differ in size only
+        b = m.base_channels if "model.base_channels" in keep or m.pretrained() else b
         if (b, s, patch) not in ladder:
             ladder.append((b, s, patch))
 
@@ -215,6 +233,11 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             worst[native], score[native] = (1.0, -1), 1.0
     # where the ladder's sizes destroy the structures scored, full-resolution patches (and finer sizes) join it
     thin = not given_size and any(score[resized(scale)] < CEILING_FLOOR for _, scale in LADDER) if score else False
+    if "model.encoder" not in keep and not m.pretrained() and not thin and "model.base_channels" not in keep \
+            and encoder_available(PLAN_ENCODER):  # ImageNet features where shrinking destroys nothing
+        m.encoder, m.encoder_weights = PLAN_ENCODER, "imagenet"
+        chosen.append("encoder")
+    need = PRETRAINED_MIN_IMAGES if m.pretrained() else MIN_IMAGES
     if given_patch:  # the user's crops, of the images at the given (or their own) size
         for base, _ in LADDER:
             add(base, d.image_size, tuple(d.patch))
@@ -259,27 +282,27 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     def sees_enough(c: Choice) -> bool:
         train_s = available - reserve_seconds(n_train, n_val, c.seconds_per_image * c.area(), VALIDATIONS) - \
             decode_seconds(n_train + n_val)
-        return train_s / c.seconds_per_image >= MIN_IMAGES
+        return train_s / c.seconds_per_image >= need
 
     enough = [c for c in choices if sees_enough(c)]
     if not enough:
-        pool, why = choices[:1], f"no candidate sees {MIN_IMAGES} training images: the cheapest"
+        pool, why = choices[:1], f"no candidate sees {need} training images: the cheapest"
     elif not thin:
-        pool, why = enough, f"the costliest candidate seeing >= {MIN_IMAGES} training images"
+        pool, why = enough, f"the costliest candidate seeing >= {need} training images"
     else:
         patches = [c for c in enough if c.patch is not None]
         fine = [c for c in enough if c.patch is None and score[c.size] >= CEILING_FLOOR]
         if patches:
             pool, why = patches, (f"the score's resolution ceiling is under {CEILING_FLOOR} Dice at some size: the "
-                                  f"costliest full-resolution patch candidate seeing >= {MIN_IMAGES} training patches")
+                                  f"costliest full-resolution patch candidate seeing >= {need} training patches")
         elif fine:
             pool, why = fine, (f"the score's resolution ceiling is under {CEILING_FLOOR} Dice at some size, and the "
                                f"images cannot be cropped at one scale: the costliest candidate seeing >= "
-                               f"{MIN_IMAGES} training images at a size that keeps {CEILING_FLOOR}")
+                               f"{need} training images at a size that keeps {CEILING_FLOOR}")
         else:
             top = max(score[c.size] for c in enough)
             pool = [c for c in enough if score[c.size] >= top - 1e-9]
-            why = (f"no size that keeps a resolution ceiling >= {CEILING_FLOOR} Dice sees {MIN_IMAGES} images in time: "
+            why = (f"no size that keeps a resolution ceiling >= {CEILING_FLOOR} Dice sees {need} images in time: "
                    f"the highest ceiling among the candidates that do, the costliest there")
     best = max(pool, key=lambda c: c.cost)
     m.base_channels, d.image_size = best.base, best.size
@@ -289,13 +312,16 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     if "train.memory_format" not in keep:  # the faster layout for this model on this device
         t.memory_format = "channels_last" if best.layout == torch.channels_last else "contiguous"
         chosen.append("memory_format")
-    if "model.base_channels" not in keep:
+    if "model.base_channels" not in keep and not m.pretrained():
         chosen.append("base_channels")
     if "data.image_size" not in keep:
         chosen.append("image_size")
     if "train.lr" not in keep:
         t.lr = 1e-3
         chosen.append("lr")
+    if m.pretrained() and "train.encoder_lr_scale" not in keep:
+        t.encoder_lr_scale = PLAN_ENCODER_LR_SCALE
+        chosen.append("encoder_lr_scale")
     if "train.schedule" not in keep:
         t.schedule = "cosine"
         chosen.append("schedule")
@@ -329,7 +355,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         chosen.append("warmup_steps")
     t.plan = {
         "budget_s": budget, "device": str(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
-        "chosen": chosen, "augmentation": augmentation, "train_images": n_train, "val_images": n_val,
+        "chosen": chosen, "encoder": m.encoder, "augmentation": augmentation, "train_images": n_train, "val_images": n_val,
         "candidates": [{"base_channels": c.base, "image_size": list(c.size),
                         **({"patch": list(c.patch)} if c.patch else {}),
                         "s_per_image": round(c.seconds_per_image, 5), "measured": c.measured,
@@ -342,10 +368,11 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     }
     images_seen = total * batch
     ends = time.strftime("%H:%M:%S", time.localtime(time.time() + TARGET * budget - (time.monotonic() - started)))
-    logger.info("budget %s: plan on %s (%s): U-Net base %d at %dx%d%s, batch %d, lr %g, %s schedule over %d steps "
+    logger.info("budget %s: plan on %s (%s): %s at %dx%d%s, batch %d, lr %g, %s schedule over %d steps "
                 "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s)%s, loss %s%s, "
                 "ending about %s; measured %.3f s/image (%s); augmentation %s; chosen: %s", cfg.train.budget, device,
-                t.plan["precision"], m.base_channels, *d.image_size,
+                t.plan["precision"], f"U-Net on {m.encoder} (ImageNet)" if m.pretrained() else
+                f"U-Net base {m.base_channels}", *d.image_size,
                 f" on {d.patch[0]}x{d.patch[1]} patches" if d.patch else "", batch, t.lr, t.schedule, total, t.epochs,
                 n_train,
                 images_seen, t.warmup_steps, t.val_every, ", BN recalibrated" if t.bn_recalibrate else "", t.loss,
