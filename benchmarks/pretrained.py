@@ -26,10 +26,14 @@ from patches import run  # the benchmarks' one way to run the CLI (python benchm
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {
-    "scratch": [],
+    "scratch": ["--encoder", "unet"],  # given, so a budget plan keeps the plain U-Net
     "lite0": ["--encoder", "efficientnet-lite0"],
     "lite0-lr-all": ["--encoder", "efficientnet-lite0", "--encoder-lr-scale", "1"],
     "lite0-bn-train": ["--encoder", "efficientnet-lite0", "--encoder-bn", "train"],
+    "lite0-bn-train-lr-all": ["--encoder", "efficientnet-lite0", "--encoder-bn", "train", "--encoder-lr-scale", "1"],
+    "lite0-224": ["--encoder", "efficientnet-lite0", "--image-size", "224x176"],
+    "lite0-304": ["--encoder", "efficientnet-lite0", "--image-size", "304x224"],
+    "lite0-fold": ["--encoder", "efficientnet-lite0", "--encoder-bn", "fold"],
     "lite0-bn-frozen": ["--encoder", "efficientnet-lite0", "--encoder-bn", "frozen"],
     "lite0-nearest": ["--encoder", "efficientnet-lite0", "--decoder-upsample", "nearest"],
     "lite0-random": ["--encoder", "efficientnet-lite0", "--encoder-weights", "none", "--encoder-lr-scale", "1"],

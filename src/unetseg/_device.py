@@ -62,11 +62,14 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return None
 
 
-def memory_format(device: torch.device, setting: str, training: bool) -> torch.memory_format:
+def memory_format(device: torch.device, setting: str, training: bool, encoder: bool = False) -> torch.memory_format:
     """The activation layout for a TrainConfig.memory_format setting. On this project's 2-core Zen 3 CPU
     (benchmarks/ceiling.py, base 32, 480x320, batch 2): inference 0.54 s/img channels_last vs 0.73 contiguous,
-    a training step 2.62 s/img channels_last vs 1.95 contiguous; so "auto" trains contiguous on CPUs."""
-    if setting == "channels_last" or (setting == "auto" and (device.type == "cuda" or not training)):
+    a training step 2.62 s/img channels_last vs 1.95 contiguous; so "auto" trains the plain U-Net contiguous on CPUs.
+    A pretrained ``encoder`` trains channels_last everywhere: its depthwise and strided convolutions' backward is
+    much faster so (benchmarks/encoder_speed.py, EPYC with avx512_bf16, 224x176: Lite0 52 against 75 ms/image,
+    ResNet-18 57 against 62)."""
+    if setting == "channels_last" or (setting == "auto" and (device.type == "cuda" or not training or encoder)):
         return torch.channels_last
     return torch.contiguous_format
 

@@ -121,7 +121,7 @@ class UNetConfig(_JsonDataclass):
     depth: int = 4
     encoder: str = "unet"
     encoder_weights: str = ""
-    encoder_bn: Literal["train", "frozen", "fold"] = "fold"
+    encoder_bn: Literal["train", "frozen", "fold"] = "train"
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     decoder_upsample: Literal["transposed", "nearest"] = "transposed"
 
@@ -137,7 +137,8 @@ class UNetConfig(_JsonDataclass):
         if self.encoder_bn not in ("train", "frozen", "fold"):
             raise ValueError(f"UNetConfig.encoder_bn must be train, frozen or fold, got {self.encoder_bn!r}")
         if self.decoder_upsample not in ("transposed", "nearest"):
-            raise ValueError(f"UNetConfig.decoder_upsample must be transposed or nearest, got {self.decoder_upsample!r}")
+            raise ValueError(f"UNetConfig.decoder_upsample must be transposed or nearest, got "
+                             f"{self.decoder_upsample!r}")
         if self.encoder == "unet" and self.encoder_weights not in ("", "none"):
             raise ValueError(f"--encoder-weights {self.encoder_weights}: the plain U-Net (--encoder unet) has no "
                              f"pretrained weights; name a pretrained encoder with --encoder")
@@ -514,6 +515,8 @@ def settings_for_new_run(d: dict[str, Any], replan: bool) -> tuple[dict[str, Any
     for key, flag in follows.items():  # the model's channels and classes follow the data unless they were given
         if out.get("data", {}).get(flag, True):
             planned.add(key)
+    if out.get("model", {}).get("encoder", "unet") != "unet":  # a pretrained encoder's normalisation is its own:
+        planned |= {"data.mean", "data.std"}                     # found again for the new run's encoder
     for key in DERIVED | planned:
         section, name = key.split(".")
         if section in out and name in out[section]:

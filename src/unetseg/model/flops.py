@@ -15,9 +15,9 @@ def conv_flops(model: nn.Module, shape: tuple[int, ...]) -> float:
         nonlocal total
         k = module.kernel_size[0] * module.kernel_size[1]
         if isinstance(module, nn.ConvTranspose2d):  # every input pixel meets every kernel tap
-            total += 2.0 * inputs[0][0].numel() * module.out_channels * k
-        else:
-            total += 2.0 * output[0].numel() * module.in_channels * k
+            total += 2.0 * inputs[0][0].numel() * module.out_channels // module.groups * k
+        else:  # a grouped (depthwise) convolution sees in_channels / groups inputs per output
+            total += 2.0 * output[0].numel() * module.in_channels // module.groups * k
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     was_training = model.training
     try:

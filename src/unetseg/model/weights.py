@@ -168,7 +168,8 @@ def _mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor])
     shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     parts = []
     if missing:
-        parts.append(f"missing {', '.join(missing[:2])}" + (f" and {len(missing) - 2} more" if len(missing) > 2 else ""))
+        parts.append(f"missing {', '.join(missing[:2])}"
+                     + (f" and {len(missing) - 2} more" if len(missing) > 2 else ""))
     if unexpected:
         parts.append(f"unexpected {', '.join(unexpected[:2])}"
                      + (f" and {len(unexpected) - 2} more" if len(unexpected) > 2 else ""))

@@ -302,7 +302,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
          started: float, pretrained: tuple[dict[str, torch.Tensor] | None, str]) -> Path:
     state = load_training_state(out / STATE_FILE) if resume else None
     dtype = autocast_dtype(device, cfg.train.amp)
-    layout = memory_format(device, cfg.train.memory_format, training=True)
+    layout = memory_format(device, cfg.train.memory_format, training=True, encoder=cfg.model.pretrained())
     budget = parse_duration(cfg.train.budget) if cfg.train.budget else None
     derived: list[tuple[int, int]] = []
     data = _load_data(cfg, out, resume, world, before_decode=lambda pairing: _plan_before_decode(
@@ -310,7 +310,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     if derived:  # logged once the data has passed its checks, so a run that cannot start says only why
         logger.info("training size %dx%d: about the seed's 480x320 pixel count (never more than the images'), "
                     "keeping the %dx%d images' aspect ratio (--image-size sets it)", *cfg.data.image_size, *derived[0])
-    layout = memory_format(device, cfg.train.memory_format, training=True)  # the plan may have measured it
+    # the plan may have measured it
+    layout = memory_format(device, cfg.train.memory_format, training=True, encoder=cfg.model.pretrained())
     if cfg.model.pretrained() and not resume and pretrained[0] is None and cfg.model.weights_source() != "none":
         pretrained = encoder_state(cfg.model)  # the plan chose an encoder: its weights, found before it chose
     if cfg.model.pretrained() and not resume and not {"data.mean", "data.std"} & keep:

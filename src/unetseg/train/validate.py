@@ -40,7 +40,8 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     """
     model.eval()
     dtype = autocast_dtype(device, cfg.train.amp)
-    layout = memory_format(device, cfg.train.memory_format, training=True)  # the training model's layout
+    # the training model's layout
+    layout = memory_format(device, cfg.train.memory_format, training=True, encoder=cfg.model.pretrained())
     loss_fn = SegmentationLoss(cfg.train.loss, cfg.train.class_weight_values).to(device)
     labels = max(2, cfg.model.num_classes)
     share = np.array_split(np.arange(len(data)), world.size)[world.rank]

@@ -59,7 +59,8 @@ class Bottleneck(nn.Module):
         return F.relu(y + (self.downsample(x) if self.downsample is not None else x))
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
-        pairs: list[tuple[nn.Module, str, str]] = [(self, "conv1", "bn1"), (self, "conv2", "bn2"), (self, "conv3", "bn3")]
+        pairs: list[tuple[nn.Module, str, str]] = [(self, "conv1", "bn1"), (self, "conv2", "bn2"),
+                                                   (self, "conv3", "bn3")]
         return pairs + ([(self.downsample, "0", "1")] if self.downsample is not None else [])
 
 
