@@ -169,3 +169,24 @@ def test_the_cache_is_read_back_and_a_damaged_one_is_recomputed(tmp_path):
     again, _ = dataset_ceiling([path], [(32, 32)])
     assert again.tolist() == first.tolist()
     assert json.loads(newest.read_text())["sizes"]["32x32"] == pytest.approx(first[0].tolist())
+
+
+def test_the_plan_takes_an_imagenet_encoder_for_multi_class_scenes_only(monkeypatch):
+    """Where its weights are installed: multi-class data that shrinking does not destroy gets the U-Net on
+    EfficientNet-Lite0 (size chosen, 3,000 images suffice); binary masks, thin structures and a width or encoder
+    given keep the plain U-Net."""
+    plan = _fake_speed(monkeypatch)
+    monkeypatch.setattr(plan, "encoder_available", lambda name: True)
+    scene = _plan(plan, [_scene(False)] * 2, 3)
+    assert scene.model.encoder == "efficientnet-lite0" and scene.model.encoder_weights == "imagenet"
+    assert "encoder" in scene.train.plan["chosen"] and scene.train.plan["encoder"] == "efficientnet-lite0"
+    assert scene.train.encoder_lr_scale == plan.PLAN_ENCODER_LR_SCALE and "3000" in scene.train.plan["rule"]
+    assert "base_channels" not in scene.train.plan["chosen"]
+    binary = _plan(plan, [_vessels(False)], 2, native=(1024, 1024))
+    assert binary.model.encoder == "unet" and "encoder" not in binary.train.plan["chosen"]
+    thin = _plan(plan, [_vessels(True)], 2, native=(1024, 1024))
+    assert thin.model.encoder == "unet"
+    for keep in ({"model.base_channels"}, {"model.encoder"}):
+        assert _plan(plan, [_scene(False)] * 2, 3, keep=keep).model.encoder == "unet"
+    monkeypatch.setattr(plan, "encoder_available", lambda name: False)  # no weights on the machine: from scratch
+    assert _plan(plan, [_scene(False)] * 2, 3).model.encoder == "unet"

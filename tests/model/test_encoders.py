@@ -24,6 +24,19 @@ needs_lite0 = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_py
                                         "installed")
 
 
+def trained_looking(name: str) -> torch.nn.Module:
+    """Encoder ``name`` with batch-norm statistics and scales unlike the init's, so a load or fold that skips them
+    shows (seeded)."""
+    torch.manual_seed(0)
+    encoder = build_encoder(name, 3)
+    for m in encoder.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return encoder
+
+
 @pytest.mark.parametrize("name, channels, params", [
     ("efficientnet-lite0", (16, 24, 40, 112, 320), 2_958_848),
     ("efficientnet-lite1", (16, 24, 40, 112, 320), 3_723_520),
@@ -82,12 +95,7 @@ def test_lite0_weights_through_our_encoder_call_a_carvana_photo_a_car() -> None:
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_a_state_dict_saved_from_our_encoder_loads_back_as_a_file(tmp_path: Path, suffix: str) -> None:
-    torch.manual_seed(0)
-    source = build_encoder("resnet18", 3)
-    for m in source.modules():  # statistics that differ from the init, so a load that skips them shows
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
+    source = trained_looking("resnet18")
     file = tmp_path / f"encoder{suffix}"
     state = {**source.state_dict(), "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}
     torch.save(state, file) if suffix == ".pth" else save_file({k: v.contiguous() for k, v in state.items()}, file)
@@ -123,14 +131,7 @@ def test_a_grey_image_equals_the_rgb_model_on_it_repeated(tmp_path: Path) -> Non
 
 
 def test_folding_batch_norms_keeps_the_outputs() -> None:
-    torch.manual_seed(0)
-    encoder = build_encoder("resnet18", 3)
-    for m in encoder.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    encoder.eval()
+    encoder = trained_looking("resnet18").eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         before = encoder(x)

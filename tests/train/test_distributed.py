@@ -6,16 +6,21 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
+from tests.model.test_encoders import needs_lite0
 from unetseg import load_model
 
 
-def test_torchrun_two_processes_trains_one_run(synthetic_dir, tmp_path):
+@pytest.mark.parametrize("extra", [[], pytest.param(["--encoder", "efficientnet-lite0", "--decoder-channels", "16", "8",
+                                                     "8", "8", "8"], marks=needs_lite0)], ids=["plain", "imagenet-lite0"])
+def test_torchrun_two_processes_trains_one_run(synthetic_dir, tmp_path, extra):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "unetseg",
            "train", "--data", str(synthetic_dir), "--out", str(run), "--base-channels", "4", "--depth", "3",
-           "--image-size", "64x48", "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.25", "--no-progress"]
+           "--image-size", "64x48", "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.25", "--no-progress",
+           *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -24,7 +29,7 @@ def test_torchrun_two_processes_trains_one_run(synthetic_dir, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]  # one writer: rank 0
     assert all(0 <= r["val_dice"] <= 1 for r in rows)
     model, cfg = load_model(run)
-    assert cfg.model.base_channels == 4
+    assert cfg.model.base_channels == 4 and cfg.model.encoder == (extra[1] if extra else "unet")
 
 
 def test_one_step_of_two_processes_equals_one_process_on_the_same_global_batch(synthetic_dir, tmp_path):

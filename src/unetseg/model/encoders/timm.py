@@ -49,9 +49,9 @@ class TimmEncoder(nn.Module):
 
     head_keys: tuple[str, ...] = ()
 
-    def __init__(self, name: str, in_channels: int = 3) -> None:
+    def __init__(self, name: str, in_channels: int = 3, model: nn.Module | None = None) -> None:
         super().__init__()
-        self.model = create(name, in_channels)
+        self.model = model if model is not None else create(name, in_channels)
         self.channels = tuple(self.model.feature_info.channels())
         cfg = getattr(self.model, "pretrained_cfg", {}) or {}
         first = cfg.get("first_conv") or ""
