@@ -67,8 +67,8 @@ def test_an_imagenet_encoder_run_end_to_end(synthetic_dir: Path, tmp_path: Path)
     # the encoder started from ImageNet: after 6 steps its statistics (momentum 0.01) are still mostly the package's
     model, _ = load_model(run)
     imagenet = read_state(find_imagenet("efficientnet-lite0")[0])
-    ours = model.encoder._blocks[3]._bn1.running_var
-    assert not hasattr(model, "stem") and torch.corrcoef(torch.stack([ours, imagenet["_blocks.3._bn1.running_var"]]))[0, 1] > 0.9
+    ours, theirs = model.encoder._blocks[3]._bn1.running_var, imagenet["_blocks.3._bn1.running_var"]
+    assert not hasattr(model, "stem") and torch.corrcoef(torch.stack([ours, theirs]))[0, 1] > 0.9
     assert main(["predict", "--model", str(run), "--input", str(synthetic_dir / "images"), "--out",
                  str(tmp_path / "pred"), "--no-overlay"]) == 0
     assert len(list((tmp_path / "pred" / "masks").iterdir())) == 24
@@ -112,6 +112,11 @@ def test_a_run_from_a_file_its_config_reused_and_a_users_normalisation(synthetic
     cfg2 = RunConfig.load(again / "config.json")
     assert cfg2.model.encoder == "resnet18" and cfg2.model.encoder_weights == str(file)
     assert cfg2.data.mean == (0.5,) and cfg2.data.std == (0.25,)
+    plain = tmp_path / "plain"  # the same config for the plain U-Net: the encoder's weights setting goes with it
+    assert main(["train", "--config", str(run / "config.json"), "--out", str(plain), "--encoder", "unet",
+                 "--base-channels", "4", "--depth", "3", "--epochs", "1"]) == 0
+    cfg3 = RunConfig.load(plain / "config.json")
+    assert cfg3.model.encoder == "unet" and cfg3.model.encoder_weights == "" and cfg3.data.mean == (0.0,)
 
 
 def test_a_frozen_encoder_keeps_its_statistics_through_training_and_recalibration(synthetic_dir: Path,

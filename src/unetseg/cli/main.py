@@ -151,6 +151,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
                 value = ",".join(value) if isinstance(value, list) else value
             base[section][name] = value
     given = vars(args)
+    if given.get("model.encoder") == "unet" and "model.encoder_weights" not in given:
+        base["model"]["encoder_weights"] = ""  # an encoder run's config reused for the plain U-Net
     if "model.in_channels" in given:
         base["data"]["follow_channels"] = False
     if "model.num_classes" in given:

@@ -51,8 +51,8 @@ class UNet(nn.Module):
             from unetseg.model.weights import fold_batch_norms, for_channels
 
             if encoder_state is not None:
-                self.encoder.load_state_dict(for_channels(encoder_state, self.encoder.first_conv, config.in_channels,
-                                                          config.encoder))
+                self.encoder.load_state_dict(for_channels(encoder_state, self.encoder.state_dict(),
+                                                          config.in_channels, config.encoder))
             if config.encoder_bn == "fold":
                 fold_batch_norms(self.encoder)
             self.decoder = Decoder(self.encoder.channels, config.decoder_channels, config.decoder_upsample)

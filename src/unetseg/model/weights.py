@@ -150,6 +150,9 @@ def check_state(state: dict[str, torch.Tensor], name: str, source: str) -> dict[
     encoder = build_encoder(name, 3)
     expected = encoder.state_dict()
     state = {k: v for k, v in state.items() if not k.startswith(tuple(encoder.head_keys))}
+    for key in expected:  # files saved before batch norms counted their batches (torchvision's ResNets) lack these
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=torch.long)
     problem = _mismatch(expected, state)
     if problem:
         spec = ENCODERS.get(name)
@@ -180,13 +183,19 @@ def _mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor])
     return "; ".join(parts)
 
 
-def for_channels(state: dict[str, torch.Tensor], first_conv: str, in_channels: int,
+def for_channels(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], in_channels: int,
                  name: str = "") -> dict[str, torch.Tensor]:
-    """An RGB encoder's ``state`` for ``in_channels`` inputs: its first convolution ``first_conv`` adapted
+    """An RGB encoder's ``state`` for ``in_channels`` inputs: the first convolution (the weight whose input channels
+    are 3 in ``state`` and ``in_channels`` in ``target``, the encoder's own state dict) adapted
     (:func:`adapt_first_conv`, logged); unchanged for three channels."""
-    weight = state.get(first_conv)
-    if weight is None or weight.shape[1] == in_channels:
+    if in_channels == 3:
         return state
+    firsts = [k for k, w in state.items() if k in target and w.dim() == 4 and w.shape[1] == 3
+              and target[k].shape[1] == in_channels and w.shape[0] == target[k].shape[0]]
+    if len(firsts) != 1:
+        raise WeightsError(f"{name}: cannot tell the first convolution to adapt to {in_channels} channel(s) "
+                           f"(candidates: {firsts or 'none'})")
+    first_conv, weight = firsts[0], state[firsts[0]]
     logger.info("%s: the first convolution's RGB kernels adapted to %d input channel(s) (%s)", name or "encoder",
                 in_channels, "summed" if in_channels == 1 else "cycled and scaled by 3/C")
     return {**state, first_conv: adapt_first_conv(weight, in_channels)}
@@ -215,7 +224,7 @@ def _timm_state(config: UNetConfig, source: str) -> tuple[dict[str, torch.Tensor
         raise
     except Exception as err:  # noqa: BLE001 - timm's download or load failed
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"--encoder timm:{name}: timm could not load its weights ({first}); give "
+        raise WeightsError(f"{file or f'--encoder timm:{name}'}: timm could not load its weights ({first}); give "
                            f"--encoder-weights FILE or none") from None
     return TimmEncoder(name, model=model).state_dict(), f"timm ({file or 'its cache or a download'})"
 

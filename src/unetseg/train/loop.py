@@ -623,7 +623,7 @@ class _Training:
         if self.clock is not None and validate:
             self.clock.validation_time(val_seconds)
         record = {"epoch": epoch + 1, "step": epoch * self.steps + done_steps, "train_loss": train_loss,
-                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+                  "lr": self.optimizer.param_groups[-1]["lr"], "seconds": round(seconds, 2),
                   "images_per_s": round(seen / seconds, 2)}
         if val is not None:
             record.update(val_loss=val["loss"], val_dice=None if math.isnan(val["dice"]) else val["dice"])

@@ -242,9 +242,9 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     # ImageNet features for multi-class scenes where shrinking destroys nothing (CamVid: +0.07 to +0.11 mIoU at
     # 5 minutes); binary masks keep the plain U-Net (Carvana, DRIVE, membrane: 0.003-0.012 Dice below it at 3 minutes)
     if "model.encoder" not in keep and not m.pretrained() and num_labels > 2 and not thin \
-            and "model.base_channels" not in keep and encoder_available(PLAN_ENCODER):
+            and not {"model.base_channels", "model.encoder_weights"} & keep and encoder_available(PLAN_ENCODER):
         m.encoder, m.encoder_weights = PLAN_ENCODER, "imagenet"
-        chosen.append("encoder")
+        chosen += ["encoder", "encoder_weights"]
     need = PRETRAINED_MIN_IMAGES if m.pretrained() else MIN_IMAGES
     if given_patch:  # the user's crops, of the images at the given (or their own) size
         for base, _ in LADDER:

@@ -94,8 +94,6 @@ class EfficientNetLite(nn.Module):
         [16, 24, 40, 112, 320]
     """
 
-    #: The first convolution's weight, whose input channels follow the data (see unetseg.model.weights).
-    first_conv = "_conv_stem.weight"
     head_keys = HEAD_KEYS
 
     def __init__(self, name: str, in_channels: int = 3) -> None:

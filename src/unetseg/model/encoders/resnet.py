@@ -79,7 +79,6 @@ class ResNet(nn.Module):
         [64, 64, 128, 256, 512]
     """
 
-    first_conv = "conv1.weight"
     head_keys = HEAD_KEYS
 
     def __init__(self, name: str, in_channels: int = 3) -> None:

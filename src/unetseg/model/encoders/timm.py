@@ -5,11 +5,13 @@ its caches or downloads them), handed over as a state dict like the other famili
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
 
+logger = logging.getLogger(__name__)
 STRIDES = (2, 4, 8, 16, 32)
 
 
@@ -29,7 +31,7 @@ def create(name: str, in_channels: int = 3, pretrained: bool = False, file: str 
         ValueError: unknown to timm, or without features at those strides.
     """
     timm = import_timm()
-    if name not in timm.list_models():
+    if not timm.is_model(name.split(".")[0]):  # a tagged name (resnet18.a1_in1k) names its weights too
         close = timm.list_models(f"*{name}*")[:5]
         raise ValueError(f"--encoder timm:{name}: timm has no such model" + (f"; close: {', '.join(close)}" if close
                                                                            else " (timm.list_models() lists them)"))
@@ -54,13 +56,13 @@ class TimmEncoder(nn.Module):
         self.model = model if model is not None else create(name, in_channels)
         self.channels = tuple(self.model.feature_info.channels())
         cfg = getattr(self.model, "pretrained_cfg", {}) or {}
-        first = cfg.get("first_conv") or ""
-        self.first_conv = f"model.{first}.weight" if first else ""
         self.mean, self.std = tuple(cfg.get("mean", ())), tuple(cfg.get("std", ()))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.model(x))
 
     def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
-        """None: timm's blocks fuse their own norms and activations (``--encoder-bn fold`` leaves them)."""
+        """None: timm's blocks fuse their own norms and activations (``--encoder-bn fold`` leaves them, and says so)."""
+        logger.warning("warning: --encoder-bn fold: timm encoders keep their batch norms (trained as --encoder-bn "
+                       "train)")
         return []
