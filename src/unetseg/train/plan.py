@@ -40,6 +40,7 @@ import torch
 from unetseg.config import RunConfig, parse_duration
 from unetseg.data.ceiling import dice_from_iou, worst_class
 from unetseg.model import UNet
+from unetseg.model.weights import WeightsError, find_imagenet
 from unetseg.train.losses import SegmentationLoss
 
 logger = logging.getLogger(__name__)
@@ -87,11 +88,9 @@ PLAN_ENCODER_LR_SCALE = 0.1
 
 def encoder_available(name: str) -> bool:
     """Whether the ImageNet weights of encoder ``name`` are on this machine (no download is tried)."""
-    from unetseg.model import weights
-
     try:
-        weights.find_imagenet(name, download=False)
-    except weights.WeightsError:
+        find_imagenet(name, download=False)
+    except WeightsError:
         return False
     return True
 
