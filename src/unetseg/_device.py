@@ -74,17 +74,64 @@ def memory_format(device: torch.device, setting: str, training: bool, encoder: b
     return torch.contiguous_format
 
 
+#: Where Linux mounts the control groups (v2: one tree; v1: a folder per controller).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: A v1 limit this large means none (the kernel writes the largest page-aligned 64-bit value).
+_NO_LIMIT = 1 << 60
+
+
 def free_memory(device: torch.device) -> int:
-    """Bytes free for tensors on ``device``: CUDA's free memory, or MemAvailable of /proc/meminfo on CPUs."""
+    """Bytes free for tensors on ``device``: CUDA's free memory; on CPUs MemAvailable of /proc/meminfo, or less where
+    this process's container (its cgroup's memory limit, :func:`cgroup_free`) leaves less."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
+    available = 8 << 30
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                available = int(line.split()[1]) * 1024
+                break
     except OSError:
         pass
-    return 8 << 30
+    limited = cgroup_free()
+    return available if limited is None else min(available, limited)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (v2): no limit
+
+
+def _own_cgroups(root: Path) -> list[Path]:
+    """The folders of this process's cgroups under ``root``, innermost first, then ``root`` itself (a container sees
+    its own cgroup as the root)."""
+    folders = []
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers in ("", "memory") or "memory" in controllers.split(","):
+                sub = (root / "memory") if controllers and (root / "memory").is_dir() else root
+                folders.append(sub / path.lstrip("/"))
+    except (OSError, ValueError):
+        pass
+    return list(dict.fromkeys([*folders, root, root / "memory"]))
+
+
+def cgroup_free(root: Path | None = None) -> int | None:
+    """Bytes this process's memory cgroup has left (its limit less its usage: cgroup v2 ``memory.max`` and
+    ``memory.current``, v1 ``memory.limit_in_bytes`` and ``memory.usage_in_bytes``); None without a limit. In a
+    container limited to 16 GB on a 512 GB host, MemAvailable speaks of the host, the cgroup of the container."""
+    root = CGROUP_ROOT if root is None else root
+    for folder in _own_cgroups(root):
+        for limit_file, usage_file in (("memory.max", "memory.current"),
+                                       ("memory.limit_in_bytes", "memory.usage_in_bytes")):
+            limit = _read_int(folder / limit_file)
+            if limit is not None and limit < _NO_LIMIT:
+                return max(0, limit - (_read_int(folder / usage_file) or 0))
+    return None
 
 
 def device_name(device: torch.device) -> str:

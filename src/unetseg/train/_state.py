@@ -56,17 +56,25 @@ def rng_state() -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached],
              "python": list(random.getstate())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this process's GPU only: a resume may see fewer GPUs (or none)
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def restore_rng(state: dict) -> None:
-    """Restore the global RNGs saved by :func:`rng_state`."""
+    """Restore the global RNGs saved by :func:`rng_state`: on CUDA, the current GPU's where the saved state has one
+    (a run saved where 8 GPUs were visible resumes where 1 is, or on the CPU)."""
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if saved is None or not torch.cuda.is_available():
+        return
+    if isinstance(saved, (list, tuple)):  # saved by a run before this one: every visible GPU's, in order
+        index = torch.cuda.current_device()
+        if index >= len(saved):
+            return
+        saved = saved[index]
+    torch.cuda.set_rng_state(saved)  # the current GPU's; no augmentation draws from it, but a user's code may

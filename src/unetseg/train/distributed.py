@@ -76,12 +76,11 @@ def init_world(device: str, timeout_minutes: float = 30.0) -> tuple[World, torch
     if size == 1:
         return World(), resolve_device(device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available() and device in ("auto", "cuda"):
-        chosen = torch.device("cuda", local_rank)
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    chosen = process_device(device, local_rank, local_size)
+    if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
-        backend = "nccl"
-    else:
-        chosen, backend = torch.device("cpu"), "gloo"
+    backend = "nccl" if chosen.type == "cuda" else "gloo"
     if not dist.is_initialized():
         from torch.distributed.rendezvous import rendezvous
 
@@ -91,7 +90,37 @@ def init_world(device: str, timeout_minutes: float = 30.0) -> tuple[World, torch
         # reads the address of a process of the attempt before (gloo: "connectFullMesh failed ... refused")
         store = dist.PrefixStore(f"unetseg/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
         dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout)
-    return World(rank, size, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))), chosen
+    return World(rank, size, local_rank, local_size), chosen
+
+
+def process_device(device: str, local_rank: int, local_size: int) -> torch.device:
+    """The device of one torchrun process for a ``--device`` setting: ``auto`` -> ``cuda:LOCAL_RANK`` where CUDA is
+    there, else the CPU; ``cuda`` -> ``cuda:LOCAL_RANK``; ``cpu`` -> the CPU; ``cuda:N`` -> that GPU where it is this
+    node's only process. A device the user named is used or refused, never replaced.
+
+    Raises:
+        ValueError: one line, for a device this process cannot have.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    try:
+        named = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device}: not a device name (auto, cpu, cuda, cuda:1, ...)") from None
+    if named.type != "cuda":
+        raise ValueError(f"--device {device}: under torchrun each process takes a GPU (cuda) or the CPU (cpu)")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if named.index is not None and local_size > 1:
+        raise ValueError(f"--device {device} under torchrun: the {local_size} processes of this node would share one "
+                         f"GPU; give --device cuda (process i takes cuda:i) and choose the GPUs with "
+                         f"CUDA_VISIBLE_DEVICES")
+    index = local_rank if named.index is None else named.index
+    if index >= count:
+        raise ValueError(f"--device {device}: process {local_rank} of this node needs cuda:{index}, but "
+                         f"{count} CUDA device(s) are visible here")
+    return torch.device("cuda", index)
 
 
 def close_world(world: World) -> None:

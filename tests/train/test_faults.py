@@ -1,0 +1,101 @@
+"""Combinations users meet that a careful reading found faulty (issue 25): each test failed on the code before it."""
+
+import pytest
+import torch
+
+from unetseg import _device
+from unetseg.train import _state, distributed
+
+
+def _fake_cuda(monkeypatch, count: int, current: int = 0) -> list:
+    """CUDA with ``count`` GPUs, as far as the RNG and device calls go; returns the (device, state) of each RNG set."""
+    set_calls: list = []
+
+    def set_rng_state(state, device="cuda"):
+        index = torch.device(device).index if not isinstance(device, int) else device
+        index = current if index is None else index
+        if index >= count:
+            raise RuntimeError(f"CUDA error: invalid device ordinal {index}")
+        set_calls.append((index, state))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.full((8,), current, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_rng_state)  # what set_rng_state_all calls
+    return set_calls
+
+
+def test_a_state_saved_where_8_gpus_were_visible_resumes_where_1_is(monkeypatch):
+    saved = {**_state.rng_state(), "cuda": [torch.full((8,), i, dtype=torch.uint8) for i in range(8)]}
+    calls = _fake_cuda(monkeypatch, count=1)
+    _state.restore_rng(saved)  # raised "invalid device ordinal 1" before
+    assert len(calls) == 1 and calls[0][0] == 0 and torch.equal(calls[0][1], saved["cuda"][0])
+
+
+def test_the_saved_cuda_state_is_this_process_gpus_only(monkeypatch):
+    _fake_cuda(monkeypatch, count=4, current=2)
+    state = _state.rng_state()
+    assert torch.is_tensor(state["cuda"]) and state["cuda"].tolist() == [2] * 8
+    calls = _fake_cuda(monkeypatch, count=1, current=0)  # resumed on a machine with one GPU
+    _state.restore_rng(state)
+    assert [c[0] for c in calls] == [0]
+
+
+def test_a_cpu_state_resumes_on_a_gpu_and_back(monkeypatch):
+    state = _state.rng_state()  # no CUDA here
+    assert "cuda" not in state
+    calls = _fake_cuda(monkeypatch, count=2)
+    _state.restore_rng(state)
+    assert calls == []
+
+
+@pytest.mark.parametrize("device, local_size, expected", [
+    ("auto", 2, "cuda:1"), ("cuda", 2, "cuda:1"), ("cpu", 2, "cpu"), ("cuda:1", 1, "cuda:1"), ("cuda:0", 1, "cuda:0")])
+def test_torchrun_processes_take_the_device_named(monkeypatch, device, local_size, expected):
+    _fake_cuda(monkeypatch, count=2)
+    assert distributed.process_device(device, local_rank=1 if local_size == 2 else 0,
+                                      local_size=local_size) == torch.device(expected)
+
+
+@pytest.mark.parametrize("device, count, words", [
+    ("cuda:1", 2, "would share one GPU"),  # trained on the CPU, silently, before
+    ("cuda", 0, "0 CUDA device(s) are visible"),  # the same
+    ("cuda", 1, "needs cuda:1"),
+    ("mps", 2, "takes a GPU (cuda) or the CPU"),
+    ("gpu", 2, "not a device name")])
+def test_a_device_torchrun_cannot_give_is_refused_in_one_line(monkeypatch, device, count, words):
+    if count:
+        _fake_cuda(monkeypatch, count=count)
+    else:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--device") as err:
+        distributed.process_device(device, local_rank=1, local_size=2)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_init_world_refuses_a_shared_gpu_before_joining(monkeypatch):
+    _fake_cuda(monkeypatch, count=2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="would share one GPU"):
+        distributed.init_world("cuda:1")
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"memory.max": "2147483648\n", "memory.current": "1073741824\n"}, 1 << 30),  # v2: 2 GiB limit, 1 in use
+    ({"memory.max": "max\n", "memory.current": "4294967296\n"}, None),  # v2 without a limit
+    ({"memory/memory.limit_in_bytes": "1610612736\n", "memory/memory.usage_in_bytes": "536870912\n"}, 1 << 30),
+    ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # v1 without a limit
+    ({}, None)])
+def test_the_container_memory_limit_bounds_free_memory(monkeypatch, tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(_device, "CGROUP_ROOT", tmp_path)
+    assert _device.cgroup_free() == expected
+    free = _device.free_memory(torch.device("cpu"))  # the host's MemAvailable (more than 1 GiB), or the container's
+    assert free == expected if expected is not None else free > 1 << 30
