@@ -68,7 +68,20 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-class _JsonDataclass:
+class _Freezable:
+    """Dataclasses whose instances can be frozen: once a run's settings are decided, nothing writes them again."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise dataclasses.FrozenInstanceError(f"cannot set {type(self).__name__}.{name}: the run's settings were "
+                                                  f"decided before its first step and are read only")
+        object.__setattr__(self, name, value)
+
+    def _freeze(self) -> None:
+        self.__dict__["_frozen"] = True
+
+
+class _JsonDataclass(_Freezable):
     """``to_dict`` / ``from_dict`` for flat dataclasses; unknown keys are rejected."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -455,7 +468,7 @@ class TrainConfig(_JsonDataclass):
 
 
 @dataclass
-class RunConfig:
+class RunConfig(_Freezable):
     """Everything a run needs; saved as ``config.json`` in the run folder before the first step."""
 
     model: UNetConfig = field(default_factory=UNetConfig)
@@ -475,6 +488,14 @@ class RunConfig:
             data=DataConfig.from_dict(d.get("data", {})),
             train=TrainConfig.from_dict(d.get("train", {})),
         )
+
+    def frozen(self) -> RunConfig:
+        """A copy that refuses every write (``dataclasses.FrozenInstanceError``): the settings of a run that has
+        started, decided once (the plan's and the data's included) and then only read."""
+        copy = RunConfig.from_dict(self.to_dict())
+        for part in (copy.model, copy.data, copy.train, copy):
+            part._freeze()
+        return copy
 
     def save(self, path: str | Path) -> None:
         """Write the config as indented JSON."""

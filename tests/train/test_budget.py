@@ -11,7 +11,8 @@ import torch
 from unetseg import RunConfig, load_model
 from unetseg.cli.main import main
 from unetseg.config import parse_duration
-from unetseg.train.schedule import cosine_lr
+from unetseg.checkpoint import load_training_state
+from unetseg.train.schedule import cosine_lr, steps_per_epoch
 from unetseg.train.plan import BudgetClock, size_for
 
 
@@ -72,8 +73,10 @@ def test_a_short_budget_completes_its_schedule_near_the_budget_and_keeps_given_s
     assert max(cfg.data.image_size) <= 64  # never larger than the 64x48 images
     assert cfg.train.schedule == "cosine" and cfg.data.brightness > 0 and cfg.train.bn_recalibrate
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["epoch"] == cfg.train.epochs  # every planned epoch ran
-    assert rows[-1]["step"] == cfg.train.max_steps  # every planned (and corrected) optimiser step ran
+    schedule = load_training_state(run / "last.pt")["schedule"]  # the corrected total: in last.pt, not config.json
+    assert schedule["configured"][0] == cfg.train.max_steps == plan["planned_steps"]
+    assert rows[-1]["step"] == schedule["total"]  # every planned (and corrected) optimiser step ran
+    assert rows[-1]["epoch"] == math.ceil(schedule["total"] / steps_per_epoch(plan["train_images"], cfg.train.batch_size))
     assert rows[-1]["lr"] < 0.05 * cfg.train.lr  # the schedule ended: the learning rate decayed to (near) zero
     assert "val_dice" in rows[-1]
     final, _ = load_model(run)

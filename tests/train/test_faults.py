@@ -1,9 +1,15 @@
 """Combinations users meet that a careful reading found faulty (issue 25): each test failed on the code before it."""
 
+import dataclasses
+import json
+import logging
+import math
+
 import pytest
 import torch
 
-from unetseg import _device
+from unetseg import RunConfig, _device
+from unetseg.checkpoint import load_training_state
 from unetseg.train import _state, distributed
 
 
@@ -99,3 +105,55 @@ def test_the_container_memory_limit_bounds_free_memory(monkeypatch, tmp_path, fi
     assert _device.cgroup_free() == expected
     free = _device.free_memory(torch.device("cpu"))  # the host's MemAvailable (more than 1 GiB), or the container's
     assert free == expected if expected is not None else free > 1 << 30
+
+
+def _tiny_run(synthetic_dir, run, *flags: str) -> list[dict]:
+    """Train (or resume) the tiny run with the CLI; returns its metrics rows."""
+    from unetseg.cli.main import main
+
+    assert main(["train", *flags, "--no-progress"]) == 0
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+TINY = ["--base-channels", "4", "--depth", "3", "--image-size", "64x48", "--batch-size", "8", "--val-fraction", "0.25",
+        "--schedule", "cosine", "--warmup-steps", "1", "--lr", "3e-3"]
+
+
+@pytest.mark.parametrize("more, total", [(["--epochs", "4"], 12), (["--max-steps", "9"], 9)])
+def test_a_run_with_a_step_total_can_be_lengthened_at_resume(synthetic_dir, tmp_path, more, total):
+    """A budget run's config.json holds its planned total as max_steps (here 5 of 2 epochs of 3 steps): --epochs or
+    --max-steps at resume trains to that, the schedule with it (it trained the same 5 steps, silently, before)."""
+    run = tmp_path / "run"
+    rows = _tiny_run(synthetic_dir, run, "--data", str(synthetic_dir), "--out", str(run), "--epochs", "2",
+                     "--max-steps", "5", *TINY)
+    assert rows[-1]["step"] == 5
+    rows = _tiny_run(synthetic_dir, run, "--resume", str(run), *more)
+    assert rows[-1]["step"] == total and rows[-1]["epoch"] == math.ceil(total / 3)
+    assert rows[-1]["lr"] < 0.01 * 3e-3  # the cosine schedule reached its end at the new total
+    assert load_training_state(run / "last.pt")["schedule"]["total"] == total
+
+
+def test_a_weight_decay_given_at_resume_applies(synthetic_dir, tmp_path, caplog):
+    run = tmp_path / "run"
+    _tiny_run(synthetic_dir, run, "--data", str(synthetic_dir), "--out", str(run), "--epochs", "1", *TINY)
+    assert {g["weight_decay"] for g in load_training_state(run / "last.pt")["optimizer"]["param_groups"]} == {0.0}
+    with caplog.at_level(logging.INFO):
+        _tiny_run(synthetic_dir, run, "--resume", str(run), "--epochs", "2", "--weight-decay", "0.01")
+    groups = load_training_state(run / "last.pt")["optimizer"]["param_groups"]
+    assert {g["weight_decay"] for g in groups} == {0.01} == {RunConfig.load(run / "config.json").train.weight_decay}
+    assert "resume: weight decay 0.01 (was 0)" in caplog.text
+
+
+def test_the_settings_are_written_once_and_then_only_read(synthetic_dir, tmp_path, monkeypatch):
+    """config.json is written once per session, before step 1, and the run reads a frozen copy: a budget run's
+    correction of its step total goes to last.pt (the budget test), a resume writes it once more."""
+    saved = []
+    original = RunConfig.save
+    monkeypatch.setattr(RunConfig, "save", lambda self, path: (saved.append(path), original(self, path)))
+    run = tmp_path / "run"
+    _tiny_run(synthetic_dir, run, "--data", str(synthetic_dir), "--out", str(run), "--epochs", "1", *TINY)
+    _tiny_run(synthetic_dir, run, "--resume", str(run), "--epochs", "2")
+    assert saved == [run / "config.json"] * 2
+    frozen = RunConfig.load(run / "config.json").frozen()
+    with pytest.raises(dataclasses.FrozenInstanceError, match="decided before its first step"):
+        frozen.train.max_steps = 10

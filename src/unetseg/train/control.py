@@ -112,6 +112,10 @@ class StepControl:
         self.pending.clear()
         return decision
 
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` spent elsewhere (a validation) out of the interval being timed."""
+        self.mark += seconds
+
     def interval(self) -> tuple[float, int]:
         """Seconds and steps since the last call; exact after :meth:`decide`, which has waited for the device (time
         spent elsewhere, e.g. validating, is taken out by moving ``mark`` on)."""

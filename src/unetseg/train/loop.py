@@ -58,7 +58,7 @@ from unetseg.train.losses import SegmentationLoss, resolve_class_weights
 from unetseg.train.placement import BatchSource, class_centres, cpu_generator, seed_of
 from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, TARGET, BudgetClock, make_plan, size_for
 from unetseg.train.run_dir import prepare_run_dir, process_cache, record_session, truncate_metrics
-from unetseg.train.schedule import make_schedule, set_total
+from unetseg.train.schedule import corrected_warmup, make_schedule, run_total, set_total, steps_per_epoch
 from unetseg.train.step import TrainStep
 from unetseg.train.validate import SavedWeights, evaluate
 from unetseg.train.weights import WeightAverage
@@ -331,8 +331,11 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     if not cfg.train.micro_batch:  # chosen once and recorded, so a resumed run accumulates exactly as before; rank
         # 0's choice for all (free memory differs between GPUs, and with --sync-bn every forward pass is a collective)
         cfg.train.micro_batch = world.broadcast_int(auto_micro_batch(cfg, device) if world.is_main else 0, device)
+    per_epoch = steps_per_epoch(len(data.train), cfg.train.batch_size, world.size, cfg.train.compile)
+    if resume:
+        _resumed_length(cfg, keep, per_epoch)
     if world.is_main:
-        cfg.save(out / CONFIG_FILE)
+        cfg.save(out / CONFIG_FILE)  # the run's settings, decided: from here on they are only read
     if cfg.train.batch_size < world.size:
         raise ValueError(f"--batch-size {cfg.train.batch_size} is the global batch; it needs at least one image for "
                          f"each of the {world.size} processes")
@@ -342,13 +345,25 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         raise ValueError(f"--sync-bn: --batch-size {cfg.train.batch_size} does not split evenly over {world.size} "
                          f"processes, so they would run different numbers of forward passes; give a multiple of "
                          f"{world.size}")
-    _Training(cfg, out, world, device, dtype, layout, data, state, budget, started, pretrained).run()
+    _Training(cfg.frozen(), out, world, device, dtype, layout, data, state, budget, started, pretrained).run()
     world.barrier()
     if data.node_cache is not None and world.local_rank == 0:  # finished: the node's cache goes (a run that failed
         import shutil                                            # keeps it for its restart)
 
         shutil.rmtree(data.node_cache, ignore_errors=True)
     return out
+
+
+def _resumed_length(cfg: RunConfig, keep: set[str], per_epoch: int) -> None:
+    """A resumed run given ``--epochs`` or ``--max-steps`` (not both) trains to that: the other no longer caps it (a
+    budget run's config.json holds its planned step total as ``max_steps``)."""
+    epochs, steps = "train.epochs" in keep, "train.max_steps" in keep
+    if epochs and not steps and cfg.train.max_steps:
+        logger.info("resume: --epochs %d replaces the step total of %d in config.json", cfg.train.epochs,
+                    cfg.train.max_steps)
+        cfg.train.max_steps = 0
+    elif steps and not epochs and cfg.train.max_steps:
+        cfg.train.epochs = math.ceil(cfg.train.max_steps / per_epoch)
 
 
 class _Training:
@@ -381,12 +396,16 @@ class _Training:
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         # Several processes drop the last partial batch, so that every process has a share of every step; so does a
         # compiled model, so that every step has one shape.
-        n = len(data.train)
-        self.steps = math.ceil(n / cfg.train.batch_size) if world.size == 1 and not cfg.train.compile else max(
-            1, n // cfg.train.batch_size)
-        self.total = min(cfg.train.max_steps, cfg.train.epochs * self.steps) if cfg.train.max_steps \
-            else cfg.train.epochs * self.steps
+        self.steps = steps_per_epoch(len(data.train), cfg.train.batch_size, world.size, cfg.train.compile)
+        # the step total and warm-up: the config's, or where a budget run corrected them and the config still says
+        # what it said then, the corrected ones (they live in last.pt, never in config.json)
+        self.configured = [run_total(cfg.train.epochs, cfg.train.max_steps, self.steps), cfg.train.warmup_steps]
+        self.total, self.warmup = self.configured
+        saved = state.get("schedule") if state is not None else None
+        if saved is not None and saved["configured"] == self.configured:
+            self.total, self.warmup = int(saved["total"]), int(saved["warmup"])
         self.schedule = make_schedule(self.optimizer, cfg.train, self.total, self.steps)
+        set_total(self.schedule, self.total, self.warmup)
         self.pos = Position()
         self._decided = 0  # the position in its epoch of the last decision (checkpoints every N steps count from it)
         if state is not None:
@@ -433,10 +452,14 @@ class _Training:
         self.scaler.load_state_dict(state["scaler"])
         self.pos = Position(int(state["epoch"]), int(state["step"]), float(state["loss_sum"]), float(state["best"]))
         self._decided = self.pos.step
+        for group in self.optimizer.param_groups:  # the config's optimiser settings, not those saved with the state
+            if group["weight_decay"] != cfg.train.weight_decay:
+                logger.info("resume: weight decay %g (was %g)", cfg.train.weight_decay, group["weight_decay"])
+                group["weight_decay"] = cfg.train.weight_decay
         # the schedule is the run's config (a resumed run may be given more steps, another --lr or warm-up) at the
         # run's position: the steps done, its only state
         self.schedule.last_epoch = self.pos.epoch * self.steps + self.pos.step
-        set_total(self.schedule, self.total, cfg.train.warmup_steps)
+        set_total(self.schedule, self.total, self.warmup)
         restore_rng(state["rng"])
         truncate_metrics(self.out / METRICS_FILE, self.pos.epoch, self.world)
         logger.info("resuming %s at epoch %d, step %d", self.out, self.pos.epoch + 1, self.pos.step)
@@ -571,23 +594,16 @@ class _Training:
             _log_forecast(self.step_times, self.total - global_step - 1, self.cfg, self.data, self.steps)
 
     def _set_total(self, new: int, why: str, loud: bool) -> None:
-        """A new step total (a budget correction): the config, the schedule and the clock follow; logged."""
-        cfg = self.cfg
-        self.total = new
-        cfg.train.max_steps = new
-        cfg.train.warmup_steps = min(cfg.train.warmup_steps, max(1, new // 10))  # the decay keeps most steps
-        cfg.train.epochs = math.ceil(new / self.steps)
-        set_total(self.schedule, new, cfg.train.warmup_steps)
+        """A new step total (a budget correction): the schedule and the clock follow, last.pt records it (the config
+        stays as decided); logged."""
+        self.total, self.warmup = new, corrected_warmup(self.warmup, new)
+        set_total(self.schedule, new, self.warmup)
         if self.clock is not None:
             self.clock.total = new
-        if cfg.train.plan is not None:
-            cfg.train.plan["corrected_steps"] = new
-        if self.world.is_main:
-            cfg.save(self.out / CONFIG_FILE)
         ends = time.time() + TARGET * self.clock.budget - (time.monotonic() - self.clock.started) \
             if self.clock is not None else time.time()
         logger.log(logging.INFO if loud else logging.DEBUG, "%s: %d steps in all (%d epochs), ending about %s", why,
-                   new, cfg.train.epochs, time.strftime("%H:%M:%S", time.localtime(ends)))
+                   new, self.epochs_planned(), time.strftime("%H:%M:%S", time.localtime(ends)))
 
     def _save_state(self) -> None:
         if not self.world.is_main:
@@ -597,6 +613,7 @@ class _Training:
                              "scaler": self.scaler.state_dict(),
                              "epoch": pos.epoch, "step": pos.step, "loss_sum": pos.loss_sum, "best": pos.best,
                              "rng": rng_state(),
+                             "schedule": {"total": self.total, "warmup": self.warmup, "configured": self.configured},
                              **({"average": self.average.state_dict()} if self.average is not None else {})},
                             self.out / STATE_FILE)
         logger.debug("checkpoint saved at epoch %d step %d", pos.epoch + 1, pos.step)
@@ -619,7 +636,7 @@ class _Training:
                 save_weights(final, self.out / WEIGHTS_FILE)
             self.model.train()
         val_seconds = time.perf_counter() - v0
-        self.control.mark += val_seconds  # validation is timed apart from the steps
+        self.control.exclude(val_seconds)  # validation is timed apart from the steps
         if self.clock is not None and validate:
             self.clock.validation_time(val_seconds)
         record = {"epoch": epoch + 1, "step": epoch * self.steps + done_steps, "train_loss": train_loss,
@@ -649,7 +666,7 @@ class _Training:
             new = world.broadcast_int(new or 0, self.device)
             if new:
                 self._set_total(new, "budget: the speed drifted, re-planned", False)
-        self._save_state()  # after a re-plan, so that last.pt and config.json agree
+        self._save_state()  # after a re-plan, so that last.pt holds the new total
         world.barrier()  # the others wait while the main process validates and saves
         self.last_save = time.monotonic()
         logger.info("epoch %d/%d: train loss %.4f%s, %.1f s (%.2f img/s)", epoch + 1, self.epochs_planned(),

@@ -42,6 +42,7 @@ from unetseg.data.ceiling import dice_from_iou, worst_class
 from unetseg.model import UNet
 from unetseg.model.weights import WeightsError, find_imagenet
 from unetseg.train.losses import SegmentationLoss
+from unetseg.train.schedule import steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -347,13 +348,12 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     augmentation = {k: v for k, v in strong.items() if f"data.{k}" not in keep}
     for k, v in augmentation.items():
         setattr(d, k, v)
-    # as the loop counts them: several processes drop the last partial batch
-    steps_per_epoch = math.ceil(n_train / batch) if processes == 1 else max(1, n_train // batch)
+    per_epoch = steps_per_epoch(n_train, batch, processes, t.compile)  # as the loop counts them
     train_s = available - reserve_seconds(n_train, n_val, best.seconds_per_image * best.area(), VALIDATIONS) - \
         decode_seconds(n_train + n_val)
     total = max(1, int(train_s / (best.seconds_per_image * batch)))
     t.max_steps = total
-    t.epochs = math.ceil(total / steps_per_epoch)
+    t.epochs = math.ceil(total / per_epoch)
     if "train.val_every" not in keep:
         t.val_every = max(1, math.ceil(t.epochs / VALIDATIONS))
         chosen.append("val_every")
@@ -372,7 +372,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
                             "ceiling_worst_class": worst[c.size][1]} if c.size in score else {})} for c in choices],
         "probe_s": round(probe_spent, 2),
         "rule": why,
-        "planned_steps": total, "corrected_steps": None,
+        "planned_steps": total,
     }
     images_seen = total * batch
     ends = time.strftime("%H:%M:%S", time.localtime(time.time() + TARGET * budget - (time.monotonic() - started)))

@@ -11,6 +11,25 @@ import torch
 from unetseg.config import TrainConfig
 
 
+def steps_per_epoch(n_train: int, batch_size: int, processes: int = 1, compiled: bool = False) -> int:
+    """Optimiser steps in one pass over ``n_train`` images, as the loop runs them: one process keeps the last partial
+    batch; several processes drop it (every process has a share of every step), and so does a compiled model (every
+    step has one shape)."""
+    if processes == 1 and not compiled:
+        return math.ceil(n_train / batch_size)
+    return max(1, n_train // batch_size)
+
+
+def run_total(epochs: int, max_steps: int, per_epoch: int) -> int:
+    """The optimiser steps of a run of ``epochs`` capped at ``max_steps`` (0: no cap)."""
+    return min(max_steps, epochs * per_epoch) if max_steps else epochs * per_epoch
+
+
+def corrected_warmup(warmup: int, total: int) -> int:
+    """The warm-up of a step total a budget run corrected: the decay keeps most of the steps."""
+    return min(warmup, max(1, total // 10))
+
+
 def cosine_lr(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
     """The "cosine" schedule's learning rate for the 0-based optimiser ``step`` of ``total``: linear warm-up over
     ``warmup`` steps, then one cosine decay that reaches ``min_lr`` at the last step."""
