@@ -4,6 +4,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -157,3 +160,37 @@ def test_the_settings_are_written_once_and_then_only_read(synthetic_dir, tmp_pat
     frozen = RunConfig.load(run / "config.json").frozen()
     with pytest.raises(dataclasses.FrozenInstanceError, match="decided before its first step"):
         frozen.train.max_steps = 10
+
+
+@pytest.mark.parametrize("n, batch, processes, sync_bn, words", [
+    (1, 8, 2, False, "1 training image(s) for 2 processes"),  # a rank's share was empty: tensor_split raised
+    (9, 16, 2, True, "give --batch-size 8 or fewer"),  # SyncBN: 2 and 1 forward passes, a hang
+    (9, 16, 2, False, "give --batch-size 9 or fewer"),
+    (16, 3, 4, False, "at least one image for each of the 4 processes"),
+    (16, 6, 4, True, "does not split evenly over 4 processes")])
+def test_the_smallest_job_that_trains_is_one_rule_of_one_line(n, batch, processes, sync_bn, words):
+    with pytest.raises(ValueError) as err:
+        distributed.check_batches(n, batch, processes, sync_bn)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("n, processes", [(8, 4), (9, 2), (40, 3), (100, 8), (5, 1), (16, 16), (7, 2)])
+def test_the_plan_chooses_a_batch_the_rule_accepts(n, processes):
+    """The plan capped its batch at n_train / 4 (2 for 8 images), below the 4 processes the loop requires."""
+    batch = distributed.batch_for(max(2, min(8, n // 4 or 2)), n, processes)
+    distributed.check_batches(n, batch, processes, sync_bn=True)
+    assert batch >= processes and (processes == 1 or batch % processes == 0)
+
+
+def test_torchrun_with_fewer_training_images_than_processes_stops_before_step_1(tmp_path):
+    from unetseg.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", count=2, size=(64, 48), seed=1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "unetseg",
+           "train", "--data", str(data), "--out", str(tmp_path / "run"), "--base-channels", "4", "--depth", "3",
+           "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.5", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors and "1 training image(s) for 2 processes" in errors[0], proc.stderr[-2000:]
+

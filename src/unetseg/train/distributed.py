@@ -127,3 +127,39 @@ def close_world(world: World) -> None:
     """Leave the process group."""
     if world.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def check_batches(n_train: int, batch_size: int, processes: int, sync_bn: bool = False) -> None:
+    """The smallest job that can train: one process trains any set (its last batch may be partial); several need a
+    global batch of at least one image each, full batches only (each step splits one over the processes, the last
+    partial batch is dropped), so at least ``batch_size`` training images, and with SyncBatchNorm a batch that splits
+    evenly (every forward pass is a collective: the processes must run as many).
+
+    Raises:
+        ValueError: one line, with the largest batch that trains.
+    """
+    if processes == 1:
+        return
+    if n_train < processes:
+        raise ValueError(f"{n_train} training image(s) for {processes} processes: each process needs at least one "
+                         f"image per step; train with fewer processes (torchrun --nproc_per_node) or more images")
+    step = processes if sync_bn else 1
+    largest = n_train - n_train % step
+    if batch_size < processes:
+        raise ValueError(f"--batch-size {batch_size} is the global batch; it needs at least one image for each of "
+                         f"the {processes} processes (give --batch-size {processes} or more)")
+    if sync_bn and batch_size % processes:
+        raise ValueError(f"--sync-bn: --batch-size {batch_size} does not split evenly over {processes} processes, so "
+                         f"they would run different numbers of forward passes; give a multiple of {processes}")
+    if n_train < batch_size:
+        raise ValueError(f"{n_train} training images for --batch-size {batch_size} over {processes} processes: "
+                         f"several processes train on full batches only; give --batch-size {largest} or fewer")
+
+
+def batch_for(wanted: int, n_train: int, processes: int) -> int:
+    """A planned global batch near ``wanted`` that :func:`check_batches` accepts: a multiple of the processes (even
+    shares, SyncBatchNorm too), at most the training images where several processes train."""
+    if processes == 1:
+        return wanted
+    fits = max(processes, n_train - n_train % processes)
+    return max(processes, min(wanted - wanted % processes, fits))

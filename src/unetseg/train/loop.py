@@ -53,7 +53,7 @@ from unetseg.model.encoders import normalisation
 from unetseg.model.weights import encoder_state
 from unetseg.train._state import Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state
 from unetseg.train.control import StepControl, decision_interval
-from unetseg.train.distributed import World, close_world, init_world
+from unetseg.train.distributed import World, check_batches, close_world, init_world
 from unetseg.train.losses import SegmentationLoss, resolve_class_weights
 from unetseg.train.placement import BatchSource, class_centres, cpu_generator, seed_of
 from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, TARGET, BudgetClock, make_plan, size_for
@@ -336,15 +336,9 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         _resumed_length(cfg, keep, per_epoch)
     if world.is_main:
         cfg.save(out / CONFIG_FILE)  # the run's settings, decided: from here on they are only read
-    if cfg.train.batch_size < world.size:
-        raise ValueError(f"--batch-size {cfg.train.batch_size} is the global batch; it needs at least one image for "
-                         f"each of the {world.size} processes")
     if cfg.train.sync_bn and world.size > 1 and device.type == "cpu":
         raise ValueError("--sync-bn: SyncBatchNorm runs on GPUs only; leave it out on CPUs")
-    if cfg.train.sync_bn and cfg.train.batch_size % world.size:  # every forward pass is a collective
-        raise ValueError(f"--sync-bn: --batch-size {cfg.train.batch_size} does not split evenly over {world.size} "
-                         f"processes, so they would run different numbers of forward passes; give a multiple of "
-                         f"{world.size}")
+    check_batches(len(data.train), cfg.train.batch_size, world.size, cfg.train.sync_bn)
     _Training(cfg.frozen(), out, world, device, dtype, layout, data, state, budget, started, pretrained).run()
     world.barrier()
     if data.node_cache is not None and world.local_rank == 0:  # finished: the node's cache goes (a run that failed

@@ -41,6 +41,7 @@ from unetseg.config import RunConfig, parse_duration
 from unetseg.data.ceiling import dice_from_iou, worst_class
 from unetseg.model import UNet
 from unetseg.model.weights import WeightsError, find_imagenet
+from unetseg.train.distributed import batch_for, check_batches
 from unetseg.train.losses import SegmentationLoss
 from unetseg.train.schedule import steps_per_epoch
 
@@ -190,8 +191,10 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     t, d, m = cfg.train, cfg.data, cfg.model
     chosen: list[str] = []
     if "train.batch_size" not in keep:
-        t.batch_size = max(2, min(16 if device.type == "cuda" else 8, n_train // 4 or 2))
+        t.batch_size = batch_for(max(2, min(16 if device.type == "cuda" else 8, n_train // 4 or 2)), n_train,
+                                 processes)
         chosen.append("batch_size")
+    check_batches(n_train, t.batch_size, processes, t.sync_bn)  # before the probes spend the budget
     batch = t.batch_size
     for name in ("epochs", "max_steps"):
         if f"train.{name}" in keep:
