@@ -208,7 +208,8 @@ class DataConfig(_JsonDataclass):
         patch: (width, height) of random crops to train on (None: whole images). Without a given image_size the
             crops come from the images at their own resolution; prediction then slides windows of this size over
             each image at the training scale (Gaussian-blended), whatever the image's size.
-        patch_scale: training size / the images' own size in a patch run (found from the data).
+        patch_scale: (width, height) of the training size / the images' own size in a patch run, per axis (found
+            from the data); prediction scales each image so.
         val_fraction: share of groups held out for validation (Carvana: cars; else images, or group_pattern's).
         group_pattern: a regular expression whose first group (or whole match) in an image's file stem names its
             split group, e.g. "^(scan\\d+)_" keeps all slices of a scan on one side; default: Carvana's car id for
@@ -260,7 +261,7 @@ class DataConfig(_JsonDataclass):
     cache_dir: str = ""
     image_size: tuple[int, int] = (480, 320)
     patch: tuple[int, int] | None = None
-    patch_scale: float = 1.0
+    patch_scale: tuple[float, float] = (1.0, 1.0)
     val_fraction: float = 0.1
     group_pattern: str = ""
     split_seed: int = 0
@@ -330,6 +331,8 @@ class DataConfig(_JsonDataclass):
         but no oversample) keeps plain random crops, so that run resumes exactly."""
         if "mask_values" in d and "oversample" not in d:
             d = {**d, "oversample": 0.0}
+        if isinstance(d.get("patch_scale"), (int, float)):  # one scale for both axes, as runs before wrote it
+            d = {**d, "patch_scale": (float(d["patch_scale"]),) * 2}
         return super().from_dict(d)
 
     def has_val_folders(self) -> bool:

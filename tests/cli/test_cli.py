@@ -103,7 +103,7 @@ def test_a_new_run_from_an_old_runs_config_plans_afresh(monkeypatch, tmp_path):
     from unetseg.config import RunConfig
 
     old = RunConfig()
-    old.data.data, old.data.image_size, old.data.patch_scale = "old_data", (240, 160), 0.125
+    old.data.data, old.data.image_size, old.data.patch_scale = "old_data", (240, 160), (0.125, 0.125)
     old.data.mask_values, old.data.mask_mode, old.data.rotate_limit = [0, 255], "L", 10.0  # rotate: the user's
     old.data.brightness = 0.2  # the plan's augmentation
     old.model.base_channels, old.model.num_classes = 8, 1
@@ -122,7 +122,7 @@ def test_a_new_run_from_an_old_runs_config_plans_afresh(monkeypatch, tmp_path):
                      str(tmp_path / "new"), "--budget", "10m"]) == 0
     cfg, keep = seen["cfg"], seen["keep"]
     assert (cfg.data.mask_values, cfg.data.mask_mode, cfg.train.micro_batch, cfg.train.plan) == (None, None, 0, None)
-    assert cfg.train.class_weight_values is None and cfg.data.patch_scale == 1.0
+    assert cfg.train.class_weight_values is None and cfg.data.patch_scale == (1.0, 1.0)
     assert (cfg.model.base_channels, cfg.data.image_size, cfg.train.lr) == (64, (480, 320), 1e-4)  # the defaults
     for chosen in ("model.base_channels", "data.image_size", "train.lr", "train.batch_size", "train.max_steps",
                    "train.micro_batch", "data.mask_values", "data.brightness", "model.num_classes"):

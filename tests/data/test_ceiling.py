@@ -101,7 +101,7 @@ def test_binary_thin_lines_get_patches_at_full_resolution_and_blobs_keep_the_lad
     # one-pixel lines lose most of their Dice at every resized size: the plan trains full-resolution patches
     rows = thin.train.plan["candidates"]
     assert max(r["ceiling_dice"] for r in rows if "patch" not in r and r["image_size"] != [1024, 1024]) < 0.9
-    assert thin.data.patch is not None and thin.data.image_size == (1024, 1024) and thin.data.patch_scale == 1.0
+    assert thin.data.patch is not None and thin.data.image_size == (1024, 1024) and thin.data.patch_scale == (1.0, 1.0)
     assert "patch" in thin.train.plan["chosen"] and "patches" in thin.train.plan["rule"]
     # images of several sizes cannot be cropped at one scale: the finest size that keeps the most, no patches
     mixed = _plan(plan, [_vessels(True)], 2, native=(1024, 1024), uniform=False)

@@ -194,3 +194,52 @@ def test_torchrun_with_fewer_training_images_than_processes_stops_before_step_1(
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors and "1 training image(s) for 2 processes" in errors[0], proc.stderr[-2000:]
 
+
+
+def test_a_patch_run_predicts_at_the_scale_it_trained_on_both_axes(tmp_path):
+    """DRIVE's 565x584 (here a quarter: 141x146) with --image-size 64x64: trained at 64x64, predicted at 64x66 before
+    (one scale, from the width)."""
+    from unetseg import Predictor, fit
+    from unetseg.config import DataConfig, TrainConfig, UNetConfig
+    from unetseg.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", count=6, size=(141, 146), seed=2)
+    cfg = RunConfig(UNetConfig(base_channels=4, depth=3),
+                    DataConfig(data=str(data), image_size=(64, 64), patch=(32, 32), val_fraction=0.0),
+                    TrainConfig(epochs=1, batch_size=2, progress=False))
+    run = fit(cfg, tmp_path / "run")
+    saved = RunConfig.load(run / "config.json")
+    assert saved.data.patch_scale == (64 / 141, 64 / 146)
+    predictor = Predictor.from_run(run, device="cpu")
+    image, size = predictor._load(next((data / "images").iterdir()))
+    assert image.shape[:2] == (64, 64) and size == (141, 146)
+    old = json.loads((run / "config.json").read_text())
+    old["data"]["patch_scale"] = 0.5  # a run before wrote one number: both axes
+    assert RunConfig.from_dict(old).data.patch_scale == (0.5, 0.5)
+
+
+def test_a_patch_run_validates_large_images_by_windows_of_the_patch(tmp_path, monkeypatch):
+    """Validation and the batch-norm pass of a patch run whose whole images hold more pixels than a batch of patches
+    see windows of the patch, never a whole image (a 4000x4000 image ran out of GPU memory)."""
+    from unetseg import fit
+    from unetseg.config import DataConfig, TrainConfig, UNetConfig
+    from unetseg.data.synthetic import make_synthetic_dataset
+    from unetseg.model import UNet
+
+    seen: list[tuple[int, ...]] = []
+    forward = UNet.forward
+
+    def recording(self, x):
+        if not torch.is_grad_enabled():  # validation and the BN pass; training steps need gradients
+            seen.append(tuple(x.shape[-2:]))
+        return forward(self, x)
+
+    monkeypatch.setattr(UNet, "forward", recording)
+    data = make_synthetic_dataset(tmp_path / "data", count=8, size=(128, 96), seed=3)
+    cfg = RunConfig(UNetConfig(base_channels=4, depth=3),
+                    DataConfig(data=str(data), patch=(32, 32), val_fraction=0.25),
+                    TrainConfig(epochs=1, batch_size=2, bn_recalibrate=True, progress=False))
+    run = fit(cfg, tmp_path / "run")
+    assert seen and set(seen) == {(32, 32)}, set(seen)  # (96, 128) before
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= row["val_dice"] <= 1.0

@@ -32,7 +32,7 @@ def test_a_patch_run_trains_at_native_size_and_predicts_larger_images_by_windows
                     TrainConfig(epochs=40, batch_size=8, lr=3e-3, progress=False))
     run = fit(cfg, tmp_path / "run")
     saved = RunConfig.load(run / "config.json")
-    assert saved.data.image_size == (96, 64) and saved.data.patch == (48, 32) and saved.data.patch_scale == 1.0
+    assert saved.data.image_size == (96, 64) and saved.data.patch == (48, 32) and saved.data.patch_scale == (1.0, 1.0)
     predictor = Predictor.from_run(run, device="cpu")
     assert predictor.tile == (48, 32)
     big = make_synthetic_dataset(tmp_path / "big", count=4, size=(192, 128), seed=3)  # larger than any training image

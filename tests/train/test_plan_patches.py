@@ -39,7 +39,7 @@ def test_a_plan_that_chose_patches_resumes_bit_exact(tmp_path):
     killed.communicate()
     cfg = RunConfig.load(tmp_path / "run" / "config.json")
     # one-pixel lines: every resized size loses them, so the plan trains 32x32 crops of the 256x192 images
-    assert cfg.data.patch == (32, 32) and cfg.data.image_size == (256, 192) and cfg.data.patch_scale == 1.0
+    assert cfg.data.patch == (32, 32) and cfg.data.image_size == (256, 192) and cfg.data.patch_scale == (1.0, 1.0)
     assert "patch" in cfg.train.plan["chosen"] and cfg.train.max_steps > 8
     resumed = _unetseg("train", "--resume", str(tmp_path / "run"))
     _, err = resumed.communicate()

@@ -232,8 +232,8 @@ class Predictor:
         size, _ = image_info(path)  # the original size, from the header only
         target = self.config.data.image_size
         if self.config.data.patch is not None:  # each image at the training scale, at its own size
-            scale = self.config.data.patch_scale
-            target = (max(16, round(size[0] * scale)), max(16, round(size[1] * scale)))
+            scale_x, scale_y = self.config.data.patch_scale
+            target = (max(16, round(size[0] * scale_x)), max(16, round(size[1] * scale_y)))
         return read_image(path, target, self.config.model.in_channels), size
 
     def _scored(self, paths: Sequence[Path], progress: bool

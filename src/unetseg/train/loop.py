@@ -60,7 +60,8 @@ from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, TARGET, Bu
 from unetseg.train.run_dir import prepare_run_dir, process_cache, record_session, truncate_metrics
 from unetseg.train.schedule import corrected_warmup, make_schedule, run_total, set_total, steps_per_epoch
 from unetseg.train.step import TrainStep
-from unetseg.train.validate import SavedWeights, evaluate
+from unetseg.infer.windows import window_starts
+from unetseg.train.validate import WINDOW_OVERLAP, SavedWeights, evaluate, validation_window
 from unetseg.train.weights import WeightAverage
 
 logger = logging.getLogger(__name__)
@@ -187,12 +188,12 @@ def _plan_before_decode(pairing: Pairing, cfg: RunConfig, keep: set[str], budget
                                  f"resize them to one before cropping")
             cfg.data.image_size = native
             keep.add("data.image_size")
-        cfg.data.patch_scale = cfg.data.image_size[0] / native[0]
+        cfg.data.patch_scale = (cfg.data.image_size[0] / native[0], cfg.data.image_size[1] / native[1])
         if cfg.data.patch[0] > cfg.data.image_size[0] or cfg.data.patch[1] > cfg.data.image_size[1]:
             raise ValueError(f"--patch {cfg.data.patch[0]}x{cfg.data.patch[1]} is larger than the training "
                              f"images ({cfg.data.image_size[0]}x{cfg.data.image_size[1]})")
-        logger.info("training on random %dx%d crops of the images at %dx%d (%.3g x their %dx%d)",
-                    *cfg.data.patch, *cfg.data.image_size, cfg.data.patch_scale, *native)
+        logger.info("training on random %dx%d crops of the images at %dx%d (%.3g x %.3g their %dx%d)",
+                    *cfg.data.patch, *cfg.data.image_size, *cfg.data.patch_scale, *native)
     if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
         train_idx, val_idx = split_pairs(pairing.pairs, cfg.data)
         if world.is_main:
@@ -691,6 +692,11 @@ def _validation_estimate(data: _Data, cfg: RunConfig, clock: BudgetClock) -> flo
     per_image = clock.t_steps / max(1, clock.n_steps) / cfg.train.batch_size
     n_val = len(data.val) if data.val is not None else 0
     bn = min(len(data.train), BN_IMAGES) if cfg.train.bn_recalibrate else 0
+    window = validation_window(cfg)
+    if window is not None:  # large images: validated by overlapping windows of the patch, the BN pass on crops
+        (w, h), (pw, ph) = cfg.data.image_size, window
+        return FORWARD_SHARE * per_image * (n_val * len(window_starts(w, pw, WINDOW_OVERLAP))
+                                            * len(window_starts(h, ph, WINDOW_OVERLAP)) + bn) + 0.5
     if cfg.data.patch:  # validation and the BN pass run whole images, the steps crops
         per_image *= cfg.data.image_size[0] * cfg.data.image_size[1] / (cfg.data.patch[0] * cfg.data.patch[1])
     return FORWARD_SHARE * per_image * (n_val + bn) + 0.5

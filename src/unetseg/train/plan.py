@@ -318,7 +318,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     best = max(pool, key=lambda c: c.cost)
     m.base_channels, d.image_size = best.base, best.size
     if best.patch is not None and not given_patch:  # crops of the images at their own size, windows at prediction
-        d.patch, d.patch_scale = best.patch, 1.0
+        d.patch, d.patch_scale = best.patch, (1.0, 1.0)
         chosen.append("patch")
     if "train.memory_format" not in keep:  # the faster layout for this model on this device
         t.memory_format = "channels_last" if best.layout == torch.channels_last else "contiguous"

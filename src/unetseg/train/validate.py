@@ -19,7 +19,21 @@ from unetseg.metrics import (class_scores, confusion_matrix, counts_from_confusi
 from unetseg.model import UNet
 from unetseg.train.distributed import World
 from unetseg.train.losses import SegmentationLoss
+from unetseg.infer.windows import sliding_window_logits
 from unetseg.train.weights import WeightAverage, recalibrate_bn
+
+#: Overlap of the windows that validate a patch run's large images (the predictor's default).
+WINDOW_OVERLAP = 0.5
+
+
+def validation_window(cfg: RunConfig) -> tuple[int, int] | None:
+    """The window (the training patch) through which a patch run validates and recalibrates whole images that hold
+    more pixels than a training batch of patches (a 4000x4000 image is 30x a batch of 8 at 256x256): memory stays
+    that of a step. None: whole images go through the model."""
+    if not cfg.data.patch:
+        return None
+    image, patch = cfg.data.image_size[0] * cfg.data.image_size[1], cfg.data.patch[0] * cfg.data.patch[1]
+    return tuple(cfg.data.patch) if image > cfg.train.batch_size * patch else None  # type: ignore[return-value]
 
 
 @torch.inference_mode()
@@ -52,19 +66,27 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     dice_sum = torch.zeros(labels, dtype=torch.float64, device=device)
     dice_n = torch.zeros(labels, dtype=torch.float64, device=device)
     matrix = torch.zeros(labels, labels, dtype=torch.float64, device=device)
+    window = validation_window(cfg)
+
+    def forward(images: np.ndarray) -> torch.Tensor:
+        x = to_float(torch.from_numpy(images).to(device), cfg.data.mean, cfg.data.std)
+        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+            return model(x.contiguous(memory_format=layout))
+
     for start in range(0, len(share), batch):
         images, masks = data.take(share[start:start + batch])
-        x = to_float(torch.from_numpy(images).to(device), cfg.data.mean, cfg.data.std)
         y = torch.from_numpy(masks).to(device).long()
-        x = x.contiguous(memory_format=layout)
-        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-            logits = model(x)
+        if window is None:
+            logits = forward(images)
+        else:  # each image by windows, a training batch of them at a time
+            logits = torch.stack([sliding_window_logits(forward, image, window, WINDOW_OVERLAP, cfg.train.batch_size)
+                                  for image in images]).to(device)
         confusion = confusion_matrix(logits_to_classes(logits), y, labels)  # (images, labels, labels)
         matrix += confusion.sum(0)
         dice = dice_from_counts(counts_from_confusion(confusion))  # (images, labels)
         columns = torch.cat([foreground_mean(dice)[:, None], dice[:, 1:]], dim=1)
-        totals[0] += loss_fn(logits, y).double() * len(x)
-        totals[1] += len(x)
+        totals[0] += loss_fn(logits, y).double() * len(images)
+        totals[1] += len(images)
         dice_sum += columns.nan_to_num().sum(0)
         dice_n += (~columns.isnan()).sum(0)
     totals, dice_sum, dice_n, matrix = world.sum(torch.cat([totals, dice_sum, dice_n, matrix.flatten()])).split(
@@ -108,6 +130,8 @@ class SavedWeights:
             return self.shadow
         self.shadow.load_state_dict(self.average.state_dict() if self.average is not None else self.model.state_dict())
         if self.recalibrate:
+            window = validation_window(self.cfg)  # large images: crops of the training patch's size, a batch's worth
             recalibrate_bn(self.shadow, self.data, self.cfg.data.mean, self.cfg.data.std, self.device,
-                           self.batch_size, self.bn_images, self.layout, self.dtype)
+                           self.cfg.train.batch_size if window else self.batch_size, self.bn_images, self.layout,
+                           self.dtype, crop=window)
         return self.shadow

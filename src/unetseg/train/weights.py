@@ -51,9 +51,10 @@ class WeightAverage:
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, data: ArrayDataset, mean: tuple[float, ...], std: tuple[float, ...],
                    device: torch.device, batch_size: int, limit: int, layout: torch.memory_format,
-                   dtype: torch.dtype | None = None) -> None:
+                   dtype: torch.dtype | None = None, crop: tuple[int, int] | None = None) -> None:
     """Recompute every BatchNorm layer's running mean and variance as the plain average over up to ``limit`` training
-    images (evenly spaced, un-augmented, in batches of ``batch_size``); leaves the model in eval mode."""
+    images (evenly spaced, un-augmented, in batches of ``batch_size``); leaves the model in eval mode. With ``crop``
+    (width, height), one crop of each image at a seeded corner, as a patch run trains."""
     model.train()  # norms a model keeps in eval mode in training (a frozen encoder's) keep their statistics
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     if not norms or len(data) == 0:
@@ -66,9 +67,19 @@ def recalibrate_bn(model: nn.Module, data: ArrayDataset, mean: tuple[float, ...]
     positions = np.unique(np.linspace(0, len(data) - 1, min(limit, len(data))).round().astype(np.int64))
     for start in range(0, len(positions), batch_size):
         images, _ = data.take(positions[start:start + batch_size])
+        if crop is not None:
+            images = _crops(images, crop, np.random.default_rng(start))
         x = to_float(torch.from_numpy(images).to(device), mean, std).contiguous(memory_format=layout)
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
             model(x)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.eval()
+
+
+def _crops(images: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """One (height, width) = ``size[::-1]`` crop of each of ``images`` (N, H, W, C) at a corner drawn from ``rng``."""
+    width, height = min(size[0], images.shape[2]), min(size[1], images.shape[1])
+    ys = rng.integers(0, images.shape[1] - height + 1, len(images))
+    xs = rng.integers(0, images.shape[2] - width + 1, len(images))
+    return np.stack([image[y:y + height, x:x + width] for image, y, x in zip(images, ys, xs)])
