@@ -390,7 +390,8 @@ class TrainConfig(_JsonDataclass):
             memory when the run starts and records it in config.json (a resumed run reuses it).
         compile: wrap the model in torch.compile.
         progress: show a tqdm bar per epoch (only when stderr is a terminal).
-        checkpoint_steps: write ``last.pt`` every this many steps; 0 means every ``checkpoint_minutes``.
+        checkpoint_steps: write ``last.pt`` every this many steps of an epoch (a decision step each, also where
+            sync_every is longer); 0 means every ``checkpoint_minutes``.
             It is also written at every epoch end and on SIGINT / SIGTERM.
         checkpoint_minutes: the time between ``last.pt`` writes within an epoch when checkpoint_steps is 0.
         sync_every: the steps between the run's decisions (the step losses read back and checked, a checkpoint, a

@@ -243,3 +243,14 @@ def test_a_patch_run_validates_large_images_by_windows_of_the_patch(tmp_path, mo
     assert seen and set(seen) == {(32, 32)}, set(seen)  # (96, 128) before
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0.0 <= row["val_dice"] <= 1.0
+
+
+def test_checkpoint_steps_save_every_n_steps_whatever_the_decision_interval(synthetic_dir, tmp_path, caplog):
+    """--checkpoint-steps 5 with decisions every 16 steps (a GPU's default) saved at step 16 only, before."""
+    run = tmp_path / "run"
+    with caplog.at_level(logging.DEBUG, logger="unetseg.train.loop"):
+        _tiny_run(synthetic_dir, run, "--data", str(synthetic_dir), "--out", str(run), "--epochs", "1",
+                  "--batch-size", "1", "--sync-every", "16", "--checkpoint-steps", "5", "--base-channels", "4",
+                  "--depth", "3", "--image-size", "64x48", "--val-fraction", "0.25")
+    saves = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checkpoint saved")]
+    assert saves == [f"checkpoint saved at epoch 1 step {n}" for n in (5, 10, 15)] + ["checkpoint saved at epoch 2 step 0"]

@@ -531,7 +531,8 @@ class _Training:
             self.control.append(step, loss / share, size)
             pos.step, seen = step + 1, seen + size
             bar.update()
-            if self.control.due(global_step, pos.step >= end):
+            every = cfg.train.checkpoint_steps  # checkpoint steps are decision steps too
+            if self.control.due(global_step, pos.step >= end) or (every and pos.step % every == 0):
                 end = self._decide(epoch, global_step, end, stop.requested, bar)
             if pos.step >= end:
                 break
