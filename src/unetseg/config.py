@@ -186,6 +186,8 @@ class DataConfig(_JsonDataclass):
         classes: a classes file (CSV or JSON: value, name, optional colour; see unetseg.data.classes): the masks'
             labels with their names and colours; colour-coded (RGB) masks are decoded with its colours.
         class_names: the names of the classes in order (without a classes file), e.g. sky building pole ...
+        background: a class (its index, 0..K-1) that mean Dice leaves out, as Pascal VOC users choose; None: binary
+            masks score their foreground, multi-class masks every class (as mIoU does, which always counts all).
         class_colours: the classes' display colours (#rrggbb), from the classes file (found from the data).
         val_data, val_images, val_masks: a validation set of its own (the dataset's own split), with the same
             folder rules as data / images / masks, instead of holding out part of the training pairs.
@@ -249,6 +251,7 @@ class DataConfig(_JsonDataclass):
     ignore_index: tuple[int, ...] = ()
     classes: str = ""
     class_names: list[str] | None = None
+    background: int | None = None
     class_colours: list[str] | None = None
     val_data: str = ""
     val_images: str = ""

@@ -107,6 +107,32 @@ def iou_from_counts(counts: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 0, tp / denom.clamp(min=1), torch.full_like(denom, float("nan")))
 
 
+def scored_classes(labels: int, background: int | None = None) -> list[int]:
+    """The classes a mean Dice (and an image's mean IoU) averages over: the foreground of binary masks (class 1);
+    every class of multi-class masks but a declared ``background`` (``DataConfig.background``), as mIoU counts every
+    class: on road scenes class 0 is sky, not background."""
+    if labels <= 2:
+        return [1]
+    return [k for k in range(labels) if k != background]
+
+
+def check_background(background: int | None, labels: int) -> int | None:
+    """``background`` where it is a class of ``labels`` (binary masks: ignored, they score their foreground).
+
+    Raises:
+        ValueError: one line, for a class the masks do not have.
+    """
+    if background is not None and labels > 2 and not 0 <= background < labels:
+        raise ValueError(f"--background {background}: the masks hold {labels} classes (0..{labels - 1})")
+    return background
+
+
+def class_mean(scores: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Mean of (..., num_labels) scores over ``classes`` (:func:`scored_classes`), leaving out NaN (classes absent
+    from both target and prediction); NaN when every one is NaN."""
+    return torch.nanmean(scores[..., classes], dim=-1)
+
+
 def foreground_mean(scores: torch.Tensor) -> torch.Tensor:
     """Mean over the foreground labels (all but label 0) of (..., num_labels) scores, leaving out NaN (classes
     absent from both target and prediction); NaN when every foreground label is NaN."""

@@ -68,7 +68,7 @@ def test_three_class_colour_masks_train_predict_and_score_per_class(tmp_path):
     predictor = Predictor.from_run(run, device="cpu")
     assert predictor.config.model.num_classes == 3 and predictor.encoding.mode == "RGB"
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert len(record["val_dice_per_class"]) == 2  # the curves draw each foreground class
+    assert len(record["val_dice_per_class"]) == 3  # every class (class 0 is scored too)
     written = predict_folder(predictor, root / "images", tmp_path / "pred", overlays=False)
     colours = {tuple(c) for c in COLOURS.tolist()}
     for path in written:
@@ -76,9 +76,9 @@ def test_three_class_colour_masks_train_predict_and_score_per_class(tmp_path):
         assert image.mode == "RGB" and image.size == (56, 40)
         assert {tuple(c) for c in np.unique(np.asarray(image).reshape(-1, 3), axis=0).tolist()} <= colours
     result = evaluate_pairs(predictor, find_pairs(root), tmp_path / "eval")
-    assert set(result["per_image"][0]) == {"image", "dice", "iou", "dice_class1", "dice_class2"}
+    assert set(result["per_image"][0]) == {"image", "dice", "iou", "dice_class0", "dice_class1", "dice_class2"}
     row = result["per_image"][0]
-    assert row["dice"] == pytest.approx((row["dice_class1"] + row["dice_class2"]) / 2)
+    assert row["dice"] == pytest.approx(np.nanmean([row["dice_class0"], row["dice_class1"], row["dice_class2"]]))
     assert "mean_dice_class2" in json.loads((tmp_path / "eval" / "summary.json").read_text())
 
 

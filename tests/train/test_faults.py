@@ -254,3 +254,39 @@ def test_checkpoint_steps_save_every_n_steps_whatever_the_decision_interval(synt
                   "--depth", "3", "--image-size", "64x48", "--val-fraction", "0.25")
     saves = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checkpoint saved")]
     assert saves == [f"checkpoint saved at epoch 1 step {n}" for n in (5, 10, 15)] + ["checkpoint saved at epoch 2 step 0"]
+
+
+def test_multi_class_mean_dice_scores_every_class_unless_a_background_is_declared(tmp_path):
+    """On road scenes class 0 is sky: mean Dice averaged classes 1..K-1 (as if 0 were background) while the loss, the
+    ceiling and mIoU count every class. Now every class, unless --background K leaves K out; binary: the foreground."""
+    from unetseg import Predictor, evaluate_pairs, find_pairs, fit
+    from unetseg.config import DataConfig, TrainConfig, UNetConfig
+    from unetseg.data.check import scan
+    from unetseg.data.synthetic import VOID, make_multiclass_dataset
+    from unetseg.metrics import check_background, scored_classes
+    from unetseg.train.loop import evaluate as validate
+
+    assert scored_classes(2) == scored_classes(2, 0) == [1] and scored_classes(4) == [0, 1, 2, 3]
+    assert scored_classes(4, 0) == [1, 2, 3]
+    root = make_multiclass_dataset(tmp_path / "mc", count=8, size=(48, 32), seed=2)
+    cfg = RunConfig(UNetConfig(base_channels=4, depth=2),
+                    DataConfig(data=str(root), image_size=(48, 32), classes=str(root / "classes.csv"),
+                               ignore_index=(VOID,), val_fraction=0.25),
+                    TrainConfig(epochs=1, batch_size=4, lr=3e-3, progress=False, amp="off"))
+    run = fit(cfg, tmp_path / "run")
+    predictor = Predictor.from_run(run, device="cpu", amp="off")
+    pairs = find_pairs(root)
+    every = evaluate_pairs(predictor, pairs)
+    without = evaluate_pairs(predictor, pairs, background=0)
+    for rows, first in ((every["per_image"], 0), (without["per_image"], 1)):
+        for row in rows:
+            assert row["dice"] == pytest.approx(float(torch.tensor(
+                [row[f"dice_class{k}"] for k in range(first, 4)]).nanmean()), nan_ok=True)
+    assert every["scored_classes"] == ["background", "disc", "box", "line"] and without["scored_classes"][0] == "disc"
+    saved = RunConfig.load(run / "config.json")
+    data, _ = scan(saved, progress=False)
+    val = validate(predictor.model, data, saved, torch.device("cpu"))
+    assert len(val["dice_per_class"]) == 4  # every class, class 0 included
+    assert val["dice"] == pytest.approx(float(torch.tensor([r["dice"] for r in every["per_image"]]).nanmean()))
+    with pytest.raises(ValueError, match=r"--background 7: the masks hold 4 classes \(0..3\)"):
+        check_background(7, 4)

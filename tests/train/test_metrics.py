@@ -98,9 +98,13 @@ def test_validation_sums_give_the_loss_and_dice_of_the_whole_set_in_one_pass():
         loss = float(SegmentationLoss()(logits, y))
         dice = dice_from_counts(confusion_counts(logits_to_classes(logits), y, 3))
     assert abs(got["loss"] - loss) < 1e-5
-    assert abs(got["dice"] - float(torch.nanmean(foreground_mean(dice)))) < 1e-9
-    expected = [float(torch.nanmean(dice[:, k])) for k in (1, 2)]
+    assert abs(got["dice"] - float(torch.nanmean(torch.nanmean(dice, dim=1)))) < 1e-9  # every class, 0 included
+    expected = [float(torch.nanmean(dice[:, k])) for k in (0, 1, 2)]
     assert np.allclose(got["dice_per_class"], expected, atol=1e-9, equal_nan=True), (got, expected)
+    cfg.data.background = 0  # declared: left out of mean Dice, still shown
+    got = evaluate(model, data, cfg, torch.device("cpu"), batch_size=3)
+    assert abs(got["dice"] - float(torch.nanmean(foreground_mean(dice)))) < 1e-9
+    assert np.allclose(got["dice_per_class"], expected, atol=1e-9, equal_nan=True)
 
 
 def test_confusion_matrix_and_class_scores_against_a_brute_force_count():

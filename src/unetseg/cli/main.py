@@ -97,6 +97,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] =
                 kwargs.update(type=str, nargs="+", metavar="NAME")
             elif f.name == "class_weights":
                 kwargs.update(type=str, nargs="+", metavar="auto|W")
+            elif f.name == "background":
+                kwargs.update(type=int, metavar="K")
             elif f.name == "decoder_channels":
                 kwargs.update(type=int, nargs=5, metavar="C")
             elif typing.get_origin(hint) is tuple:
@@ -274,14 +276,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     thresholds = [round(0.05 * k, 2) for k in range(1, 20)] if args.tune_threshold else []
     meta = {"model": str(args.model), "split": args.split, "weights": args.weights, "tta": args.tta,
             "threshold": predictor.threshold}
-    result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds, meta=meta)
+    result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds, meta=meta,
+                            background=args.background)
     scored = "" if result["scored_images"] == result["images"] else \
         f", {result['images'] - result['scored_images']} with nothing to find and nothing found left out of the means"
     print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
           f"{result['global_dice']:.5f}  ({result['images']} images, {args.split}{scored})")
     if predictor.config.model.num_classes > 1:  # the field's multi-class table, from the pooled confusion matrix
+        left_out = [n for n in result["classes"] if n not in result["scored_classes"]]
         print(f"mIoU {result['miou']:.4f} over the scored classes, global pixel accuracy "
-              f"{result['pixel_accuracy']:.4f}")
+              f"{result['pixel_accuracy']:.4f}; mean Dice over {len(result['scored_classes'])} classes"
+              + (f" ({', '.join(left_out)} left out: --background)" if left_out else ""))
         width = max(len(c["name"]) for c in result["per_class"]) + 2
         print(f"{'class':<{width}}{'IoU':>8}{'Dice':>8}{'pixels':>12}")
         for c in result["per_class"]:
@@ -425,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--tune-threshold", action="store_true", help="binary models: find the threshold with the "
                            "best mean Dice on these pairs (use --split val) and store it in RUN/threshold.json, "
                            "where predict, evaluate and submit take it from")
+            p.add_argument("--background", type=int, metavar="K", default=-1,
+                           help="multi-class: leave class K out of mean Dice (default: the run's --background, "
+                           "else every class is scored; binary masks score their foreground)")
             p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser("report", help="one self-contained HTML file about one or several runs: scores, curves, "

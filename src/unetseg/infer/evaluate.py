@@ -21,8 +21,8 @@ from unetseg.infer.predict import Predictor
 from unetseg.data.classes import class_names
 from unetseg.drawing.confusion import plot_confusion
 from unetseg.drawing.overlays import display_size, error_overlay, shrink_classes
-from unetseg.metrics import (class_scores, confusion_matrix, counts_from_confusion, dice_from_counts, foreground_mean,
-                             iou_from_counts, nan_mean, threshold_dice)
+from unetseg.metrics import (check_background, class_mean, class_scores, confusion_matrix, counts_from_confusion,
+                             dice_from_counts, iou_from_counts, nan_mean, scored_classes, threshold_dice)
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,12 @@ OVERLAYS = 6  # worst and best images drawn by evaluate --out
 
 def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path | None = None,
                    progress: bool = False, thresholds: Sequence[float] = (), overlays: int = OVERLAYS,
-                   meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                   meta: dict[str, Any] | None = None, background: int | None = -1) -> dict[str, Any]:
     """Predict every pair's image and compare with its mask at the mask's original size.
 
-    Dice and IoU are averaged over the foreground classes of each image (for binary data: the foreground), and for
-    more than two labels each class's Dice is reported too; pixels outside a pair's ignore mask are not scored.
+    Dice and IoU are averaged over the scored classes of each image (binary data: the foreground; multi-class data:
+    every class but a ``background`` one, by default the run's ``DataConfig.background``, None: every class; see
+    :func:`unetseg.metrics.scored_classes`), and for more than two labels each class's Dice is reported too; pixels outside a pair's ignore mask are not scored.
     A class absent from both an image's mask and its prediction scores NaN and is left out of the means (an image
     with nothing to find and nothing found is left out of the mean over images). The global Dice pools the pixels
     of all images.
@@ -69,6 +70,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         raise DataError("nothing to evaluate: no image/mask pairs (check --data, --images/--masks or --split)")
     labels = max(2, predictor.config.model.num_classes)
     names = class_names(predictor.config.data.class_names, labels)
+    scored = scored_classes(labels, check_background(predictor.config.data.background if background == -1
+                                                     else background, labels))
     matrix = torch.zeros(labels, labels, dtype=torch.int64)
     rows = []
     by_image = {p.image: p for p in pairs}
@@ -94,10 +97,10 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         matrix += confusion
         counts = counts_from_confusion(confusion)
         dice = dice_from_counts(counts)
-        row = {"image": path.name, "dice": float(foreground_mean(dice)),
-               "iou": float(foreground_mean(iou_from_counts(counts)))}
-        if labels > 2:  # multi-class: each foreground class too
-            row.update({f"dice_class{k}": float(dice[k]) for k in range(1, labels)})
+        row = {"image": path.name, "dice": float(class_mean(dice, scored)),
+               "iou": float(class_mean(iou_from_counts(counts), scored))}
+        if labels > 2:  # multi-class: each class too
+            row.update({f"dice_class{k}": float(dice[k]) for k in range(labels)})
         rows.append(row)
         drawn.offer(row["dice"], pair, pred.numpy(), classes)
         if by_threshold:  # every threshold from one histogram of the scores, where they are
@@ -109,7 +112,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
         "scored_images": sum(r["dice"] == r["dice"] for r in rows),  # not NaN
         "mean_dice": mean["dice"],
         "mean_iou": mean["iou"],
-        "global_dice": float(foreground_mean(dice_from_counts(counts_from_confusion(matrix)))),
+        "global_dice": float(class_mean(dice_from_counts(counts_from_confusion(matrix)), scored)),
+        "scored_classes": [names[k] for k in scored],
         **{f"mean_{key}": value for key, value in mean.items() if key.startswith("dice_class")},
     }
     scores = class_scores(matrix)

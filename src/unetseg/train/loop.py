@@ -48,6 +48,7 @@ from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.split import describe_split, split_pairs
 from unetseg.data.transforms import augment
 from unetseg.drawing.curves import CurvesPainter
+from unetseg.metrics import check_background
 from unetseg.model import UNet
 from unetseg.model.encoders import normalisation
 from unetseg.model.weights import encoder_state
@@ -320,6 +321,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         cfg.data.mean, cfg.data.std = normalisation(cfg.model.encoder, cfg.model.in_channels)
         logger.info("input normalisation of %s: mean %s, std %s", cfg.model.encoder, cfg.data.mean, cfg.data.std)
     labels = max(2, cfg.model.num_classes)
+    check_background(cfg.data.background, labels)
     if not resume or "train.class_weights" in keep or (cfg.train.class_weight_values is None
                                                        and cfg.train.class_weights != "none"):
         # from the training masks at the training size, once, and recorded: a resumed run weighs as before

@@ -14,8 +14,8 @@ from unetseg._device import autocast_dtype, memory_format
 from unetseg.config import RunConfig
 from unetseg.data import ArrayDataset
 from unetseg.data.transforms import to_float
-from unetseg.metrics import (class_scores, confusion_matrix, counts_from_confusion, dice_from_counts, foreground_mean,
-                             logits_to_classes)
+from unetseg.metrics import (class_mean, class_scores, confusion_matrix, counts_from_confusion, dice_from_counts,
+                             logits_to_classes, scored_classes)
 from unetseg.model import UNet
 from unetseg.train.distributed import World
 from unetseg.train.losses import SegmentationLoss
@@ -39,7 +39,7 @@ def validation_window(cfg: RunConfig) -> tuple[int, int] | None:
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device: torch.device,
              batch_size: int | None = None, world: World = World()) -> dict[str, Any]:
-    """Loss, mean per-image Dice (foreground classes) and the pooled confusion matrix's scores on decoded data at
+    """Loss, mean per-image Dice (the scored classes: :func:`unetseg.metrics.scored_classes`) and the pooled confusion matrix's scores on decoded data at
     the training size.
 
     Under torchrun each process scores a contiguous share of the images, and the sums (losses, per-image Dice,
@@ -48,7 +48,7 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
 
     Returns:
         ``{"loss": ..., "dice": ..., "dice_per_class": [...], "miou": ..., "iou_per_class": [...],
-        "pixel_accuracy": ...}``: the per-image mean Dice of each foreground class (one entry for binary data; NaN
+        "pixel_accuracy": ...}``: the per-image mean Dice of each class (the foreground's alone for binary data; NaN
         for a class never present nor predicted); IoU of every class and their mean over the scored classes, and
         global pixel accuracy, from the confusion matrix pooled over the images (the CamVid protocol).
     """
@@ -60,13 +60,16 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
     labels = max(2, cfg.model.num_classes)
     share = np.array_split(np.arange(len(data)), world.size)[world.rank]
     batch = batch_size or cfg.train.batch_size
-    # sums over the images: (loss x images, images), and per column (foreground mean, then each foreground class)
-    # the Dice and the number of images it is defined for
+    # sums over the images: (loss x images, images), and per column (the mean over the scored classes, then the
+    # foreground of binary masks or each class) the Dice and the number of images it is defined for
     totals = torch.zeros(2, dtype=torch.float64, device=device)
-    dice_sum = torch.zeros(labels, dtype=torch.float64, device=device)
-    dice_n = torch.zeros(labels, dtype=torch.float64, device=device)
+    n_columns = 2 if labels == 2 else labels + 1
+    dice_sum = torch.zeros(n_columns, dtype=torch.float64, device=device)
+    dice_n = torch.zeros(n_columns, dtype=torch.float64, device=device)
     matrix = torch.zeros(labels, labels, dtype=torch.float64, device=device)
     window = validation_window(cfg)
+    scored = scored_classes(labels, cfg.data.background)
+    per_class = [1] if labels == 2 else list(range(labels))  # the Dice columns: the foreground, or every class
 
     def forward(images: np.ndarray) -> torch.Tensor:
         x = to_float(torch.from_numpy(images).to(device), cfg.data.mean, cfg.data.std)
@@ -84,13 +87,13 @@ def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device:
         confusion = confusion_matrix(logits_to_classes(logits), y, labels)  # (images, labels, labels)
         matrix += confusion.sum(0)
         dice = dice_from_counts(counts_from_confusion(confusion))  # (images, labels)
-        columns = torch.cat([foreground_mean(dice)[:, None], dice[:, 1:]], dim=1)
+        columns = torch.cat([class_mean(dice, scored)[:, None], dice[:, per_class]], dim=1)
         totals[0] += loss_fn(logits, y).double() * len(images)
         totals[1] += len(images)
         dice_sum += columns.nan_to_num().sum(0)
         dice_n += (~columns.isnan()).sum(0)
     totals, dice_sum, dice_n, matrix = world.sum(torch.cat([totals, dice_sum, dice_n, matrix.flatten()])).split(
-        [2, labels, labels, labels * labels])
+        [2, n_columns, n_columns, labels * labels])
     dice = (dice_sum / dice_n.clamp_min(1)).masked_fill(dice_n == 0, float("nan")).tolist()
     scores = class_scores(matrix.reshape(labels, labels).round().long().cpu())
     return {"loss": float(totals[0] / totals[1]) if totals[1] else float("nan"), "dice": dice[0],
