@@ -552,3 +552,26 @@ def settings_for_new_run(d: dict[str, Any], replan: bool) -> tuple[dict[str, Any
     given = {f"{section}.{name}" for section, values in out.items() if section in defaults
              for name, value in values.items() if name in defaults[section] and value != defaults[section][name]}
     return out, given
+
+
+def ignored_settings(cfg: RunConfig, given: set[str] | frozenset[str]) -> list[str]:
+    """One line for each setting the user gave (``"section.name"``) that another setting of ``cfg`` makes void, for
+    the run to warn with at its start (a budget's epochs are the plan's warning)."""
+    lines = []
+
+    def flags(*names: str) -> list[str]:
+        return [f"--{n.split('.')[1].replace('_', '-')}" for n in names if n in given]
+
+    if cfg.train.schedule == "restarts" and flags("train.warmup_steps"):
+        lines.append("--warmup-steps is ignored by the restarts schedule (only --schedule cosine warms up)")
+    restart = flags("train.restart_epochs", "train.restart_mult")
+    if cfg.train.schedule == "cosine" and restart:
+        lines.append(f"{' and '.join(restart)} ignored by the cosine schedule (they shape --schedule restarts)")
+    split = flags("data.val_fraction", "data.split", "data.group_pattern", "data.split_seed")
+    if cfg.data.has_val_folders() and split:
+        lines.append(f"{', '.join(split)} ignored: the validation folders are the split")
+    if cfg.data.patch is not None and "data.image_size" in given:
+        lines.append(f"--image-size under --patch: the images are resized to {cfg.data.image_size[0]}x"
+                     f"{cfg.data.image_size[1]} and the {cfg.data.patch[0]}x{cfg.data.patch[1]} crops taken from "
+                     f"them (prediction scales each image so); leave it out to crop at the images' own resolution")
+    return lines

@@ -141,3 +141,34 @@ def test_a_new_run_from_an_old_runs_config_plans_afresh(monkeypatch, tmp_path):
     # a resumed run keeps its own config.json whole
     args = cli.build_parser().parse_args(["train", "--resume", str(tmp_path), "--config", str(tmp_path / "config.json")])
     assert cli.build_config(args).train.micro_batch == 3
+
+
+def test_train_help_groups_every_flag_by_task_the_newcomer_s_first(capsys):
+    from unetseg.cli.main import TRAIN_GROUPS, _config_fields
+
+    placed = [name for _, names in TRAIN_GROUPS for name in names]
+    assert len(placed) == len(set(placed))
+    assert set(_config_fields(("model", "data", "train"))) <= set(placed)  # no config flag left ungrouped
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    first = text.split("start here:")[1].split("\n\n")[0]
+    assert all(flag in first for flag in ("--data", "--out", "--budget", "--epochs", "--image-size", "--resume"))
+    assert [text.index(f"\n{title}:") for title, _ in TRAIN_GROUPS] == sorted(text.index(f"\n{t}:")
+                                                                               for t, _ in TRAIN_GROUPS)
+    assert "config (" not in text  # no section left over
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--schedule", "restarts", "--warmup-steps", "50"], "--warmup-steps is ignored by the restarts schedule"),
+    (["--schedule", "cosine", "--restart-epochs", "3"], "--restart-epochs ignored by the cosine schedule"),
+    (["--val-data", "elsewhere", "--val-fraction", "0.3", "--split", "blocks"],
+     "--val-fraction, --split ignored: the validation folders are the split"),
+    (["--patch", "32x32", "--image-size", "64x48"], "--image-size under --patch: the images are resized to 64x48")])
+def test_a_flag_another_makes_void_is_one_warning(flags, words):
+    from unetseg.cli.main import build_config, build_parser, given_settings
+    from unetseg.config import ignored_settings
+
+    args = build_parser().parse_args(["train", "--out", "r", "--data", "d", *flags])
+    lines = ignored_settings(build_config(args), given_settings(args))
+    assert len(lines) == 1 and lines[0].startswith(words) and "\n" not in lines[0], lines

@@ -78,38 +78,93 @@ def _field_help(cls: type) -> dict[str, str]:
     return {name: text.replace("``", "") for name, text in helps.items()}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] = tuple(_SECTIONS)) -> None:
+#: ``unetseg train --help`` by task: the handful a newcomer needs first, then each task's flags. Every config field
+#: that is a flag is in one group (a test checks); the non-config flags (--out, --config, --resume, --overwrite) are
+#: placed by name.
+TRAIN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("start here", ("data.data", "out", "train.budget", "train.epochs", "data.image_size", "model.encoder", "resume")),
+    ("data: where the pairs are and how masks are read", (
+        "data.images", "data.masks", "data.image_pattern", "data.mask_pattern", "data.pairs_csv", "data.ignore_masks",
+        "data.ignore_pattern", "data.invert_mask", "data.ignore_index", "data.classes", "data.class_names",
+        "data.background", "data.snap_masks", "data.cache", "data.cache_dir")),
+    ("validation split", ("data.val_data", "data.val_images", "data.val_masks", "data.val_ignore_masks",
+                          "data.val_fraction", "data.split", "data.group_pattern", "data.split_seed",
+                          "train.val_every")),
+    ("model", ("model.in_channels", "model.num_classes", "model.base_channels", "model.depth", "model.encoder_weights",
+               "model.encoder_bn", "model.decoder_channels", "model.decoder_upsample")),
+    ("sizes, patches and augmentation", (
+        "data.patch", "data.oversample", "data.mean", "data.std", "data.rotate_limit", "data.hflip_p", "data.vflip_p",
+        "data.scale_limit", "data.brightness", "data.contrast", "data.saturation", "data.gamma",
+        "data.channel_shuffle_p", "data.grayscale_p", "data.noise_std")),
+    ("the recipe", ("train.batch_size", "train.lr", "train.encoder_lr_scale", "train.weight_decay", "train.max_steps",
+                    "train.schedule", "train.warmup_steps", "train.restart_epochs", "train.restart_mult",
+                    "train.min_lr", "train.loss", "train.class_weights", "train.ema_decay", "train.bn_recalibrate",
+                    "train.seed")),
+    ("device and speed", ("train.device", "train.amp", "train.memory_format", "train.micro_batch", "train.compile",
+                          "train.progress")),
+    ("output and resume", ("config", "overwrite", "train.checkpoint_steps", "train.checkpoint_minutes")),
+    ("several processes (torchrun)", ("train.sync_every", "train.sync_bn", "train.dist_timeout_minutes")),
+)
+
+
+def _config_fields(sections: Sequence[str]) -> dict[str, tuple[str, dataclasses.Field, Any, str]]:
+    """``"section.name" -> (section, field, type hint, help)`` of the config fields that are flags."""
+    fields = {}
     for section in sections:
         cls = _SECTIONS[section]
-        group = parser.add_argument_group(f"{section} config ({cls.__name__})")
         helps, hints = _field_help(cls), typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if f.name in _DERIVED:
-                continue
-            hint, kwargs = hints[f.name], {}
-            if hint is bool:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            elif f.name in ("image_size", "patch"):
-                kwargs.update(type=_size, metavar="WxH")
-            elif f.name == "ignore_index":  # 11, 11 255, 11,255 or #rrggbb, the flag repeated: DataConfig parses
-                kwargs.update(type=str, nargs="+", action="extend", metavar="V")
-            elif f.name == "class_names":
-                kwargs.update(type=str, nargs="+", metavar="NAME")
-            elif f.name == "class_weights":
-                kwargs.update(type=str, nargs="+", metavar="auto|W")
-            elif f.name == "background":
-                kwargs.update(type=int, metavar="K")
-            elif f.name == "decoder_channels":
-                kwargs.update(type=int, nargs=5, metavar="C")
-            elif typing.get_origin(hint) is tuple:
-                kwargs.update(type=float, nargs="+")
-            elif typing.get_origin(hint) is typing.Literal:
-                kwargs["choices"] = typing.get_args(hint)
+            if f.name not in _DERIVED:
+                fields[f"{section}.{f.name}"] = (section, f, hints[f.name], helps.get(f.name, ""))
+    return fields
+
+
+def _add_config_flag(group: Any, section: str, f: dataclasses.Field, hint: Any, text: str) -> None:
+    kwargs: dict[str, Any] = {"metavar": f.name.upper()}
+    if hint is bool:
+        kwargs = {"action": argparse.BooleanOptionalAction}
+    elif f.name in ("image_size", "patch"):
+        kwargs.update(type=_size, metavar="WxH")
+    elif f.name == "ignore_index":  # 11, 11 255, 11,255 or #rrggbb, the flag repeated: DataConfig parses
+        kwargs.update(type=str, nargs="+", action="extend", metavar="V")
+    elif f.name == "class_names":
+        kwargs.update(type=str, nargs="+", metavar="NAME")
+    elif f.name == "class_weights":
+        kwargs.update(type=str, nargs="+", metavar="auto|W")
+    elif f.name == "background":
+        kwargs.update(type=int, metavar="K")
+    elif f.name == "decoder_channels":
+        kwargs.update(type=int, nargs=5, metavar="C")
+    elif typing.get_origin(hint) is tuple:
+        kwargs.update(type=float, nargs="+")
+    elif typing.get_origin(hint) is typing.Literal:
+        kwargs = {"choices": typing.get_args(hint)}
+    else:
+        kwargs["type"] = hint
+    group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
+                       help=f"{text} (default: {_default_text(f)})", **kwargs)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] = tuple(_SECTIONS),
+                      groups: Sequence[tuple[str, Sequence[str]]] = (),
+                      others: dict[str, Callable[[Any], None]] | None = None) -> None:
+    """The config fields of ``sections`` as flags: in ``groups`` (title, "section.name" or a name of ``others``,
+    whose function adds that flag to the group), or else one group per section."""
+    fields = _config_fields(sections)
+    others = others or {}
+    for title, names in groups:
+        group = parser.add_argument_group(title)
+        for name in names:
+            if name in others:
+                others[name](group)
             else:
-                kwargs["type"] = hint
-            text = helps.get(f.name, "")
-            group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
-                               help=f"{text} (default: {_default_text(f)})", **kwargs)
+                _add_config_flag(group, *fields.pop(name))
+    for section in sections:
+        left = [value for key, value in fields.items() if key.startswith(f"{section}.")]
+        if left:
+            group = parser.add_argument_group(f"{section} config ({_SECTIONS[section].__name__})")
+            for value in left:
+                _add_config_flag(group, *value)
 
 
 def _default_text(f: dataclasses.Field) -> str:
@@ -367,15 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a U-Net on a folder of image/mask pairs")
-    p.add_argument("--out", help="run folder to write (config.json, model.safetensors, last.pt, metrics.jsonl)")
-    p.add_argument("--config", help="a config.json to start from (flags override it)")
-    p.add_argument("--resume", metavar="RUN|auto", help="auto (with --out RUN): resume from RUN/last.pt where it is "
-                   "there, start afresh where RUN is absent or empty, refuse a folder holding anything else (for "
-                   "torchrun --max-restarts, preemptible machines, schedulers that run a command again). RUN: "
-                   "continue the run in this folder from its last.pt (its config.json, "
-                   "changed by any flags given, e.g. --epochs 30)")
-    p.add_argument("--overwrite", action="store_true", help="replace a run folder that is not empty")
-    _add_config_flags(p)
+    _add_config_flags(p, groups=TRAIN_GROUPS, others={
+        "out": lambda g: g.add_argument("--out", help="run folder to write (config.json, model.safetensors, last.pt, "
+                                        "metrics.jsonl)"),
+        "config": lambda g: g.add_argument("--config", help="a config.json to start from (flags override it)"),
+        "resume": lambda g: g.add_argument(
+            "--resume", metavar="RUN|auto", help="auto (with --out RUN): resume from RUN/last.pt where it is there, "
+            "start afresh where RUN is absent or empty, refuse a folder holding anything else (for torchrun "
+            "--max-restarts, preemptible machines, schedulers that run a command again). RUN: continue the run in "
+            "this folder from its last.pt (its config.json, changed by any flags given, e.g. --epochs 30)"),
+        "overwrite": lambda g: g.add_argument("--overwrite", action="store_true",
+                                              help="replace a run folder that is not empty")})
     p.set_defaults(handler=_cmd_train)
 
     for name, helptext in (("predict", "write a mask (and an overlay) per image"),

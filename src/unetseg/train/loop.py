@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from unetseg._device import autocast_dtype, free_memory, memory_format
 from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, SPLIT_FILE, STATE_FILE, WEIGHTS_FILE, load_training_state,
                                 save_training_state, save_weights)
-from unetseg.config import RunConfig, parse_duration
+from unetseg.config import RunConfig, ignored_settings, parse_duration
 from unetseg.data import ArrayDataset
 from unetseg.data.ceiling import dataset_ceiling, dice_from_iou
 from unetseg.data.classes import class_names
@@ -338,6 +338,8 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     if resume:
         _resumed_length(cfg, keep, per_epoch)
     if world.is_main:
+        for line in ignored_settings(cfg, keep):
+            logger.warning("warning: %s", line)
         cfg.save(out / CONFIG_FILE)  # the run's settings, decided: from here on they are only read
     if cfg.train.sync_bn and world.size > 1 and device.type == "cpu":
         raise ValueError("--sync-bn: SyncBatchNorm runs on GPUs only; leave it out on CPUs")
