@@ -61,10 +61,11 @@ def _fake_speed(monkeypatch):
 def _plan(plan, maps, labels, budget="10m", native=(480, 360), keep=(), uniform=True) -> RunConfig:
     cfg = RunConfig()
     cfg.train.budget = budget
-    plan.make_plan(cfg, 300, 30, native, torch.device("cpu"), None, torch.contiguous_format, set(keep),
-                   time.monotonic(), ceiling=lambda sizes: resolution_ceiling(maps, sizes, labels),
-                   num_labels=labels, uniform=uniform)
-    return cfg
+    planned = plan.make_plan(cfg, 300, 30, native, torch.device("cpu"), None, torch.contiguous_format, set(keep),
+                             time.monotonic(), ceiling=lambda sizes: resolution_ceiling(maps, sizes, labels),
+                             num_labels=labels, uniform=uniform)
+    assert cfg.train.plan is None  # a new config: the one given is not written
+    return planned
 
 
 def test_the_plan_takes_a_finer_size_for_thin_classes(monkeypatch):
@@ -109,9 +110,9 @@ def test_binary_thin_lines_get_patches_at_full_resolution_and_blobs_keep_the_lad
     # a size the user gives wins
     given = RunConfig()
     given.train.budget, given.data.image_size = "10m", (256, 256)
-    plan.make_plan(given, 300, 30, (1024, 1024), torch.device("cpu"), None, torch.contiguous_format,
-                   {"data.image_size"}, time.monotonic(), ceiling=lambda s: resolution_ceiling([_vessels(True)], s, 2),
-                   uniform=True)
+    given = plan.make_plan(given, 300, 30, (1024, 1024), torch.device("cpu"), None, torch.contiguous_format,
+                           {"data.image_size"}, time.monotonic(),
+                           ceiling=lambda s: resolution_ceiling([_vessels(True)], s, 2), uniform=True)
     assert given.data.image_size == (256, 256) and given.data.patch is None
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import typing
+from typing import Any
 from collections.abc import Callable, Sequence
 from pathlib import Path
 

@@ -3,7 +3,9 @@
 ``fit`` reads as the recipe; each concern has its own room:
 
 - the run folder (made, resumed, restarted; the session records): :mod:`unetseg.train.run_dir`;
-- the data and the plan (check, pair, split, decode, budget plan): here, before the model is built;
+- the data and the plan (check, pair, split, decode, budget plan), before step 1: :mod:`unetseg.train.prepare`;
+- the settings: decided before step 1 and saved in ``config.json``; the run reads a frozen copy (a budget run's
+  corrected step total lives in ``last.pt``);
 - the data placement (the cache on the GPU or staged through pinned buffers, batches, crops):
   :mod:`unetseg.train.placement`;
 - one training step (micro-batches, gradient scaling, DDP's ``no_sync``): :mod:`unetseg.train.step`;
@@ -24,8 +26,6 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +35,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from unetseg._device import autocast_dtype, free_memory, memory_format
-from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, SPLIT_FILE, STATE_FILE, WEIGHTS_FILE, load_training_state,
+from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, STATE_FILE, WEIGHTS_FILE, load_training_state,
                                 save_training_state, save_weights)
 from unetseg.config import RunConfig, ignored_settings, parse_duration
-from unetseg.data import ArrayDataset
-from unetseg.data.ceiling import dataset_ceiling, dice_from_iou
 from unetseg.data.classes import class_names
-from unetseg.data.check import adopt, format_report, scan
-from unetseg.data.io import image_info
-from unetseg.data.node_cache import load_node_cache
-from unetseg.data.pairing import Pairing, pair_files
-from unetseg.data.split import describe_split, split_pairs
 from unetseg.data.transforms import augment
 from unetseg.drawing.curves import CurvesPainter
 from unetseg.metrics import check_background
@@ -57,163 +50,20 @@ from unetseg.train.control import StepControl, decision_interval
 from unetseg.train.distributed import World, check_batches, close_world, init_world
 from unetseg.train.losses import SegmentationLoss, resolve_class_weights
 from unetseg.train.placement import BatchSource, class_centres, cpu_generator, seed_of
-from unetseg.train.plan import BN_IMAGES, FORWARD_SHARE, SEED_PIXELS, TARGET, BudgetClock, make_plan, size_for
+from unetseg.train.plan import BN_IMAGES, TARGET, BudgetClock
+from unetseg.train.prepare import RunData, load_data, plan_before_decode
 from unetseg.train.run_dir import prepare_run_dir, process_cache, record_session, truncate_metrics
 from unetseg.train.schedule import corrected_warmup, make_schedule, run_total, set_total, steps_per_epoch
 from unetseg.train.step import TrainStep
-from unetseg.infer.windows import window_starts
-from unetseg.train.validate import WINDOW_OVERLAP, SavedWeights, evaluate, validation_window
+from unetseg.train.validate import FORWARD_SHARE, SavedWeights, evaluate, validation_seconds
 from unetseg.train.weights import WeightAverage
 
 logger = logging.getLogger(__name__)
 
-CARVANA_SIZE = (1918, 1280)  # the seed's 480x320 is made for these photos
 #: Per-GPU batches under which a multi-GPU run suggests --sync-bn (batch norm over so few images is noisy).
 SMALL_BN_BATCH = 8
 
 __all__ = ["fit", "evaluate", "whole_batch", "auto_micro_batch", "changed_settings"]
-
-
-@dataclass
-class _Data:
-    train: ArrayDataset
-    val: ArrayDataset | None
-    check: str = ""  # the check-data report of the data
-    ceiling: dict[str, Any] | None = None  # the resolution ceiling at the training size (data/ceiling.py)
-    node_cache: Path | None = None  # the folder of a cache shared by the node's processes
-
-
-def _load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
-               before_decode: Callable[[Pairing], None] | None = None) -> _Data:
-    """Check, pair, split (saved to ``split.json``) and decode the dataset; writes what the data decides (mask
-    encoding, channels, classes) into ``cfg``. ``before_decode`` sees the pairing first (the budget plan, which
-    chooses the size the images are decoded to).
-
-    Raises:
-        DataError: listing every problem the checks found, the first in front.
-    """
-    pairing = pair_files(cfg.data)
-    if before_decode is not None:
-        before_decode(pairing)
-    width, height = cfg.data.image_size
-    pairs_bytes = len(pairing.pairs) * width * height * cfg.model.in_channels
-    node_cache = None
-    if world.local_size > 1 and cfg.data.cache != "memory":  # torchrun: one decode per node, shared
-        data, report, node_cache = load_node_cache(cfg, pairing, out, world.local_rank, progress=cfg.train.progress)
-    else:
-        on_disk = cfg.data.cache == "disk" or (cfg.data.cache == "auto" and
-                                               pairs_bytes > free_memory(torch.device("cpu")) // 2)
-        cache_file = process_cache(cfg, out, world) if on_disk else None
-        if on_disk:
-            logger.info("decoded images (%.1f GB) go to a memory-mapped cache: %s", pairs_bytes / 1e9, cache_file)
-        data, report = scan(cfg, progress=cfg.train.progress, cache_file=cache_file, pairing=pairing)
-    report.raise_errors()  # before the notes: a run that cannot start says why in one line
-    for note in report.notes:
-        logger.info("%s", note)
-    for warning in report.warnings[:5]:
-        logger.warning("warning: %s", warning)
-    assert data is not None
-    adopt(cfg, data, report)
-    pairs = data.pairs
-    split_path = out / SPLIT_FILE
-    if any(p.split == "val" for p in pairs):  # the validation folders are the split, also on resume
-        train_idx, val_idx = split_pairs(pairs, cfg.data)
-        split = {"train": [pairs[i].image.name for i in train_idx], "val": [pairs[i].image.name for i in val_idx],
-                 "val_folders": cfg.data.val_data or cfg.data.val_images}
-        if world.is_main:
-            split_path.write_text(json.dumps(split, indent=1) + "\n")
-    elif resume and split_path.is_file():
-        split = json.loads(split_path.read_text())
-        by_name = {p.image.name: i for i, p in enumerate(pairs)}
-        train_idx = [by_name[n] for n in split["train"] if n in by_name]
-        val_idx = [by_name[n] for n in split["val"] if n in by_name]
-    else:
-        train_idx, val_idx = split_pairs(pairs, cfg.data)
-        split = {"train": [pairs[i].image.name for i in train_idx], "val": [pairs[i].image.name for i in val_idx]}
-        if world.is_main:
-            split_path.write_text(json.dumps(split, indent=1) + "\n")
-    enc = data.encoding
-    logger.info("data: %d pairs (%s), %d train / %d validation (%s); %d channel(s), mask values %s -> %d classes%s%s",
-                len(pairs), report.rule, len(train_idx), len(val_idx), describe_split(pairs, cfg.data),
-                cfg.model.in_channels, enc.describe(enc.values), enc.num_labels,
-                f" ({', '.join(report.names)})" if cfg.data.class_names else "",
-                f", {enc.describe(enc.ignore)} ignored" if enc.ignore else "")
-    ceiling = _training_ceiling(cfg, [pairs[i].mask for i in train_idx]) if world.is_main else None
-    return _Data(data.subset(train_idx), data.subset(val_idx) if val_idx else None, check=format_report(report),
-                 ceiling=ceiling, node_cache=node_cache)
-
-
-def _training_ceiling(cfg: RunConfig, masks: list[Path]) -> dict[str, Any] | None:
-    """The resolution ceiling (Dice per class, the worst) of sampled training masks at the training size, for the
-    run's record and report; None where the masks hold no labels."""
-    try:
-        rows, k = dataset_ceiling(masks, [tuple(cfg.data.image_size)], cfg.data.ignore_index)
-    except Exception as err:  # noqa: BLE001 - a record, never a reason to stop
-        logger.debug("no resolution ceiling: %s", err)
-        return None
-    if k == 0:
-        return None
-    dice = dice_from_iou(rows[0])
-    logger.info("resolution ceiling at %dx%d: Dice <= %.3f for the worst class (sampled training masks shrunk to it "
-                "and enlarged back)", *cfg.data.image_size, float(np.nanmin(dice)) if not np.isnan(dice).all() else 1.0)
-    return {"size": list(cfg.data.image_size), "dice_per_class": [None if np.isnan(v) else round(float(v), 4)
-                                                                   for v in dice]}
-
-
-def _one_size(pairing: Pairing, native: tuple[int, int]) -> bool:
-    """Whether every image of the pairing has the size ``native`` (headers only)."""
-    try:
-        return all(image_info(p.image)[0] == native for p in pairing.pairs)
-    except Exception:  # noqa: BLE001 - the checks report unreadable files
-        return False
-
-
-
-def _plan_before_decode(pairing: Pairing, cfg: RunConfig, keep: set[str], budget: float | None, resume: bool,
-                        world: World, device: torch.device, dtype: torch.dtype | None,
-                        layout: torch.memory_format, started: float, derived: list[tuple[int, int]]) -> None:
-    """Before decoding: the budget plan, or a training size that keeps the images' aspect ratio (appended to
-    ``derived``, for the log)."""
-    if resume or not pairing.pairs or pairing.problems:
-        return  # a resumed run keeps its plan and size; files in error are reported first
-    try:
-        native, _ = image_info(pairing.pairs[0].image)
-    except Exception:  # noqa: BLE001 - the checks report unreadable files
-        return
-    if cfg.data.patch is not None:  # crops of the images at their own resolution, unless a size is given
-        if "data.image_size" not in keep:
-            sizes = {image_info(p.image)[0] for p in pairing.pairs}  # headers only
-            if len(sizes) > 1:
-                shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
-                raise ValueError(f"--patch: the images differ in size ({shown}, ...): give --image-size to "
-                                 f"resize them to one before cropping")
-            cfg.data.image_size = native
-            keep.add("data.image_size")
-        cfg.data.patch_scale = (cfg.data.image_size[0] / native[0], cfg.data.image_size[1] / native[1])
-        if cfg.data.patch[0] > cfg.data.image_size[0] or cfg.data.patch[1] > cfg.data.image_size[1]:
-            raise ValueError(f"--patch {cfg.data.patch[0]}x{cfg.data.patch[1]} is larger than the training "
-                             f"images ({cfg.data.image_size[0]}x{cfg.data.image_size[1]})")
-        logger.info("training on random %dx%d crops of the images at %dx%d (%.3g x %.3g their %dx%d)",
-                    *cfg.data.patch, *cfg.data.image_size, *cfg.data.patch_scale, *native)
-    if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
-        train_idx, val_idx = split_pairs(pairing.pairs, cfg.data)
-        if world.is_main:
-            masks = [] if cfg.data.snap_masks else [pairing.pairs[i].mask for i in train_idx]  # JPEG masks:
-            try:                                                                                # stray values
-                found = dataset_ceiling(masks, [], cfg.data.ignore_index)[1]
-            except Exception as err:  # noqa: BLE001 - the checks report unreadable masks
-                logger.debug("no resolution ceiling: %s", err)
-                found = 0
-            uniform = "data.image_size" not in keep and _one_size(pairing, native)
-            make_plan(cfg, len(train_idx), len(val_idx), native, device, dtype, layout, keep, started,
-                      world.size, lambda sizes: dataset_ceiling(masks, sizes, cfg.data.ignore_index)[0],
-                      max(2, found), uniform)
-        planned = RunConfig.from_dict(world.broadcast_object(cfg.to_dict()))  # one plan for every process
-        cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
-    elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
-        cfg.data.image_size = size_for(native[0] / native[1], min(1.0, native[0] * native[1] / SEED_PIXELS),
-                                        native)
-        derived.append(native)
 
 
 def whole_batch(cfg: RunConfig) -> int:
@@ -307,7 +157,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     layout = memory_format(device, cfg.train.memory_format, training=True, encoder=cfg.model.pretrained())
     budget = parse_duration(cfg.train.budget) if cfg.train.budget else None
     derived: list[tuple[int, int]] = []
-    data = _load_data(cfg, out, resume, world, before_decode=lambda pairing: _plan_before_decode(
+    data = load_data(cfg, out, resume, world, before_decode=lambda pairing: plan_before_decode(
         pairing, cfg, keep, budget, resume, world, device, dtype, layout, started, derived))
     if derived:  # logged once the data has passed its checks, so a run that cannot start says only why
         logger.info("training size %dx%d: about the seed's 480x320 pixel count (never more than the images'), "
@@ -369,7 +219,7 @@ class _Training:
     """One training session of a run: the model, its optimiser and schedule, the batches, and the epochs."""
 
     def __init__(self, cfg: RunConfig, out: Path, world: World, device: torch.device, dtype: torch.dtype | None,
-                 layout: torch.memory_format, data: _Data, state: dict[str, Any] | None, budget: float | None,
+                 layout: torch.memory_format, data: RunData, state: dict[str, Any] | None, budget: float | None,
                  started: float, pretrained: tuple[dict[str, torch.Tensor] | None, str] = (None, "none")) -> None:
         self.cfg, self.out, self.world, self.device, self.dtype, self.layout = cfg, out, world, device, dtype, layout
         self.data, self.budget, self.started = data, budget, started
@@ -692,22 +542,15 @@ def _finite(value: float) -> float | None:
 
 
 
-def _validation_estimate(data: _Data, cfg: RunConfig, clock: BudgetClock) -> float:
-    """Seconds of one validation before any was timed: the BN pass and the validation forward passes."""
-    per_image = clock.t_steps / max(1, clock.n_steps) / cfg.train.batch_size
+def _validation_estimate(data: RunData, cfg: RunConfig, clock: BudgetClock) -> float:
+    """Seconds of one validation before any was timed, as the plan estimated it, from the steps timed so far."""
+    per_sample = clock.t_steps / max(1, clock.n_steps) / cfg.train.batch_size
     n_val = len(data.val) if data.val is not None else 0
-    bn = min(len(data.train), BN_IMAGES) if cfg.train.bn_recalibrate else 0
-    window = validation_window(cfg)
-    if window is not None:  # large images: validated by overlapping windows of the patch, the BN pass on crops
-        (w, h), (pw, ph) = cfg.data.image_size, window
-        return FORWARD_SHARE * per_image * (n_val * len(window_starts(w, pw, WINDOW_OVERLAP))
-                                            * len(window_starts(h, ph, WINDOW_OVERLAP)) + bn) + 0.5
-    if cfg.data.patch:  # validation and the BN pass run whole images, the steps crops
-        per_image *= cfg.data.image_size[0] * cfg.data.image_size[1] / (cfg.data.patch[0] * cfg.data.patch[1])
-    return FORWARD_SHARE * per_image * (n_val + bn) + 0.5
+    return validation_seconds(len(data.train), n_val, per_sample, tuple(cfg.data.image_size), cfg.data.patch,
+                              cfg.train.batch_size, BN_IMAGES if cfg.train.bn_recalibrate else 0) + 0.5
 
 
-def _log_forecast(step_seconds: list[float], steps_left: int, cfg: RunConfig, data: _Data, steps: int) -> None:
+def _log_forecast(step_seconds: list[float], steps_left: int, cfg: RunConfig, data: RunData, steps: int) -> None:
     """Log the run's expected duration from its first timed steps; hint at --budget when it runs past a day."""
     per_step = sorted(step_seconds)[len(step_seconds) // 2]
     n_val = len(data.val) if data.val is not None else 0

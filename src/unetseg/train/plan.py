@@ -31,6 +31,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ from unetseg.model.weights import WeightsError, find_imagenet
 from unetseg.train.distributed import batch_for, check_batches
 from unetseg.train.losses import SegmentationLoss
 from unetseg.train.schedule import steps_per_epoch
+from unetseg.train.validate import validation_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +65,6 @@ TARGET = 0.96
 VALIDATIONS = 8
 #: Images used to recompute batch-norm statistics.
 BN_IMAGES = 256
-#: A forward pass costs about this share of a training step.
-FORWARD_SHARE = 0.35
 #: Where a size of LADDER leaves the score a resolution ceiling (Dice) under this, the data has structures that
 #: shrinking destroys: DRIVE's held-out Dice was about 0.9 x the ceiling at two sizes (0.73 at 0.80, 0.77 at 0.85), so
 #: a size must keep 0.9 for the vessels to reach 0.8. Carvana keeps 0.99 at 160x112: its plan is the ladder's.
@@ -164,18 +164,21 @@ class Choice:
         """Relative FLOPs of one training sample (an image, or a patch)."""
         return _flops(self.base, self.patch or self.size)
 
-    def area(self) -> float:
-        """The cost of a whole image in training samples (validation and BN passes run whole images): 1, or
-        image / patch."""
-        return 1.0 if self.patch is None else self.size[0] * self.size[1] / (self.patch[0] * self.patch[1])
+
+Ladder = list[tuple[int, tuple[int, int], "tuple[int, int] | None"]]  # (base channels, size, patch) to measure
+Scores = dict[tuple[int, int], float]  # training size -> the score's resolution ceiling (Dice)
+Worst = dict[tuple[int, int], tuple[float, int]]  # training size -> (Dice, class) of the worst class
 
 
 def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int], device: torch.device,
               dtype: torch.dtype | None, layout: torch.memory_format, keep: set[str], started: float,
               processes: int = 1, ceiling: Callable[[list[tuple[int, int]]], np.ndarray] | None = None,
-              num_labels: int = 2, uniform: bool = False) -> None:
-    """Fill ``cfg`` for a budget run (``cfg.train.budget``): every setting not named in ``keep`` (dotted names such
-    as ``"model.base_channels"``) may be chosen; the choices, measurements and reasons go to ``cfg.train.plan``.
+              num_labels: int = 2, uniform: bool = False) -> RunConfig:
+    """The run's settings for a budget run (``cfg.train.budget``): a copy of ``cfg`` in which every setting not named
+    in ``keep`` (dotted names such as ``"model.base_channels"``) may be chosen; the choices, measurements and
+    reasons go to its ``train.plan``. The steps, each a function of its own: the batch, the candidates
+    (:func:`candidates`), their speed (:func:`measure`), the choice (:func:`choose`) and the record
+    (:func:`record`).
 
     Args:
         n_train, n_val: training and validation images.
@@ -187,21 +190,121 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         num_labels: the number of classes (2 for binary masks).
         uniform: the images all have the size ``native``: full-resolution patches are candidates too.
     """
+    cfg = RunConfig.from_dict(cfg.to_dict())
     budget = parse_duration(cfg.train.budget)
-    t, d, m = cfg.train, cfg.data, cfg.model
+    t, m = cfg.train, cfg.model
     chosen: list[str] = []
     if "train.batch_size" not in keep:
         t.batch_size = batch_for(max(2, min(16 if device.type == "cuda" else 8, n_train // 4 or 2)), n_train,
                                  processes)
         chosen.append("batch_size")
     check_batches(n_train, t.batch_size, processes, t.sync_bn)  # before the probes spend the budget
-    batch = t.batch_size
     for name in ("epochs", "max_steps"):
         if f"train.{name}" in keep:
             logger.warning("warning: --%s is set by --budget; the value given is replaced", name.replace("_", "-"))
+    given_patch = "data.patch" in keep and cfg.data.patch is not None
+    score, worst = ({}, {}) if ceiling is None or given_patch else \
+        ceiling_scores(ceiling, sorted({_resized(cfg, keep, native, scale) for _, scale in LADDER + FINE_LADDER}
+                                       - {native}), native, num_labels)
+    # where the ladder's sizes destroy the structures scored, full-resolution patches (and finer sizes) join it
+    thin = "data.image_size" not in keep and bool(score) and any(
+        score[_resized(cfg, keep, native, scale)] < CEILING_FLOOR for _, scale in LADDER)
+    # ImageNet features for multi-class scenes where shrinking destroys nothing (CamVid: +0.07 to +0.11 mIoU at
+    # 5 minutes); binary masks keep the plain U-Net (Carvana, DRIVE, membrane: 0.003-0.012 Dice below it at 3 minutes)
+    if "model.encoder" not in keep and not m.pretrained() and num_labels > 2 and not thin \
+            and not {"model.base_channels", "model.encoder_weights"} & keep and encoder_available(PLAN_ENCODER):
+        m.encoder, m.encoder_weights = PLAN_ENCODER, "imagenet"
+        chosen += ["encoder", "encoder_weights"]
+    ladder = candidates(cfg, keep, native, thin, uniform)
+    choices, probe_spent = measure(ladder, cfg, device, dtype, layout, keep, processes, 0.03 * budget)
+    available = TARGET * budget - (time.monotonic() - started)
+    need = PRETRAINED_MIN_IMAGES if m.pretrained() else MIN_IMAGES
+    best, why = choose(choices, available, n_train, n_val, t.batch_size, need, thin, score)
+    augmentation = record(cfg, best, keep, chosen, available, n_train, n_val, processes, num_labels, given_patch)
+    t.plan = {
+        "budget_s": budget, "device": str(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
+        "chosen": chosen, "encoder": m.encoder,
+        "augmentation": augmentation,
+        "train_images": n_train, "val_images": n_val,
+        "candidates": [{"base_channels": c.base, "image_size": list(c.size),
+                        **({"patch": list(c.patch)} if c.patch else {}),
+                        "s_per_image": round(c.seconds_per_image, 5), "measured": c.measured,
+                        "memory_format": str(c.layout).split(".")[-1],
+                        **({"ceiling_dice": round(score[c.size], 4), "ceiling_worst_dice": round(worst[c.size][0], 4),
+                            "ceiling_worst_class": worst[c.size][1]} if c.size in score else {})} for c in choices],
+        "probe_s": round(probe_spent, 2),
+        "rule": why,
+        "planned_steps": t.max_steps,
+    }
+    _log_plan(cfg, best, started, device, score, worst, choices, num_labels, why)
+    return cfg
+
+
+def _resized(cfg: RunConfig, keep: set[str], native: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The training size at ``scale`` x the seed's pixels (never more than the images'), or the size given."""
+    if "data.image_size" in keep:
+        return tuple(cfg.data.image_size)  # type: ignore[return-value]
+    return size_for(native[0] / native[1], min(scale, native[0] * native[1] / SEED_PIXELS), native)
+
+
+def ceiling_scores(ceiling: Callable[[list[tuple[int, int]]], np.ndarray], sizes: list[tuple[int, int]],
+                   native: tuple[int, int], num_labels: int) -> tuple[Scores, Worst]:
+    """At each size, the ceiling (Dice) of the score the run is judged by (binary: the foreground's, taken as the worse
+    of the two classes; multi-class: the mean over classes) and the worst class; the images' own size loses nothing.
+    Empty where the ceiling cannot be read (the plan then chooses by speed alone)."""
+    try:
+        rows = ceiling(sizes)
+    except Exception as err:  # noqa: BLE001 - the ceiling informs the plan; without it, speed alone decides
+        logger.warning("warning: no resolution ceiling (%s): the plan chooses by speed alone", err)
+        return {}, {}
+    if not rows.size:
+        return {}, {}
+    dice = dice_from_iou(rows)
+    worst = {size: worst_class(dice[i]) for i, size in enumerate(sizes)}
+    score = {size: worst[size][0] if num_labels <= 2 else float(np.nanmean(dice[i])) for i, size in enumerate(sizes)}
+    worst[native], score[native] = (1.0, -1), 1.0
+    return score, worst
+
+
+def candidates(cfg: RunConfig, keep: set[str], native: tuple[int, int], thin: bool, uniform: bool) -> Ladder:
+    """The (base channels, size, patch) to measure, cheapest first: the ladder of sizes; for ``thin`` data (shrinking
+    destroys what is scored) finer sizes and, for images of one size, full-resolution patches; the user's patches
+    where given. A width given, or a pretrained encoder (it has no width), is kept in every candidate."""
+    m, d = cfg.model, cfg.data
+    ladder: Ladder = []
+
+    def add(b: int, s: tuple[int, int], patch: tuple[int, int] | None) -> None:
+        b = m.base_channels if "model.base_channels" in keep or m.pretrained() else b
+        if (b, s, patch) not in ladder:
+            ladder.append((b, s, patch))
+
+    if "data.patch" in keep and d.patch is not None:  # the user's crops, of the images at the given (or own) size
+        for base, _ in LADDER:
+            add(base, tuple(d.image_size), tuple(d.patch))  # type: ignore[arg-type]
+    else:
+        for base, scale in LADDER + (FINE_LADDER if thin else ()):
+            add(base, _resized(cfg, keep, native, scale), None)
+        if thin and uniform:
+            for base, side in PATCH_LADDER:
+                patch = (min(side, native[0] // 16 * 16), min(side, native[1] // 16 * 16))
+                if native[0] * native[1] >= 2 * patch[0] * patch[1]:
+                    add(base, native, patch)
+    ladder.sort(key=lambda c: _flops(c[0], c[2] or c[1]))
+    return ladder
+
+
+def measure(ladder: Ladder, cfg: RunConfig, device: torch.device, dtype: torch.dtype | None,
+            layout: torch.memory_format, keep: set[str], processes: int, probe_limit: float
+            ) -> tuple[list[Choice], float]:
+    """Each candidate's seconds per image of the global batch, timed in both memory layouts where ``probe_limit``
+    seconds allow (which one is faster depends on the model, the device and the precision: benchmarks/plan_speed.py;
+    the "auto" layout first), else estimated from a measured one of its width, by pixels (FLOPs across widths are not
+    comparable: a base-8 step ran 4x slower than base 16's per FLOP on the Xeon with AMX). Returns the choices and
+    the seconds the probes took."""
+    batch = cfg.train.batch_size
 
     def probe(trial: RunConfig, lay: torch.memory_format) -> float:
-        """Seconds per image of the global batch; infinite where one process's share does not fit the device."""
+        """Infinite where one process's share does not fit the device."""
         try:
             return measure_step(trial, device, dtype, lay, max(1, batch // processes)) / processes
         except torch.OutOfMemoryError:
@@ -210,67 +313,12 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             if device.type == "cuda":
                 torch.cuda.empty_cache()  # the probes' memory goes back before the run sizes its micro-batch
 
-    aspect, native_scale = native[0] / native[1], native[0] * native[1] / SEED_PIXELS
-    given_size, given_patch = "data.image_size" in keep, "data.patch" in keep and d.patch is not None
-    ladder: list[tuple[int, tuple[int, int], tuple[int, int] | None]] = []
-
-    def add(b: int, s: tuple[int, int], patch: tuple[int, int] | None) -> None:
-        # a pretrained encoder has no width to choose: its candidates differ in size only
-        b = m.base_channels if "model.base_channels" in keep or m.pretrained() else b
-        if (b, s, patch) not in ladder:
-            ladder.append((b, s, patch))
-
-    def resized(scale: float) -> tuple[int, int]:
-        return d.image_size if given_size else size_for(aspect, min(scale, native_scale), native)
-
-    # at each size, the ceiling (Dice) of the score the run is judged by (binary: the foreground's, taken as the worse
-    # of the two classes; multi-class: the mean over classes) and the worst class; patches lose nothing
-    score: dict[tuple[int, int], float] = {}
-    worst: dict[tuple[int, int], tuple[float, int]] = {}
-    if ceiling is not None and not given_patch:
-        sizes = sorted({resized(scale) for _, scale in LADDER + FINE_LADDER} - {native})
-        try:
-            rows = ceiling(sizes)
-        except Exception as err:  # noqa: BLE001 - the ceiling informs the plan; without it, speed alone decides
-            logger.warning("warning: no resolution ceiling (%s): the plan chooses by speed alone", err)
-            rows = np.zeros((0, 0))
-        if rows.size:
-            dice = dice_from_iou(rows)
-            worst = {size: worst_class(dice[i]) for i, size in enumerate(sizes)}
-            score = {size: worst[size][0] if num_labels <= 2 else float(np.nanmean(dice[i]))
-                     for i, size in enumerate(sizes)}
-            worst[native], score[native] = (1.0, -1), 1.0
-    # where the ladder's sizes destroy the structures scored, full-resolution patches (and finer sizes) join it
-    thin = not given_size and any(score[resized(scale)] < CEILING_FLOOR for _, scale in LADDER) if score else False
-    # ImageNet features for multi-class scenes where shrinking destroys nothing (CamVid: +0.07 to +0.11 mIoU at
-    # 5 minutes); binary masks keep the plain U-Net (Carvana, DRIVE, membrane: 0.003-0.012 Dice below it at 3 minutes)
-    if "model.encoder" not in keep and not m.pretrained() and num_labels > 2 and not thin \
-            and not {"model.base_channels", "model.encoder_weights"} & keep and encoder_available(PLAN_ENCODER):
-        m.encoder, m.encoder_weights = PLAN_ENCODER, "imagenet"
-        chosen += ["encoder", "encoder_weights"]
-    need = PRETRAINED_MIN_IMAGES if m.pretrained() else MIN_IMAGES
-    if given_patch:  # the user's crops, of the images at the given (or their own) size
-        for base, _ in LADDER:
-            add(base, d.image_size, tuple(d.patch))
-    else:
-        for base, scale in LADDER + (FINE_LADDER if thin else ()):
-            add(base, resized(scale), None)
-        if thin and uniform:
-            for base, side in PATCH_LADDER:
-                patch = (min(side, native[0] // 16 * 16), min(side, native[1] // 16 * 16))
-                if native[0] * native[1] >= 2 * patch[0] * patch[1]:
-                    add(base, native, patch)
-    ladder.sort(key=lambda c: _flops(c[0], c[2] or c[1]))
     choices: list[Choice] = []
-    probe_spent, probe_limit = 0.0, 0.03 * budget
-    # each candidate in both memory layouts where the probes' time allows (which one is faster depends on the model,
-    # the device and the precision: benchmarks/plan_speed.py), the "auto" layout first
+    spent = 0.0
     other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
     layouts = [layout] if "train.memory_format" in keep else [layout, other]
     for b, s, patch in ladder:
         measured = [c for c in choices if c.measured]
-        # an unmeasured candidate is estimated from a measured one of its width, by pixels (FLOPs across widths are
-        # not comparable: a base-8 step ran 4x slower than base 16's per FLOP on the Xeon with AMX)
         like = [c for c in measured if c.base == b] or measured
         est = like[-1].seconds_per_image * _flops(b, patch or s) / like[-1].cost if like else None
         trial = RunConfig.from_dict(cfg.to_dict())
@@ -278,24 +326,31 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         timed: dict[torch.memory_format, float] = {}
         for lay in layouts:
             guess = min(timed.values()) if timed else est
-            if guess is not None and probe_spent + 3 * batch * guess >= probe_limit:
+            if guess is not None and spent + 3 * batch * guess >= probe_limit:
                 break
             t0 = time.perf_counter()
             timed[lay] = probe(trial, lay)
-            probe_spent += time.perf_counter() - t0
+            spent += time.perf_counter() - t0
         if timed:
-            fastest = min(timed, key=timed.get)
+            fastest = min(timed, key=timed.get)  # type: ignore[arg-type]
             choices.append(Choice(b, s, timed[fastest], True, fastest, patch))
         else:
-            choices.append(Choice(b, s, est, False, measured[-1].layout, patch))
-    available = TARGET * budget - (time.monotonic() - started)
+            choices.append(Choice(b, s, est, False, measured[-1].layout, patch))  # type: ignore[arg-type]
+    return choices, spent
 
-    def sees_enough(c: Choice) -> bool:
-        train_s = available - reserve_seconds(n_train, n_val, c.seconds_per_image * c.area(), VALIDATIONS) - \
-            decode_seconds(n_train + n_val)
-        return train_s / c.seconds_per_image >= need
 
-    enough = [c for c in choices if sees_enough(c)]
+def _train_seconds(c: Choice, available: float, n_train: int, n_val: int, batch: int) -> float:
+    """The seconds left for training steps with candidate ``c``: the budget's less validations and decoding."""
+    return available - reserve_seconds(VALIDATIONS, validation_seconds(
+        n_train, n_val, c.seconds_per_image, c.size, c.patch, batch, BN_IMAGES)) - decode_seconds(n_train + n_val)
+
+
+def choose(choices: list[Choice], available: float, n_train: int, n_val: int, batch: int, need: int, thin: bool,
+           score: Scores) -> tuple[Choice, str]:
+    """The rule: the costliest candidate that sees ``need`` training images in the ``available`` seconds; for thin
+    data, among the full-resolution patch candidates, else the sizes that keep a ceiling of CEILING_FLOOR, else the
+    highest ceiling. Returns the choice and why."""
+    enough = [c for c in choices if _train_seconds(c, available, n_train, n_val, batch) / c.seconds_per_image >= need]
     if not enough:
         pool, why = choices[:1], f"no candidate sees {need} training images: the cheapest"
     elif not thin:
@@ -315,7 +370,15 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             pool = [c for c in enough if score[c.size] >= top - 1e-9]
             why = (f"no size that keeps a resolution ceiling >= {CEILING_FLOOR} Dice sees {need} images in time: "
                    f"the highest ceiling among the candidates that do, the costliest there")
-    best = max(pool, key=lambda c: c.cost)
+    return max(pool, key=lambda c: c.cost), why
+
+
+def record(cfg: RunConfig, best: Choice, keep: set[str], chosen: list[str], available: float, n_train: int,
+           n_val: int, processes: int, num_labels: int, given_patch: bool) -> dict[str, float]:
+    """Write the choice and the recipe of budget runs into ``cfg`` (the settings not in ``keep``; each name set
+    appended to ``chosen``): width, size, patch, layout, lr, schedule, BN recalibration, loss, class weights,
+    augmentation, and the step total that fills the ``available`` seconds. Returns the augmentation set."""
+    t, d, m = cfg.train, cfg.data, cfg.model
     m.base_channels, d.image_size = best.base, best.size
     if best.patch is not None and not given_patch:  # crops of the images at their own size, windows at prediction
         d.patch, d.patch_scale = best.patch, (1.0, 1.0)
@@ -327,69 +390,50 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         chosen.append("base_channels")
     if "data.image_size" not in keep:
         chosen.append("image_size")
-    if "train.lr" not in keep:
-        t.lr = 1e-3
-        chosen.append("lr")
-    if m.pretrained() and "train.encoder_lr_scale" not in keep:
-        t.encoder_lr_scale = PLAN_ENCODER_LR_SCALE
-        chosen.append("encoder_lr_scale")
-    if "train.schedule" not in keep:
-        t.schedule = "cosine"
-        chosen.append("schedule")
-    if "train.bn_recalibrate" not in keep:
-        t.bn_recalibrate = True
-        chosen.append("bn_recalibrate")
-    if "train.loss" not in keep:
-        t.loss = BUDGET_LOSS
-        chosen.append("loss")
-    if num_labels > 2 and "train.class_weights" not in keep:  # rare classes are found only when weighed
-        t.class_weights = MULTICLASS_WEIGHTS
-        chosen.append("class_weights")
+    recipe: dict[str, Any] = {"lr": 1e-3, **({"encoder_lr_scale": PLAN_ENCODER_LR_SCALE} if m.pretrained() else {}),
+                              "schedule": "cosine", "bn_recalibrate": True, "loss": BUDGET_LOSS,
+                              # rare classes are found only when weighed
+                              **({"class_weights": MULTICLASS_WEIGHTS} if num_labels > 2 else {})}
+    for name, value in recipe.items():
+        if f"train.{name}" not in keep:
+            setattr(t, name, value)
+            chosen.append(name)
     # multi-class scenes: colour tells classes apart (sky, vegetation, road), so no channel shuffles or grey images
-    strong = {k: v for k, v in STRONG_AUGMENTATION.items()
-              if num_labels <= 2 or k not in ("channel_shuffle_p", "grayscale_p")}
-    augmentation = {k: v for k, v in strong.items() if f"data.{k}" not in keep}
-    for k, v in augmentation.items():
-        setattr(d, k, v)
-    per_epoch = steps_per_epoch(n_train, batch, processes, t.compile)  # as the loop counts them
-    train_s = available - reserve_seconds(n_train, n_val, best.seconds_per_image * best.area(), VALIDATIONS) - \
-        decode_seconds(n_train + n_val)
-    total = max(1, int(train_s / (best.seconds_per_image * batch)))
-    t.max_steps = total
-    t.epochs = math.ceil(total / per_epoch)
+    augmentation = {k: v for k, v in STRONG_AUGMENTATION.items() if f"data.{k}" not in keep
+                    and (num_labels <= 2 or k not in ("channel_shuffle_p", "grayscale_p"))}
+    for name, value in augmentation.items():
+        setattr(d, name, value)
+    per_epoch = steps_per_epoch(n_train, t.batch_size, processes, t.compile)  # as the loop counts them
+    t.max_steps = max(1, int(_train_seconds(best, available, n_train, n_val, t.batch_size)
+                             / (best.seconds_per_image * t.batch_size)))
+    t.epochs = math.ceil(t.max_steps / per_epoch)
     if "train.val_every" not in keep:
         t.val_every = max(1, math.ceil(t.epochs / VALIDATIONS))
         chosen.append("val_every")
     if "train.warmup_steps" not in keep:
-        t.warmup_steps = max(5, min(200, total // 30))
+        t.warmup_steps = max(5, min(200, t.max_steps // 30))
         chosen.append("warmup_steps")
-    t.plan = {
-        "budget_s": budget, "device": str(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
-        "chosen": chosen, "encoder": m.encoder,
-        "augmentation": augmentation, "train_images": n_train, "val_images": n_val,
-        "candidates": [{"base_channels": c.base, "image_size": list(c.size),
-                        **({"patch": list(c.patch)} if c.patch else {}),
-                        "s_per_image": round(c.seconds_per_image, 5), "measured": c.measured,
-                        "memory_format": str(c.layout).split(".")[-1],
-                        **({"ceiling_dice": round(score[c.size], 4), "ceiling_worst_dice": round(worst[c.size][0], 4),
-                            "ceiling_worst_class": worst[c.size][1]} if c.size in score else {})} for c in choices],
-        "probe_s": round(probe_spent, 2),
-        "rule": why,
-        "planned_steps": total,
-    }
-    images_seen = total * batch
+    return augmentation
+
+
+def _log_plan(cfg: RunConfig, best: Choice, started: float, device: torch.device, score: Scores, worst: Worst,
+              choices: list[Choice], num_labels: int, why: str) -> None:
+    t, d, m = cfg.train, cfg.data, cfg.model
+    budget = parse_duration(t.budget)
     ends = time.strftime("%H:%M:%S", time.localtime(time.time() + TARGET * budget - (time.monotonic() - started)))
+    augmentation = t.plan["augmentation"]
     logger.info("budget %s: plan on %s (%s): %s at %dx%d%s, batch %d, lr %g, %s schedule over %d steps "
                 "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s)%s, loss %s%s, "
-                "ending about %s; measured %.3f s/image (%s); augmentation %s; chosen: %s", cfg.train.budget, device,
+                "ending about %s; measured %.3f s/image (%s); augmentation %s; chosen: %s", t.budget, device,
                 t.plan["precision"], f"U-Net on {m.encoder} (ImageNet)" if m.pretrained() else
                 f"U-Net base {m.base_channels}", *d.image_size,
-                f" on {d.patch[0]}x{d.patch[1]} patches" if d.patch else "", batch, t.lr, t.schedule, total, t.epochs,
-                n_train,
-                images_seen, t.warmup_steps, t.val_every, ", BN recalibrated" if t.bn_recalibrate else "", t.loss,
+                f" on {d.patch[0]}x{d.patch[1]} patches" if d.patch else "", t.batch_size, t.lr, t.schedule,
+                t.max_steps, t.epochs, t.plan["train_images"], t.max_steps * t.batch_size, t.warmup_steps,
+                t.val_every, ", BN recalibrated" if t.bn_recalibrate else "", t.loss,
                 "" if t.class_weights == "none" else f" with class weights {t.class_weights}", ends,
                 best.seconds_per_image, t.memory_format,
-                ", ".join(f"{k} {v}" for k, v in augmentation.items()) or "as given", ", ".join(chosen) or "nothing")
+                ", ".join(f"{k} {v}" for k, v in augmentation.items()) or "as given",
+                ", ".join(t.plan["chosen"]) or "nothing")
     if score:
         logger.info("budget: candidates (base, size: s/image, resolution ceiling as Dice of the %s, and of the worst "
                     "class): %s", "foreground" if num_labels <= 2 else "mean over classes", "; ".join(
@@ -410,10 +454,9 @@ def decode_seconds(n: int) -> float:
     return 0.01 * n
 
 
-def reserve_seconds(n_train: int, n_val: int, seconds_per_image: float, validations: int) -> float:
-    """Time outside training steps: each validation (a batch-norm pass over up to BN_IMAGES training images and a
-    forward pass over the validation images), the final one included, plus checkpoint writes."""
-    per_validation = FORWARD_SHARE * seconds_per_image * (min(n_train, BN_IMAGES) + n_val)
+def reserve_seconds(validations: int, per_validation: float) -> float:
+    """Time outside training steps: each validation (``validation_seconds``), the final one included, plus
+    checkpoint writes."""
     return (validations + 1) * per_validation + 2.0
 
 

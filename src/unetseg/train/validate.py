@@ -19,21 +19,44 @@ from unetseg.metrics import (class_mean, class_scores, confusion_matrix, counts_
 from unetseg.model import UNet
 from unetseg.train.distributed import World
 from unetseg.train.losses import SegmentationLoss
-from unetseg.infer.windows import sliding_window_logits
+from unetseg.infer.windows import sliding_window_logits, window_starts
 from unetseg.train.weights import WeightAverage, recalibrate_bn
 
 #: Overlap of the windows that validate a patch run's large images (the predictor's default).
 WINDOW_OVERLAP = 0.5
+#: A forward pass costs about this share of a training step.
+FORWARD_SHARE = 0.35
 
 
 def validation_window(cfg: RunConfig) -> tuple[int, int] | None:
     """The window (the training patch) through which a patch run validates and recalibrates whole images that hold
     more pixels than a training batch of patches (a 4000x4000 image is 30x a batch of 8 at 256x256): memory stays
     that of a step. None: whole images go through the model."""
-    if not cfg.data.patch:
+    return window_for(tuple(cfg.data.image_size), cfg.data.patch, cfg.train.batch_size)  # type: ignore[arg-type]
+
+
+def window_for(image_size: tuple[int, int], patch: tuple[int, int] | None,
+               batch_size: int) -> tuple[int, int] | None:
+    """:func:`validation_window` of a training size, patch and batch."""
+    if not patch:
         return None
-    image, patch = cfg.data.image_size[0] * cfg.data.image_size[1], cfg.data.patch[0] * cfg.data.patch[1]
-    return tuple(cfg.data.patch) if image > cfg.train.batch_size * patch else None  # type: ignore[return-value]
+    return tuple(patch) if image_size[0] * image_size[1] > batch_size * patch[0] * patch[1] else None  # type: ignore
+
+
+def validation_seconds(n_train: int, n_val: int, per_sample: float, image_size: tuple[int, int],
+                       patch: tuple[int, int] | None, batch_size: int, bn_images: int) -> float:
+    """Seconds of one validation, from the seconds of one training sample (an image, or a patch): the batch-norm
+    pass over up to ``bn_images`` training images (0: none) and the forward passes over the validation images, whole,
+    or by windows of the patch where :func:`window_for` says so. The plan reserves it, a budget run's clock starts
+    from it: one estimate for both."""
+    bn = min(n_train, bn_images)
+    window = window_for(image_size, patch, batch_size)
+    if window is not None:  # windows of the patch, a crop each for the BN pass
+        windows = len(window_starts(image_size[0], window[0], WINDOW_OVERLAP)) * \
+            len(window_starts(image_size[1], window[1], WINDOW_OVERLAP))
+        return FORWARD_SHARE * per_sample * (n_val * windows + bn)
+    area = 1.0 if patch is None else image_size[0] * image_size[1] / (patch[0] * patch[1])
+    return FORWARD_SHARE * per_sample * area * (n_val + bn)
 
 
 @torch.inference_mode()
