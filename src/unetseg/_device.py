@@ -76,6 +76,8 @@ def memory_format(device: torch.device, setting: str, training: bool, encoder: b
 
 #: Where Linux mounts the control groups (v2: one tree; v1: a folder per controller).
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: This process's cgroups, one line per hierarchy (v2: ``0::/path``; v1: ``N:memory:/path``).
+PROC_CGROUP = Path("/proc/self/cgroup")
 #: A v1 limit this large means none (the kernel writes the largest page-aligned 64-bit value).
 _NO_LIMIT = 1 << 60
 
@@ -106,32 +108,52 @@ def _read_int(path: Path) -> int | None:
 
 
 def _own_cgroups(root: Path) -> list[Path]:
-    """The folders of this process's cgroups under ``root``, innermost first, then ``root`` itself (a container sees
-    its own cgroup as the root)."""
-    folders = []
+    """The folders of this process's memory cgroup under ``root`` and of each cgroup above it (a limit set on a
+    job's cgroup holds for its steps), then ``root`` itself (a container sees its own cgroup as the root)."""
+    folders: list[Path] = []
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
+        for line in PROC_CGROUP.read_text().splitlines():
             _, controllers, path = line.split(":", 2)
             if controllers in ("", "memory") or "memory" in controllers.split(","):
-                sub = (root / "memory") if controllers and (root / "memory").is_dir() else root
-                folders.append(sub / path.lstrip("/"))
+                base = (root / "memory") if controllers and (root / "memory").is_dir() else root
+                folder = base / path.strip("/")
+                while folder != base and base in folder.parents:
+                    folders.append(folder)
+                    folder = folder.parent
     except (OSError, ValueError):
         pass
     return list(dict.fromkeys([*folders, root, root / "memory"]))
 
 
+def _reclaimable(folder: Path) -> int:
+    """Bytes of the cgroup's usage that the kernel reclaims on demand (its inactive file cache), as MemAvailable
+    leaves it out too: a container that has just read its dataset is not full."""
+    try:
+        for line in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("inactive_file", "total_inactive_file") and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
 def cgroup_free(root: Path | None = None) -> int | None:
-    """Bytes this process's memory cgroup has left (its limit less its usage: cgroup v2 ``memory.max`` and
-    ``memory.current``, v1 ``memory.limit_in_bytes`` and ``memory.usage_in_bytes``); None without a limit. In a
-    container limited to 16 GB on a 512 GB host, MemAvailable speaks of the host, the cgroup of the container."""
+    """Bytes this process's memory cgroups have left: the least over the cgroup and those above it of its limit less
+    its usage (cgroup v2 ``memory.max`` and ``memory.current``, v1 ``memory.limit_in_bytes`` and
+    ``memory.usage_in_bytes``), less reclaimable file cache; None without a limit. In a container limited to 16 GB
+    on a 512 GB host, MemAvailable speaks of the host, the cgroup of the container."""
     root = CGROUP_ROOT if root is None else root
+    free = None
     for folder in _own_cgroups(root):
         for limit_file, usage_file in (("memory.max", "memory.current"),
                                        ("memory.limit_in_bytes", "memory.usage_in_bytes")):
             limit = _read_int(folder / limit_file)
             if limit is not None and limit < _NO_LIMIT:
-                return max(0, limit - (_read_int(folder / usage_file) or 0))
-    return None
+                used = max(0, (_read_int(folder / usage_file) or 0) - _reclaimable(folder))
+                free = max(0, limit - used) if free is None else min(free, max(0, limit - used))
+                break
+    return free
 
 
 def device_name(device: torch.device) -> str:

@@ -74,7 +74,7 @@ def test_a_short_budget_completes_its_schedule_near_the_budget_and_keeps_given_s
     assert cfg.train.schedule == "cosine" and cfg.data.brightness > 0 and cfg.train.bn_recalibrate
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     schedule = load_training_state(run / "last.pt")["schedule"]  # the corrected total: in last.pt, not config.json
-    assert schedule["configured"][0] == cfg.train.max_steps == plan["planned_steps"]
+    assert schedule["configured"]["max_steps"] == cfg.train.max_steps == plan["planned_steps"]
     assert rows[-1]["step"] == schedule["total"]  # every planned (and corrected) optimiser step ran
     assert rows[-1]["epoch"] == math.ceil(schedule["total"] / steps_per_epoch(plan["train_images"], cfg.train.batch_size))
     assert rows[-1]["lr"] < 0.05 * cfg.train.lr  # the schedule ended: the learning rate decayed to (near) zero

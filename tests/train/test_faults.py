@@ -218,7 +218,26 @@ def test_a_patch_run_predicts_at_the_scale_it_trained_on_both_axes(tmp_path):
     assert RunConfig.from_dict(old).data.patch_scale == (0.5, 0.5)
 
 
-def test_a_patch_run_validates_large_images_by_windows_of_the_patch(tmp_path, monkeypatch):
+def test_resume_changes_the_length_only_where_a_value_changed():
+    """--resume auto runs the first command line again: the same --max-steps (epochs left at 20) changes nothing."""
+    from unetseg.train.loop import _resumed_length
+
+    stored = RunConfig()
+    stored.train.max_steps = 5000
+    same = RunConfig.from_dict(stored.to_dict())
+    _resumed_length(same, stored, 100)
+    assert (same.train.epochs, same.train.max_steps) == (20, 5000)
+    longer = RunConfig.from_dict(stored.to_dict())
+    longer.train.epochs = 80
+    _resumed_length(longer, stored, 100)
+    assert (longer.train.epochs, longer.train.max_steps) == (80, 0)
+    more = RunConfig.from_dict(stored.to_dict())
+    more.train.max_steps = 9000
+    _resumed_length(more, stored, 100)
+    assert (more.train.epochs, more.train.max_steps) == (90, 9000)
+
+
+def test_a_patch_run_validates_large_images_by_windows_of_the_patch(tmp_path, monkeypatch, caplog):
     """Validation and the batch-norm pass of a patch run whose whole images hold more pixels than a batch of patches
     see windows of the patch, never a whole image (a 4000x4000 image ran out of GPU memory)."""
     from unetseg import fit
@@ -239,8 +258,10 @@ def test_a_patch_run_validates_large_images_by_windows_of_the_patch(tmp_path, mo
     cfg = RunConfig(UNetConfig(base_channels=4, depth=3),
                     DataConfig(data=str(data), patch=(32, 32), val_fraction=0.25),
                     TrainConfig(epochs=1, batch_size=2, bn_recalibrate=True, progress=False))
-    run = fit(cfg, tmp_path / "run")
+    with caplog.at_level(logging.WARNING):
+        run = fit(cfg, tmp_path / "run")
     assert seen and set(seen) == {(32, 32)}, set(seen)  # (96, 128) before
+    assert "--image-size" not in caplog.text  # not given: no warning about it
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0.0 <= row["val_dice"] <= 1.0
 
@@ -253,7 +274,8 @@ def test_checkpoint_steps_save_every_n_steps_whatever_the_decision_interval(synt
                   "--batch-size", "1", "--sync-every", "16", "--checkpoint-steps", "5", "--base-channels", "4",
                   "--depth", "3", "--image-size", "64x48", "--val-fraction", "0.25")
     saves = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checkpoint saved")]
-    assert saves == [f"checkpoint saved at epoch 1 step {n}" for n in (5, 10, 15)] + ["checkpoint saved at epoch 2 step 0"]
+    assert saves == [f"checkpoint saved at epoch 1 step {n}" for n in (5, 10, 15)] + [
+        "checkpoint saved at epoch 2 step 0"]
 
 
 def test_multi_class_mean_dice_scores_every_class_unless_a_background_is_declared(tmp_path):
@@ -290,3 +312,22 @@ def test_multi_class_mean_dice_scores_every_class_unless_a_background_is_declare
     assert val["dice"] == pytest.approx(float(torch.tensor([r["dice"] for r in every["per_image"]]).nanmean()))
     with pytest.raises(ValueError, match=r"--background 7: the masks hold 4 classes \(0..3\)"):
         check_background(7, 4)
+
+
+def test_the_container_limit_leaves_out_file_cache_and_holds_from_above(monkeypatch, tmp_path):
+    """Usage counts the page cache the kernel reclaims (MemAvailable leaves it out); a job's limit holds for its
+    steps."""
+    (tmp_path / "memory.max").write_text("4294967296\n")  # 4 GiB limit, 3.5 GiB used of which 3 GiB inactive cache
+    (tmp_path / "memory.current").write_text(str(7 << 29) + "\n")
+    (tmp_path / "memory.stat").write_text(f"anon 100\ninactive_file {3 << 30}\nactive_file 5\n")
+    monkeypatch.setattr(_device, "CGROUP_ROOT", tmp_path)
+    assert _device.cgroup_free() == (4 << 30) - (1 << 29)
+    job = tmp_path / "job" / "step"
+    job.mkdir(parents=True)
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "job" / "memory.max").write_text(str(1 << 30) + "\n")  # the job's 1 GiB, none on its step
+    (tmp_path / "job" / "memory.current").write_text("0\n")
+    (job / "memory.max").write_text("max\n")
+    (tmp_path / "cgroup").write_text("0::/job/step\n")
+    monkeypatch.setattr(_device, "PROC_CGROUP", tmp_path / "cgroup")
+    assert _device.cgroup_free() == 1 << 30

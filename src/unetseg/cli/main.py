@@ -63,6 +63,16 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _background(text: str) -> int | None:
+    """``evaluate --background``: a class index, or none."""
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a class index or none, got {text!r}") from None
+
+
 def _field_help(cls: type) -> dict[str, str]:
     """``name -> text`` from the "Attributes:" section of a dataclass docstring."""
     helps: dict[str, str] = {}
@@ -243,8 +253,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             logger.info("--resume auto: resuming the run in %s", args.out)
             args.config = None  # the run's own config.json, which the first start wrote from the command's
             stored = json.loads((Path(args.out) / "config.json").read_text()).get("train", {}).get("budget")
-            if vars(args).get("train.budget") == stored:  # the same --budget: the run keeps its plan
-                vars(args).pop("train.budget", None)
+            if vars(args).get("train.budget") == stored:  # the same --budget: the run keeps its plan, and its
+                for key in ("train.budget", "train.epochs", "train.max_steps"):  # step total (the plan's to set)
+                    vars(args).pop(key, None)
     elif args.resume and args.out and Path(args.resume) != Path(args.out):
         raise ValueError(f"--resume {args.resume} with --out {args.out}: a run resumes in its own folder (or give "
                          f"--out RUN --resume auto)")
@@ -488,9 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--tune-threshold", action="store_true", help="binary models: find the threshold with the "
                            "best mean Dice on these pairs (use --split val) and store it in RUN/threshold.json, "
                            "where predict, evaluate and submit take it from")
-            p.add_argument("--background", type=int, metavar="K", default=-1,
-                           help="multi-class: leave class K out of mean Dice (default: the run's --background, "
-                           "else every class is scored; binary masks score their foreground)")
+            p.add_argument("--background", type=_background, metavar="K|none", default=-1,
+                           help="multi-class: leave class K out of mean Dice, or none: score every class (default: "
+                           "the run's --background; binary masks score their foreground)")
             p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser("report", help="one self-contained HTML file about one or several runs: scores, curves, "

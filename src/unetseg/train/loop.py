@@ -153,6 +153,9 @@ def _format_duration(seconds: float) -> str:
 def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.device, keep: set[str],
          started: float, pretrained: tuple[dict[str, torch.Tensor] | None, str]) -> Path:
     state = load_training_state(out / STATE_FILE) if resume else None
+    # what the run's config.json said before this session's flags
+    stored = RunConfig.load(out / CONFIG_FILE) if resume and (out / CONFIG_FILE).is_file() else None
+    given = set(keep)  # the user's settings (the plan adds to keep what it decides)
     dtype = autocast_dtype(device, cfg.train.amp)
     layout = memory_format(device, cfg.train.memory_format, training=True, encoder=cfg.model.pretrained())
     budget = parse_duration(cfg.train.budget) if cfg.train.budget else None
@@ -185,15 +188,15 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         # 0's choice for all (free memory differs between GPUs, and with --sync-bn every forward pass is a collective)
         cfg.train.micro_batch = world.broadcast_int(auto_micro_batch(cfg, device) if world.is_main else 0, device)
     per_epoch = steps_per_epoch(len(data.train), cfg.train.batch_size, world.size, cfg.train.compile)
-    if resume:
-        _resumed_length(cfg, keep, per_epoch)
-    if world.is_main:
-        for line in ignored_settings(cfg, keep):
-            logger.warning("warning: %s", line)
-        cfg.save(out / CONFIG_FILE)  # the run's settings, decided: from here on they are only read
+    if stored is not None:
+        _resumed_length(cfg, stored, per_epoch)
     if cfg.train.sync_bn and world.size > 1 and device.type == "cpu":
         raise ValueError("--sync-bn: SyncBatchNorm runs on GPUs only; leave it out on CPUs")
     check_batches(len(data.train), cfg.train.batch_size, world.size, cfg.train.sync_bn)
+    if world.is_main:
+        for line in ignored_settings(cfg, given):
+            logger.warning("warning: %s", line)
+        cfg.save(out / CONFIG_FILE)  # the run's settings, decided: from here on they are only read
     _Training(cfg.frozen(), out, world, device, dtype, layout, data, state, budget, started, pretrained).run()
     world.barrier()
     if data.node_cache is not None and world.local_rank == 0:  # finished: the node's cache goes (a run that failed
@@ -203,16 +206,20 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     return out
 
 
-def _resumed_length(cfg: RunConfig, keep: set[str], per_epoch: int) -> None:
-    """A resumed run given ``--epochs`` or ``--max-steps`` (not both) trains to that: the other no longer caps it (a
-    budget run's config.json holds its planned step total as ``max_steps``)."""
-    epochs, steps = "train.epochs" in keep, "train.max_steps" in keep
+def _resumed_length(cfg: RunConfig, stored: RunConfig, per_epoch: int) -> None:
+    """A resumed run whose ``--epochs`` or ``--max-steps`` (not both) differs from its config.json's trains to that:
+    the other no longer caps it (a budget run's config.json holds its planned step total as ``max_steps``). The same
+    values again (``--resume auto`` runs the first command line again) change nothing."""
+    epochs = cfg.train.epochs != stored.train.epochs
+    steps = cfg.train.max_steps != stored.train.max_steps
     if epochs and not steps and cfg.train.max_steps:
         logger.info("resume: --epochs %d replaces the step total of %d in config.json", cfg.train.epochs,
                     cfg.train.max_steps)
         cfg.train.max_steps = 0
     elif steps and not epochs and cfg.train.max_steps:
-        cfg.train.epochs = math.ceil(cfg.train.max_steps / per_epoch)
+        cfg.train.epochs = max(cfg.train.epochs, math.ceil(cfg.train.max_steps / per_epoch))
+        logger.info("resume: --max-steps %d (was %d): %d epochs", cfg.train.max_steps, stored.train.max_steps,
+                    cfg.train.epochs)
 
 
 class _Training:
@@ -248,11 +255,16 @@ class _Training:
         self.steps = steps_per_epoch(len(data.train), cfg.train.batch_size, world.size, cfg.train.compile)
         # the step total and warm-up: the config's, or where a budget run corrected them and the config still says
         # what it said then, the corrected ones (they live in last.pt, never in config.json)
-        self.configured = [run_total(cfg.train.epochs, cfg.train.max_steps, self.steps), cfg.train.warmup_steps]
-        self.total, self.warmup = self.configured
+        self.configured = {"epochs": cfg.train.epochs, "max_steps": cfg.train.max_steps,
+                           "warmup_steps": cfg.train.warmup_steps}
+        self.total, self.warmup = run_total(cfg.train.epochs, cfg.train.max_steps, self.steps), cfg.train.warmup_steps
         saved = state.get("schedule") if state is not None else None
-        if saved is not None and saved["configured"] == self.configured:
-            self.total, self.warmup = int(saved["total"]), int(saved["warmup"])
+        if saved is not None:
+            was = saved["configured"]
+            if (was["epochs"], was["max_steps"]) == (cfg.train.epochs, cfg.train.max_steps):
+                self.total = int(saved["total"])
+            if was["warmup_steps"] == cfg.train.warmup_steps:
+                self.warmup = int(saved["warmup"])
         self.schedule = make_schedule(self.optimizer, cfg.train, self.total, self.steps)
         set_total(self.schedule, self.total, self.warmup)
         self.pos = Position()

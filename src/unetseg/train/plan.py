@@ -40,6 +40,7 @@ import torch
 
 from unetseg.config import RunConfig, parse_duration
 from unetseg.data.ceiling import dice_from_iou, worst_class
+from unetseg.metrics import scored_classes
 from unetseg.model import UNet
 from unetseg.model.weights import WeightsError, find_imagenet
 from unetseg.train.distributed import batch_for, check_batches
@@ -195,17 +196,15 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     t, m = cfg.train, cfg.model
     chosen: list[str] = []
     if "train.batch_size" not in keep:
-        t.batch_size = batch_for(max(2, min(16 if device.type == "cuda" else 8, n_train // 4 or 2)), n_train,
-                                 processes)
+        t.batch_size = planned_batch(cfg, keep, n_train, device, processes)
         chosen.append("batch_size")
-    check_batches(n_train, t.batch_size, processes, t.sync_bn)  # before the probes spend the budget
     for name in ("epochs", "max_steps"):
         if f"train.{name}" in keep:
             logger.warning("warning: --%s is set by --budget; the value given is replaced", name.replace("_", "-"))
     given_patch = "data.patch" in keep and cfg.data.patch is not None
     score, worst = ({}, {}) if ceiling is None or given_patch else \
         ceiling_scores(ceiling, sorted({_resized(cfg, keep, native, scale) for _, scale in LADDER + FINE_LADDER}
-                                       - {native}), native, num_labels)
+                                       - {native}), native, num_labels, cfg.data.background)
     # where the ladder's sizes destroy the structures scored, full-resolution patches (and finer sizes) join it
     thin = "data.image_size" not in keep and bool(score) and any(
         score[_resized(cfg, keep, native, scale)] < CEILING_FLOOR for _, scale in LADDER)
@@ -240,6 +239,20 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     return cfg
 
 
+def planned_batch(cfg: RunConfig, keep: set[str], n_train: int, device: torch.device, processes: int) -> int:
+    """The budget run's global batch: the one given, else 16 on a GPU, 8 elsewhere, at most a quarter of the training
+    images (at least 2), a multiple of the processes. Checked (:func:`check_batches`, every process alike) before
+    the probes spend the budget.
+
+    Raises:
+        ValueError: one line, where the job cannot train at that batch.
+    """
+    batch = cfg.train.batch_size if "train.batch_size" in keep else \
+        batch_for(max(2, min(16 if device.type == "cuda" else 8, n_train // 4 or 2)), n_train, processes)
+    check_batches(n_train, batch, processes, cfg.train.sync_bn)
+    return batch
+
+
 def _resized(cfg: RunConfig, keep: set[str], native: tuple[int, int], scale: float) -> tuple[int, int]:
     """The training size at ``scale`` x the seed's pixels (never more than the images'), or the size given."""
     if "data.image_size" in keep:
@@ -248,7 +261,7 @@ def _resized(cfg: RunConfig, keep: set[str], native: tuple[int, int], scale: flo
 
 
 def ceiling_scores(ceiling: Callable[[list[tuple[int, int]]], np.ndarray], sizes: list[tuple[int, int]],
-                   native: tuple[int, int], num_labels: int) -> tuple[Scores, Worst]:
+                   native: tuple[int, int], num_labels: int, background: int | None = None) -> tuple[Scores, Worst]:
     """At each size, the ceiling (Dice) of the score the run is judged by (binary: the foreground's, taken as the worse
     of the two classes; multi-class: the mean over classes) and the worst class; the images' own size loses nothing.
     Empty where the ceiling cannot be read (the plan then chooses by speed alone)."""
@@ -261,7 +274,9 @@ def ceiling_scores(ceiling: Callable[[list[tuple[int, int]]], np.ndarray], sizes
         return {}, {}
     dice = dice_from_iou(rows)
     worst = {size: worst_class(dice[i]) for i, size in enumerate(sizes)}
-    score = {size: worst[size][0] if num_labels <= 2 else float(np.nanmean(dice[i])) for i, size in enumerate(sizes)}
+    scored = [k for k in scored_classes(num_labels, background) if k < dice.shape[1]]  # as mean Dice averages
+    score = {size: worst[size][0] if num_labels <= 2 else float(np.nanmean(dice[i][scored]))
+             for i, size in enumerate(sizes)}
     worst[native], score[native] = (1.0, -1), 1.0
     return score, worst
 

@@ -25,7 +25,7 @@ from unetseg.data.node_cache import load_node_cache
 from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.split import describe_split, split_pairs
 from unetseg.train.distributed import World
-from unetseg.train.plan import SEED_PIXELS, make_plan, size_for
+from unetseg.train.plan import SEED_PIXELS, make_plan, planned_batch, size_for
 from unetseg.train.run_dir import process_cache
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ def plan_before_decode(pairing: Pairing, cfg: RunConfig, keep: set[str], budget:
                     *cfg.data.patch, *cfg.data.image_size, *cfg.data.patch_scale, *native)
     if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
         train_idx, val_idx = split_pairs(pairing.pairs, cfg.data)
+        planned_batch(cfg, keep, len(train_idx), device, world.size)  # every process refuses alike, before the plan
         if world.is_main:
             masks = [] if cfg.data.snap_masks else [pairing.pairs[i].mask for i in train_idx]  # JPEG masks:
             try:                                                                                # stray values

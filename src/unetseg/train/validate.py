@@ -40,7 +40,8 @@ def window_for(image_size: tuple[int, int], patch: tuple[int, int] | None,
     """:func:`validation_window` of a training size, patch and batch."""
     if not patch:
         return None
-    return tuple(patch) if image_size[0] * image_size[1] > batch_size * patch[0] * patch[1] else None  # type: ignore
+    larger = image_size[0] * image_size[1] > batch_size * patch[0] * patch[1]
+    return tuple(patch) if larger else None  # type: ignore[return-value]
 
 
 def validation_seconds(n_train: int, n_val: int, per_sample: float, image_size: tuple[int, int],
@@ -62,8 +63,8 @@ def validation_seconds(n_train: int, n_val: int, per_sample: float, image_size: 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, data: ArrayDataset, cfg: RunConfig, device: torch.device,
              batch_size: int | None = None, world: World = World()) -> dict[str, Any]:
-    """Loss, mean per-image Dice (the scored classes: :func:`unetseg.metrics.scored_classes`) and the pooled confusion matrix's scores on decoded data at
-    the training size.
+    """Loss, mean per-image Dice (the scored classes: :func:`unetseg.metrics.scored_classes`) and the pooled
+    confusion matrix's scores on decoded data at the training size.
 
     Under torchrun each process scores a contiguous share of the images, and the sums (losses, per-image Dice,
     the number of images scored, the confusion matrix) are added over the processes before dividing: the same
