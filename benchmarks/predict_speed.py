@@ -36,9 +36,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--stages", action="store_true", help="time the host stages apart (header, decode, mask PNG), "
                         "in one thread and in the decode threads, and stop")
+    parser.add_argument("--host-bound", action="store_true", help="the pipeline with a model that costs nothing (a 1x1 "
+                        "convolution at --size): its img/s, each stage timed apart, and the overlap efficiency")
     args = parser.parse_args()
     if args.stages:
         stages(list_images(args.data)[:args.images], parse_size(args.size))
+        return
+    if args.host_bound:
+        host_bound(list_images(args.data)[:args.images] * args.repeat, parse_size(args.size), args.rounds)
         return
     cfg = RunConfig()
     cfg.model.base_channels, cfg.data.image_size = args.base, parse_size(args.size)
@@ -97,6 +102,80 @@ def stages(paths: list[Path], size: tuple[int, int]) -> None:
             many = (time.perf_counter() - t0) / (2 * len(paths))
         print(f"{name:<24} {1000 * one:6.2f} ms/photo; {DECODE_THREADS} threads {1000 * many:6.2f} ms/photo "
               f"(x{one / many:.2f})")
+
+
+def host_bound(paths: list[Path], size: tuple[int, int], rounds: int) -> None:
+    """The pipeline on the host alone: predict (with and without overlays) and submit with a 1x1 convolution for a
+    model, against each stage timed apart in one thread (ms/image): decode (draft decode + resize to the model's
+    size), model, enlarge (to the photo's size, classify, to host memory), write (mask PNG; with overlays the full
+    decode and the overlay JPEG too; for submit the run-length encoding). Overlap efficiency E = img/s / (1000 /
+    the slowest stage): 1 where the stages overlap perfectly and the slowest one sets the pace."""
+    import io
+
+    import torch.nn.functional as F
+
+    from unetseg.data.io import read_image
+    from unetseg.infer.predict import PNG_LEVEL, overlay
+    from unetseg.infer.submit import rle_encode, write_submission
+    from unetseg.metrics import logits_to_classes
+
+    cfg = RunConfig()
+    cfg.data.image_size = size
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 1, 1)
+    predictor = Predictor(model, cfg, device="cpu", batch_size=4)
+    n = len(paths)
+    print(f"{n} images, a 1x1 convolution at {size[0]}x{size[1]} for a model, batch {predictor.batch_size}, "
+          f"{torch.get_num_threads()} torch threads, precision {predictor.dtype or torch.float32}")
+
+    def per_image(work, items) -> float:
+        t0 = time.perf_counter()
+        for item in items:
+            work(item)
+        return 1000 * (time.perf_counter() - t0) / len(items)
+
+    sample = paths[:min(16, n)]
+    decoded = [predictor._load(p) for p in sample]
+    batch = np.stack([d[0] for d in decoded[:predictor.batch_size]])
+    scores = predictor.logits(batch)
+    full = [(d[1][1], d[1][0]) for d in decoded]
+
+    def enlarge(i: int) -> np.ndarray:
+        s = F.interpolate(scores[i % len(scores)][None], size=full[i], mode="bilinear", align_corners=False)
+        return logits_to_classes(s, predictor.threshold, torch.uint8).cpu().numpy()[0]
+
+    masks = [enlarge(i) for i in range(len(sample))]
+
+    def png(i: int) -> None:
+        predictor.encoding.to_image(masks[i]).save(io.BytesIO(), format="PNG", compress_level=PNG_LEVEL)
+
+    def with_overlay(i: int) -> None:
+        png(i)
+        image = read_image(sample[i], None, 3)
+        overlay(image, masks[i], predictor.encoding).save(io.BytesIO(), format="JPEG", quality=90)
+
+    stage = {"decode": per_image(predictor._load, sample),
+             "model": per_image(lambda _: predictor.logits(batch), range(4)) / predictor.batch_size,
+             "enlarge": per_image(enlarge, range(len(sample)))}
+    writes = {"predict": per_image(png, range(len(sample))), "predict, overlays": per_image(with_overlay,
+                                                                                          range(len(sample))),
+              "submit": per_image(lambda i: rle_encode(masks[i]), range(len(sample)))}
+    for _ in range(rounds):
+        for name, write_ms in writes.items():
+            with tempfile.TemporaryDirectory() as out:
+                folder = _subset(paths, out)
+                t0 = time.perf_counter()
+                if name == "submit":
+                    write_submission(predictor, folder, Path(out) / "submission.csv")
+                else:
+                    predict_folder(predictor, folder, Path(out) / "pred", overlays=name.endswith("overlays"))
+                rate = n / (time.perf_counter() - t0)
+            costs = {**stage, "write": write_ms}
+            slowest = max(costs.values())
+            both = max(slowest, sum(costs.values()) / 2)  # two cores: the work's sum over 2 bounds it too
+            print(f"{name:<18} pipeline: {rate:.1f} img/s; stages apart (ms/image): decode {stage['decode']:.1f}, "
+                  f"model {stage['model']:.1f}, enlarge {stage['enlarge']:.1f}, write {write_ms:.1f}; overlap "
+                  f"efficiency {rate / (1000 / slowest):.2f} (of 2 cores' bound {rate / (1000 / both):.2f})")
 
 
 def _subset(paths: list[Path], out: str) -> Path:
