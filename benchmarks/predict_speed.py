@@ -136,9 +136,13 @@ def host_bound(paths: list[Path], size: tuple[int, int], rounds: int) -> None:
 
     sample = paths[:min(16, n)]
     decoded = [predictor._load(p) for p in sample]
-    batch = np.stack([d[0] for d in decoded[:predictor.batch_size]])
-    scores = predictor.logits(batch)
+    b = predictor.batch_size
+    batches = [[d[0] for d in decoded[i:i + b]] for i in range(0, len(decoded) - b + 1, b)]
+    scores = torch.cat([predictor.logits(np.stack(x)) for x in batches])
     full = [(d[1][1], d[1][0]) for d in decoded]
+
+    def model_stage(x: list[np.ndarray]) -> None:  # as the pipeline's model thread: stack, normalise, forward
+        predictor.logits(np.stack(x))
 
     def enlarge(i: int) -> np.ndarray:
         s = F.interpolate(scores[i % len(scores)][None], size=full[i], mode="bilinear", align_corners=False)
@@ -155,7 +159,7 @@ def host_bound(paths: list[Path], size: tuple[int, int], rounds: int) -> None:
         overlay(image, masks[i], predictor.encoding).save(io.BytesIO(), format="JPEG", quality=90)
 
     stage = {"decode": per_image(predictor._load, sample),
-             "model": per_image(lambda _: predictor.logits(batch), range(4)) / predictor.batch_size,
+             "model": per_image(model_stage, batches) / b,
              "enlarge": per_image(enlarge, range(len(sample)))}
     writes = {"predict": per_image(png, range(len(sample))), "predict, overlays": per_image(with_overlay,
                                                                                           range(len(sample))),
