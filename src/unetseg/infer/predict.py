@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -26,6 +24,7 @@ from unetseg.data.errors import DataError, raise_problems
 from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_mask
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
+from unetseg.infer.pipeline import MODEL_AHEAD, Ahead, HostCopy, Writers, decoded_batches
 from unetseg.infer.windows import sliding_window_logits
 from unetseg.metrics import logits_to_classes, logits_to_probabilities
 from unetseg.model import UNet
@@ -41,18 +40,8 @@ OVERLAY_COLOURS = np.array([(255, 40, 40), (40, 220, 40), (40, 90, 255), (255, 2
                             (0, 220, 220)], dtype=np.float32)
 
 
-def prefetched(items: Sequence[T], load: Callable[[T], object], batch_size: int, ahead: int = 2) -> Iterator[list]:
-    """Yield ``[load(item) ...]`` in batches, decoding the next ``ahead`` batches on threads while the caller works."""
-    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        pending: deque[list[Future]] = deque()
-        for start in range(0, len(items), batch_size):
-            pending.append([pool.submit(load, item) for item in items[start:start + batch_size]])
-            if len(pending) > ahead:
-                yield [f.result() for f in pending.popleft()]
-        while pending:
-            yield [f.result() for f in pending.popleft()]
-
-
+#: Writes in flight (each holds one image's mask, and its overlay's image while it is drawn).
+WRITE_BOUND = 4 * DECODE_THREADS
 #: The most bytes of full-size scores enlarged at once (images of one size are classified together).
 RESIZE_BYTES = 1 << 30
 #: Bytes per input pixel and base channel an inference forward pass may hold at its peak: a bound, a quarter of the
@@ -162,6 +151,7 @@ class Predictor:
         self.batch_size = batch_size or auto_batch(config, self.device, tile)
         self.dtype = autocast_dtype(self.device, amp)  # this device's precision, not the training run's
         self.encoding = encoding_of(config.data) or MaskEncoding((0, 255))
+        self._host = HostCopy()  # masks to host memory (on a GPU: pinned, bit-packed for binary models)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 0,
@@ -239,21 +229,30 @@ class Predictor:
     def _scored(self, paths: Sequence[Path], progress: bool
                 ) -> Iterator[tuple[list[Path], list[tuple[int, int]], list[torch.Tensor]]]:
         """Per batch: its paths, original (width, height) sizes and scores (1, K, h, w) at the model's size, on the
-        predictor's device."""
-        bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
-        done = 0
+        predictor's device. Decoding runs on DECODE_THREADS threads into each batch's staging buffer, the model on
+        a thread of its own up to MODEL_AHEAD batches ahead of the caller (:mod:`unetseg.infer.pipeline`)."""
         # by windows, one image at a time (its windows are batched): a batch of whole images of window size would
         # hold as many full-size score maps
         images = 1 if self.tile else self.batch_size
-        for batch in prefetched(paths, self._load, images):
-            if self.tile:  # each image by windows, the windows batched
-                logits = [sliding_window_logits(self.logits, image, self.tile, self.overlap, self.batch_size)[None]
-                          for image, _ in batch]
-            else:
-                logits = list(self.logits(np.stack([image for image, _ in batch])).split(1))
-            yield list(paths[done:done + len(batch)]), [size for _, size in batch], logits
-            done += len(batch)
-            bar.update(len(batch))
+
+        def forward() -> Iterator[tuple[list[Path], list[tuple[int, int]], list[torch.Tensor]]]:
+            done = 0
+            for batch, sizes in decoded_batches(paths, self._load, images, DECODE_THREADS):
+                if self.tile:  # each image by windows, the windows batched
+                    logits = [sliding_window_logits(self.logits, image, self.tile, self.overlap, self.batch_size)[None]
+                              for image in batch]
+                else:
+                    logits = list(self.logits(batch if isinstance(batch, np.ndarray) else np.stack(batch)).split(1))
+                yield list(paths[done:done + len(sizes)]), sizes, logits
+                done += len(sizes)
+
+        bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
+        ahead = Ahead(forward(), MODEL_AHEAD)
+        for item in ahead:
+            yield item
+            bar.update(len(item[1]))
+            if not bar.disable:
+                bar.set_postfix(bound=ahead.bound_by(), refresh=False)
         bar.close()
 
     def predict_paths(self, paths: Sequence[Path], progress: bool = False) -> Iterator[tuple[Path, torch.Tensor]]:
@@ -268,6 +267,7 @@ class Predictor:
         """Yield ``(path, classes)`` per image: class indices (H, W) uint8 at the image's size, as :meth:`classes`
         of :meth:`predict_paths` gives them. Images of one size are enlarged and classified together, and their
         masks copied to the host at once (on a GPU: one wait per group, not per image)."""
+        binary = self.config.model.num_classes == 1
         for batch_paths, sizes, logits in self._scored(paths, progress):
             start = 0
             while start < len(sizes):
@@ -281,7 +281,7 @@ class Predictor:
                 scores = torch.cat(logits[start:stop])
                 if scores.shape[-2:] != (height, width):
                     scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
-                classes = logits_to_classes(scores, self.threshold, torch.uint8).cpu().numpy()
+                classes = self._host(logits_to_classes(scores, self.threshold, torch.uint8), binary)
                 for i in range(start, stop):
                     yield batch_paths[i], classes[i - start]
                 start = stop
@@ -339,7 +339,6 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
         if wanted:
             (out / folder).mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    pending: deque[Future] = deque()
 
     def write(path: Path, classes: np.ndarray, maps: np.ndarray | None) -> None:
         """Encode and write one image's files (on a thread, beside the model); an overlay decodes the image whole."""
@@ -353,7 +352,7 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
             overlay(image, classes, predictor.encoding, colours=predictor.config.data.class_colours).save(
                 out / "overlays" / f"{path.stem}.jpg", quality=90)
 
-    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+    with Writers(DECODE_THREADS, WRITE_BOUND) as writers:
         if probs:  # the scores at full size are needed too: one image at a time
             results = ((path, predictor.classes(logits).to(torch.uint8).cpu().numpy(), logits)
                        for path, logits in predictor.predict_paths(paths, progress))
@@ -374,11 +373,7 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
                     maps[:, keep == 0] = 0
                     if len(maps) > 1:
                         maps[0, keep == 0] = 255
-            pending.append(pool.submit(write, path, classes, maps))
+            writers.submit(write, path, classes, maps)  # bounded: a few images in flight, whatever the folder's size
             written.append(out / "masks" / f"{path.stem}.png")
-            while len(pending) > 2 * DECODE_THREADS:  # bounded: a few images in flight, whatever the folder's size
-                pending.popleft().result()
-        for job in pending:
-            job.result()  # a write that failed raises here
     logger.info("wrote %d masks to %s", len(written), out / "masks")
     return written

@@ -17,14 +17,15 @@ import logging
 import os
 import shutil
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from unetseg.data.io import DECODE_THREADS
-from unetseg.infer.predict import Predictor, list_images
+from unetseg.infer.pipeline import Writers
+from unetseg.infer.predict import WRITE_BOUND, Predictor, list_images
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +141,10 @@ def write_submission(predictor: Predictor, images: str | Path, out: str | Path, 
                 os.fsync(fh.fileno())
             bar.update()
 
-        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:  # run-length encoding beside the model
+        with Writers(DECODE_THREADS, WRITE_BOUND) as writers:  # run-length encoding beside the model
             for path, mask in predictor.predict_classes(todo):  # the run's threshold, as predict uses it
-                pending.append((path.name, pool.submit(rle_encode, mask)))
-                while len(pending) > 2 * DECODE_THREADS:
+                pending.append((path.name, writers.submit(rle_encode, mask)))
+                while len(pending) > WRITE_BOUND:
                     write_next()
             while pending:
                 write_next()

@@ -1,0 +1,207 @@
+"""The prediction pipeline shared by predict, evaluate and submit.
+
+Files are decoded on a pool of threads into each batch's staging buffer. The model runs on a thread of its own, a
+bounded number of batches ahead of the caller. The caller enlarges the scores to each image's size, classifies them
+and brings the masks to host memory, and writers encode and write them on a pool of their own. Each stage waits
+only where its bounded queue is full or empty, so the slowest stage sets the pace. The model no longer waits for a
+batch's enlargement or for the writes (the lockstep the pipeline had before).
+
+Masks leave a GPU small: a binary model's masks bit-packed (8x fewer bytes), class maps as uint8, copied into pinned
+host buffers.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+#: Batches the model may run ahead of the enlargement (each holds the scores of one batch at the model's size).
+MODEL_AHEAD = 2
+#: Batches decoded ahead of the model.
+DECODE_AHEAD = 2
+
+
+class Ahead(Generic[T]):
+    """Iterate ``produce`` on a thread of its own, at most ``bound`` items ahead of the caller. Its exceptions reach
+    the caller; a caller that stops early (an error, a ``break``) stops it. ``starved`` counts the caller's waits on
+    an empty queue, ``taken`` the items taken: the producer bounds the pace where most takes wait.
+
+    Args:
+        produce: the producing iterator (run on the thread, closed there).
+        bound: the most items waiting.
+    """
+
+    _DONE = object()
+
+    def __init__(self, produce: Iterator[T], bound: int) -> None:
+        self._queue: queue.Queue = queue.Queue(max(1, bound))
+        self._stop = threading.Event()
+        self.starved = self.taken = 0
+        self._thread = threading.Thread(target=self._work, args=(produce,), daemon=True, name="unetseg-model")
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, produce: Iterator[T]) -> None:
+        try:
+            for item in produce:
+                if not self._put((True, item)):
+                    break
+            else:
+                self._put((True, self._DONE))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller, raised there
+            self._put((False, err))
+        finally:
+            close = getattr(produce, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            while True:
+                self.starved += self._queue.empty()
+                ok, item = self._queue.get()
+                if not ok:
+                    raise item
+                if item is self._DONE:
+                    return
+                self.taken += 1
+                yield item
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+    def bound_by(self) -> str:
+        """Which side set the pace so far: "model" (the caller waited on most takes) or "enlarge/write"."""
+        return "model" if self.starved * 2 > max(1, self.taken) else "enlarge/write"
+
+
+def decoded_batches(items: Sequence[Item], load: Callable[[Item], tuple[np.ndarray, object]], batch_size: int,
+                    workers: int, ahead: int = DECODE_AHEAD) -> Iterator[tuple[np.ndarray | list[np.ndarray], list]]:
+    """Per batch of ``items``: the images ``load`` decoded, written by the decoding threads into one staging buffer
+    (N, H, W, C) where they share a shape (else a list), and the second values ``load`` returned. The next
+    ``ahead`` batches decode while the caller works."""
+
+    def batch_of(chunk: Sequence[Item]) -> tuple[list[Future], dict]:
+        slot: dict = {"buffer": None, "lock": threading.Lock()}
+
+        def one(index: int, item: Item) -> tuple[np.ndarray | None, object]:
+            image, extra = load(item)
+            with slot["lock"]:
+                if slot["buffer"] is None:
+                    slot["buffer"] = np.empty((len(chunk), *image.shape), dtype=image.dtype)
+                buffer = slot["buffer"]
+            if buffer.shape[1:] == image.shape:
+                buffer[index] = image
+                return None, extra
+            return image, extra  # another shape: this batch is a list
+
+        return [pool.submit(one, i, item) for i, item in enumerate(chunk)], slot
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unetseg-decode") as pool:
+        pending: deque[tuple[list[Future], dict]] = deque()
+
+        def finished() -> tuple[np.ndarray | list[np.ndarray], list]:
+            futures, slot = pending.popleft()
+            results = [f.result() for f in futures]
+            if all(image is None for image, _ in results):
+                return slot["buffer"], [extra for _, extra in results]
+            images = [slot["buffer"][i] if image is None else image for i, (image, _) in enumerate(results)]
+            return images, [extra for _, extra in results]
+
+        for start in range(0, len(items), batch_size):
+            pending.append(batch_of(items[start:start + batch_size]))
+            if len(pending) > ahead:
+                yield finished()
+        while pending:
+            yield finished()
+
+
+class Writers:
+    """A pool that encodes and writes outputs beside the pipeline, with at most ``bound`` jobs in flight: a caller
+    with more waits for the oldest (memory stays that of ``bound`` masks). The first failure is raised at the next
+    :meth:`submit` or at :meth:`close`."""
+
+    def __init__(self, workers: int, bound: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unetseg-write")
+        self._pending: deque[Future] = deque()
+        self._bound = max(1, bound)
+
+    def submit(self, fn: Callable[..., T], *args: object) -> Future:
+        job = self._pool.submit(fn, *args)
+        self._pending.append(job)
+        while len(self._pending) > self._bound:
+            self._pending.popleft().result()
+        return job
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Writers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:  # an error elsewhere: the writes left are abandoned, the pool stopped
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            return
+        self.close()
+
+
+def pack_binary(classes: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) masks of 0 and 1 -> (N, ceil(H*W / 8)) uint8, eight pixels a byte, the first the highest bit (as
+    ``np.unpackbits`` reads them)."""
+    n = classes.shape[0]
+    flat = classes.reshape(n, -1).to(torch.uint8)
+    pad = (-flat.shape[1]) % 8
+    if pad:
+        flat = torch.nn.functional.pad(flat, (0, pad))
+    shifts = torch.arange(7, -1, -1, device=flat.device, dtype=torch.uint8)
+    return (flat.view(n, -1, 8) << shifts).sum(-1, dtype=torch.uint8)
+
+
+def unpack_binary(packed: np.ndarray, height: int, width: int) -> np.ndarray:
+    """:func:`pack_binary`'s (N, B) bytes -> (N, H, W) uint8 masks of 0 and 1."""
+    return np.unpackbits(packed, axis=1, count=height * width).reshape(len(packed), height, width)
+
+
+class HostCopy:
+    """Masks to host memory. On a GPU through a pinned buffer per shape (reused: no page faults, no pinning per
+    batch), a binary model's bit-packed; elsewhere as they are."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def __call__(self, classes: torch.Tensor, binary: bool) -> np.ndarray:
+        """(N, H, W) uint8 class indices on any device -> a NumPy array (N, H, W) uint8 of the same values."""
+        if classes.device.type != "cuda":
+            return classes.cpu().numpy()
+        n, height, width = classes.shape
+        small = pack_binary(classes) if binary else classes
+        buffer = self._buffers.get(tuple(small.shape))
+        if buffer is None:
+            buffer = self._buffers[tuple(small.shape)] = torch.empty(small.shape, dtype=torch.uint8, pin_memory=True)
+        buffer.copy_(small, non_blocking=True)
+        torch.cuda.current_stream(classes.device).synchronize()
+        host = buffer.numpy()
+        return unpack_binary(host, height, width) if binary else host.copy()
