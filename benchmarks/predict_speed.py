@@ -4,7 +4,8 @@ overlays) against the model alone on the same batches, in the same run.
     python benchmarks/predict_speed.py [--data ../shared/data/carvana_sample/train] [--base 16] [--size 240x160]
 
 The weights are random (speed does not depend on them); the model is the seed's U-Net at the given width and input
-size, on ``--device`` (the CPU by default) in the precision ``--amp auto`` picks. Goal: predict within 10% of the model alone.
+size, on ``--device`` (the CPU by default) in the precision ``--amp auto`` picks. Goal: predict within 10% of the
+model alone.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def main() -> None:
         stages(list_images(args.data)[:args.images], parse_size(args.size))
         return
     if args.host_bound:
-        host_bound(list_images(args.data)[:args.images] * args.repeat, parse_size(args.size), args.rounds)
+        host_bound(list_images(args.data)[:args.images] * args.repeat, parse_size(args.size), args.rounds,
+                   args.device, args.batch)
         return
     cfg = RunConfig()
     cfg.model.base_channels, cfg.data.image_size = args.base, parse_size(args.size)
@@ -104,7 +106,7 @@ def stages(paths: list[Path], size: tuple[int, int]) -> None:
               f"(x{one / many:.2f})")
 
 
-def host_bound(paths: list[Path], size: tuple[int, int], rounds: int) -> None:
+def host_bound(paths: list[Path], size: tuple[int, int], rounds: int, device: str = "cpu", batch: int = 0) -> None:
     """The pipeline on the host alone: predict (with and without overlays) and submit with a 1x1 convolution for a
     model, against each stage timed apart in one thread (ms/image): decode (draft decode + resize to the model's
     size), model, enlarge (to the photo's size, classify, to host memory), write (mask PNG; with overlays the full
@@ -123,7 +125,7 @@ def host_bound(paths: list[Path], size: tuple[int, int], rounds: int) -> None:
     cfg.data.image_size = size
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 1, 1)
-    predictor = Predictor(model, cfg, device="cpu", batch_size=4)
+    predictor = Predictor(model, cfg, device=device, batch_size=batch or (4 if device == "cpu" else 64))
     n = len(paths)
     print(f"{n} images, a 1x1 convolution at {size[0]}x{size[1]} for a model, batch {predictor.batch_size}, "
           f"{torch.get_num_threads()} torch threads, precision {predictor.dtype or torch.float32}")

@@ -36,8 +36,8 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
 
     Dice and IoU are averaged over the scored classes of each image (binary data: the foreground; multi-class data:
     every class but a ``background`` one, by default the run's ``DataConfig.background``, None: every class; see
-    :func:`unetseg.metrics.scored_classes`), and for more than two labels each class's Dice is reported too; pixels outside a pair's ignore mask are not scored.
-    A class absent from both an image's mask and its prediction scores NaN and is left out of the means (an image
+    :func:`unetseg.metrics.scored_classes`), and for more than two labels each class's Dice is reported too; pixels
+    outside a pair's ignore mask are not scored. A class absent from both an image's mask and its prediction scores NaN and is left out of the means (an image
     with nothing to find and nothing found is left out of the mean over images). The global Dice pools the pixels
     of all images.
 

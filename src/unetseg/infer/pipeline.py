@@ -12,6 +12,7 @@ host buffers.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections import deque
@@ -29,6 +30,9 @@ Item = TypeVar("Item")
 MODEL_AHEAD = 2
 #: Batches decoded ahead of the model.
 DECODE_AHEAD = 2
+#: Threads that encode and write: a mask's PNG costs about 3x a draft decode (benchmarks/predict_speed.py --stages:
+#: 6.2 against 2.2 ms a Carvana photo on the H200's host), so writers get up to twice the decoders' threads.
+WRITE_THREADS = min(16, os.cpu_count() or 1)
 
 
 class Ahead(Generic[T]):

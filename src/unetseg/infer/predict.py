@@ -24,7 +24,7 @@ from unetseg.data.errors import DataError, raise_problems
 from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_mask
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
-from unetseg.infer.pipeline import MODEL_AHEAD, Ahead, HostCopy, Writers, decoded_batches
+from unetseg.infer.pipeline import MODEL_AHEAD, WRITE_THREADS, Ahead, HostCopy, Writers, decoded_batches
 from unetseg.infer.windows import sliding_window_logits
 from unetseg.metrics import logits_to_classes, logits_to_probabilities
 from unetseg.model import UNet
@@ -41,7 +41,7 @@ OVERLAY_COLOURS = np.array([(255, 40, 40), (40, 220, 40), (40, 90, 255), (255, 2
 
 
 #: Writes in flight (each holds one image's mask, and its overlay's image while it is drawn).
-WRITE_BOUND = 4 * DECODE_THREADS
+WRITE_BOUND = 2 * WRITE_THREADS
 #: The most bytes of full-size scores enlarged at once (images of one size are classified together).
 RESIZE_BYTES = 1 << 30
 #: Bytes per input pixel and base channel an inference forward pass may hold at its peak: a bound, a quarter of the
@@ -309,7 +309,7 @@ def overlay(image: np.ndarray, classes: np.ndarray, encoding: MaskEncoding, alph
             table[k] = OVERLAY_COLOURS[(k - 1) % len(OVERLAY_COLOURS)] if plain else colour
         tinted = classes > 0
     # Pillow's composite blends in C: 2x faster than NumPy in float32 at 1918x1280 (benchmarks/predict_speed.py)
-    weight = Image.fromarray(np.where(tinted, round(alpha * 255), 0).astype(np.uint8))
+    weight = Image.fromarray(tinted.astype(np.uint8) * np.uint8(round(alpha * 255)))  # uint8 throughout
     return Image.composite(Image.fromarray(table[classes]), Image.fromarray(np.ascontiguousarray(rgb)), weight)
 
 
@@ -352,7 +352,7 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
             overlay(image, classes, predictor.encoding, colours=predictor.config.data.class_colours).save(
                 out / "overlays" / f"{path.stem}.jpg", quality=90)
 
-    with Writers(DECODE_THREADS, WRITE_BOUND) as writers:
+    with Writers(WRITE_THREADS, WRITE_BOUND) as writers:
         if probs:  # the scores at full size are needed too: one image at a time
             results = ((path, predictor.classes(logits).to(torch.uint8).cpu().numpy(), logits)
                        for path, logits in predictor.predict_paths(paths, progress))
