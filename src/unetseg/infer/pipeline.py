@@ -206,6 +206,8 @@ class HostCopy:
         if buffer is None:
             buffer = self._buffers[tuple(small.shape)] = torch.empty(small.shape, dtype=torch.uint8, pin_memory=True)
         buffer.copy_(small, non_blocking=True)
-        torch.cuda.current_stream(classes.device).synchronize()
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(classes.device))
+        done.synchronize()  # this copy, not the next batch's forward pass the model's thread may have queued since
         host = buffer.numpy()
         return unpack_binary(host, height, width) if binary else host.copy()

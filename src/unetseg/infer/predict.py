@@ -339,6 +339,8 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
         if wanted:
             (out / folder).mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    logger.info("predict: %d images; decoding on %d threads, the model %d batches of %d ahead, writing on %d threads",
+                len(paths), DECODE_THREADS, MODEL_AHEAD, predictor.batch_size, WRITE_THREADS)
 
     def write(path: Path, classes: np.ndarray, maps: np.ndarray | None) -> None:
         """Encode and write one image's files (on a thread, beside the model); an overlay decodes the image whole."""
