@@ -154,3 +154,29 @@ def test_a_failed_write_raises_at_the_next_submit_or_at_close(tmp_path):
         with pipeline.Writers(workers=1, bound=1) as writers:
             writers.submit(fail)
             writers.submit(lambda: None)  # waits for the failed one: raises here
+
+
+def test_a_bad_file_stops_the_model_thread_with_the_error(tmp_path):
+    """predict (an ignore mask that does not fit its image) and evaluate (a mask that does not): the error, and no
+    model thread left behind, though the traceback keeps the functions' locals."""
+    from unetseg import evaluate_pairs, find_pairs
+    from unetseg.config import DataConfig
+    from unetseg.data.errors import DataError
+
+    folder = _mixed_folder(tmp_path / "d")
+    for sub in ("masks", "fov"):
+        (tmp_path / "d" / sub).mkdir()
+    for i, path in enumerate(sorted(folder.iterdir())):
+        w, h = Image.open(path).size
+        size = (w, h) if i != 2 else (w + 1, h)  # the third image's mask and ignore mask do not fit it
+        for sub in ("masks", "fov"):
+            Image.fromarray(np.full(size[::-1], 255, np.uint8)).save(tmp_path / "d" / sub / f"{path.stem}.png")
+    predictor = _predictor(1)
+    with pytest.raises(DataError, match="img2.png: ignore mask is") as err:
+        predict_folder(predictor, folder, tmp_path / "out", overlays=False,
+                       ignore=DataConfig(ignore_masks=str(tmp_path / "d" / "fov")))
+    assert err.value.__traceback__ is not None
+    assert not [t for t in threading.enumerate() if t.name == "unetseg-model"]
+    with pytest.raises(DataError, match="img2.png: mask is"):
+        evaluate_pairs(predictor, find_pairs(tmp_path / "d"))
+    assert not [t for t in threading.enumerate() if t.name == "unetseg-model"]

@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,9 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     Dice and IoU are averaged over the scored classes of each image (binary data: the foreground; multi-class data:
     every class but a ``background`` one, by default the run's ``DataConfig.background``, None: every class; see
     :func:`unetseg.metrics.scored_classes`), and for more than two labels each class's Dice is reported too; pixels
-    outside a pair's ignore mask are not scored. A class absent from both an image's mask and its prediction scores NaN and is left out of the means (an image
-    with nothing to find and nothing found is left out of the mean over images). The global Dice pools the pixels
+    outside a pair's ignore mask are not scored. A class absent from both an image's mask and its prediction scores
+    NaN and is left out of the means (an image with nothing to find and nothing found is left out of the mean over
+    images). The global Dice pools the pixels
     of all images.
 
     Raises:
@@ -79,33 +81,35 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     binary = predictor.config.model.num_classes == 1
     by_threshold: dict[float, list[float]] = {float(t): [] for t in thresholds} if binary else {}
     drawn = _Extremes(overlays if out_dir is not None else 0)
-    for path, logits in predictor.predict_paths([p.image for p in pairs], progress=progress):
-        pair = by_image[path]
-        classes = predictor.encoding.to_classes(read_mask(pair.mask).values, pair.mask, snap)
-        if pair.ignore is not None:  # pixels outside the ignore mask are not scored
-            keep = read_mask(pair.ignore).values
-            if keep.shape != classes.shape:
-                raise DataError(f"{pair.ignore}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the mask "
-                                f"{pair.mask.name} is {classes.shape[1]}x{classes.shape[0]}")
-            classes[keep == 0] = IGNORE
-        target = torch.from_numpy(classes)
-        pred = predictor.classes(logits).cpu()
-        if pred.shape != target.shape:
-            raise DataError(f"{pair.mask}: mask is {tuple(target.shape[::-1])} (WxH) but the image is "
-                             f"{tuple(pred.shape[::-1])}")
-        confusion = confusion_matrix(pred[None], target[None], labels)[0]
-        matrix += confusion
-        counts = counts_from_confusion(confusion)
-        dice = dice_from_counts(counts)
-        row = {"image": path.name, "dice": float(class_mean(dice, scored)),
-               "iou": float(class_mean(iou_from_counts(counts), scored))}
-        if labels > 2:  # multi-class: each class too
-            row.update({f"dice_class{k}": float(dice[k]) for k in range(labels)})
-        rows.append(row)
-        drawn.offer(row["dice"], pair, pred.numpy(), classes)
-        if by_threshold:  # every threshold from one histogram of the scores, where they are
-            for dices, dice_t in zip(by_threshold.values(), threshold_dice(logits, target, list(by_threshold))):
-                dices.append(1.0 if dice_t != dice_t else dice_t)  # nothing to find, nothing found: right, at any t
+    scored_paths = predictor.predict_paths([p.image for p in pairs], progress=progress)
+    with closing(scored_paths):  # a bad mask stops the model's thread at once
+        for path, logits in scored_paths:
+            pair = by_image[path]
+            classes = predictor.encoding.to_classes(read_mask(pair.mask).values, pair.mask, snap)
+            if pair.ignore is not None:  # pixels outside the ignore mask are not scored
+                keep = read_mask(pair.ignore).values
+                if keep.shape != classes.shape:
+                    raise DataError(f"{pair.ignore}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the mask "
+                                    f"{pair.mask.name} is {classes.shape[1]}x{classes.shape[0]}")
+                classes[keep == 0] = IGNORE
+            target = torch.from_numpy(classes)
+            pred = predictor.classes(logits).cpu()
+            if pred.shape != target.shape:
+                raise DataError(f"{pair.mask}: mask is {tuple(target.shape[::-1])} (WxH) but the image is "
+                                f"{tuple(pred.shape[::-1])}")
+            confusion = confusion_matrix(pred[None], target[None], labels)[0]
+            matrix += confusion
+            counts = counts_from_confusion(confusion)
+            dice = dice_from_counts(counts)
+            row = {"image": path.name, "dice": float(class_mean(dice, scored)),
+                   "iou": float(class_mean(iou_from_counts(counts), scored))}
+            if labels > 2:  # multi-class: each class too
+                row.update({f"dice_class{k}": float(dice[k]) for k in range(labels)})
+            rows.append(row)
+            drawn.offer(row["dice"], pair, pred.numpy(), classes)
+            if by_threshold:  # every threshold from one histogram of the scores, where they are
+                for dices, dice_t in zip(by_threshold.values(), threshold_dice(logits, target, list(by_threshold))):
+                    dices.append(1.0 if dice_t != dice_t else dice_t)  # nothing to find, nothing found: right, at any t
     mean = {key: nan_mean([r[key] for r in rows]) for key in rows[0] if key != "image"}
     summary = {
         "images": len(rows),

@@ -166,8 +166,8 @@ class Writers:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is not None:  # an error elsewhere: the writes left are abandoned, the pool stopped
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        if exc[0] is not None:  # an error elsewhere: the writes submitted still finish (their errors give way to it)
+            self._pool.shutdown(wait=True)
             return
         self.close()
 
@@ -190,11 +190,13 @@ def unpack_binary(packed: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class HostCopy:
-    """Masks to host memory. On a GPU through a pinned buffer per shape (reused: no page faults, no pinning per
-    batch), a binary model's bit-packed; elsewhere as they are."""
+    """Masks to host memory. On a GPU through one pinned buffer (grown to the largest batch seen, reused: no page
+    faults, no pinning per batch), a binary model's masks bit-packed; elsewhere as they are. Safe to call from
+    several threads (they take turns with the buffer)."""
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[int, ...], torch.Tensor] = {}
+        self._pinned: torch.Tensor | None = None
+        self._lock = threading.Lock()
 
     def __call__(self, classes: torch.Tensor, binary: bool) -> np.ndarray:
         """(N, H, W) uint8 class indices on any device -> a NumPy array (N, H, W) uint8 of the same values."""
@@ -202,12 +204,13 @@ class HostCopy:
             return classes.cpu().numpy()
         n, height, width = classes.shape
         small = pack_binary(classes) if binary else classes
-        buffer = self._buffers.get(tuple(small.shape))
-        if buffer is None:
-            buffer = self._buffers[tuple(small.shape)] = torch.empty(small.shape, dtype=torch.uint8, pin_memory=True)
-        buffer.copy_(small, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record(torch.cuda.current_stream(classes.device))
-        done.synchronize()  # this copy, not the next batch's forward pass the model's thread may have queued since
-        host = buffer.numpy()
-        return unpack_binary(host, height, width) if binary else host.copy()
+        with self._lock:
+            if self._pinned is None or self._pinned.numel() < small.numel():
+                self._pinned = torch.empty(small.numel(), dtype=torch.uint8, pin_memory=True)
+            buffer = self._pinned[:small.numel()].view(small.shape)
+            buffer.copy_(small, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(classes.device))
+            done.synchronize()  # the host waits for this copy (and the work queued before it on the stream) only
+            host = buffer.numpy()
+            return unpack_binary(host, height, width) if binary else host.copy()

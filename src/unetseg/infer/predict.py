@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -59,7 +59,8 @@ def auto_batch(config: RunConfig, device: torch.device, tile: tuple[int, int] | 
 
     width, height = tile or config.data.image_size
     per_image = INFERENCE_BYTES * config.model.base_channels * width * height
-    return max(1, min(64, free_memory(device) // 2 // per_image))
+    # the enlargement of the batch before runs beside the forward pass (the pipeline): its bytes are not the model's
+    return max(1, min(64, max(0, free_memory(device) - RESIZE_BYTES) // 2 // per_image))
 
 
 THRESHOLD_FILE = "threshold.json"
@@ -247,7 +248,8 @@ class Predictor:
                 done += len(sizes)
 
         bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True, leave=False)
-        ahead = Ahead(forward(), MODEL_AHEAD)
+        # windows: whole score maps of each image queue up, so the model runs one image ahead only
+        ahead = Ahead(forward(), 1 if self.tile else MODEL_AHEAD)
         for item in ahead:
             yield item
             bar.update(len(item[1]))
@@ -360,22 +362,23 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
                        for path, logits in predictor.predict_paths(paths, progress))
         else:
             results = ((path, classes, None) for path, classes in predictor.predict_classes(paths, progress))
-        for path, classes, logits in results:
-            keep = None
-            if ignores.get(path) is not None:  # outside the field of view: background, the model never learnt there
-                keep = read_mask(ignores[path]).values
-                if keep.shape != classes.shape:
-                    raise DataError(f"{ignores[path]}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the image "
-                                    f"{path.name} is {classes.shape[1]}x{classes.shape[0]}")
-                classes[keep == 0] = 0
-            maps = None
-            if probs:
-                maps = (predictor.probabilities(logits) * 255).round().to(torch.uint8).cpu().numpy()
-                if keep is not None:  # outside the field of view: certain background, as the mask says
-                    maps[:, keep == 0] = 0
-                    if len(maps) > 1:
-                        maps[0, keep == 0] = 255
-            writers.submit(write, path, classes, maps)  # bounded: a few images in flight, whatever the folder's size
-            written.append(out / "masks" / f"{path.stem}.png")
+        with closing(results):  # an error here stops the model's thread at once
+            for path, classes, logits in results:
+                keep = None
+                if ignores.get(path) is not None:  # outside the field of view: background (the model never learnt it)
+                    keep = read_mask(ignores[path]).values
+                    if keep.shape != classes.shape:
+                        raise DataError(f"{ignores[path]}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the "
+                                        f"image {path.name} is {classes.shape[1]}x{classes.shape[0]}")
+                    classes[keep == 0] = 0
+                maps = None
+                if probs:
+                    maps = (predictor.probabilities(logits) * 255).round().to(torch.uint8).cpu().numpy()
+                    if keep is not None:  # outside the field of view: certain background, as the mask says
+                        maps[:, keep == 0] = 0
+                        if len(maps) > 1:
+                            maps[0, keep == 0] = 255
+                writers.submit(write, path, classes, maps)  # bounded: a few images in flight, whatever the folder
+                written.append(out / "masks" / f"{path.stem}.png")
     logger.info("wrote %d masks to %s", len(written), out / "masks")
     return written
