@@ -71,9 +71,16 @@ def test_every_subcommand_fails_in_one_short_message_without_a_traceback(synthet
     for name in ("config.json", "model.safetensors"):
         (tmp_path / "nobest" / name).write_bytes((tiny_run / name).read_bytes())
     (tmp_path / "empty.csv").write_text("image,mask\n")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "unetseg", *argv], capture_output=True, text=True, timeout=120)
+
+    cases = _cases(synthetic_dir, tiny_run, tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each process spends its time importing torch: two at a time
+        done = dict(zip(cases, pool.map(run, cases.values())))
     failures = {}
-    for name, argv in _cases(synthetic_dir, tiny_run, tmp_path).items():
-        proc = subprocess.run([sys.executable, "-m", "unetseg", *argv], capture_output=True, text=True, timeout=120)
+    for name, proc in done.items():
         lines = proc.stderr.strip().splitlines()
         if proc.returncode != 2 or "Traceback" in proc.stderr or not 1 <= len(lines) <= 2 or "error" not in lines[-1]:
             failures[name] = (proc.returncode, proc.stderr[-600:])
