@@ -554,14 +554,17 @@ def settings_for_new_run(d: dict[str, Any], replan: bool) -> tuple[dict[str, Any
     return out, given
 
 
-def ignored_settings(cfg: RunConfig, given: set[str] | frozenset[str]) -> list[str]:
+def ignored_settings(cfg: RunConfig, given: set[str] | frozenset[str], resume: bool = False) -> list[str]:
     """One line for each setting the user gave (``"section.name"``) that another setting of ``cfg`` makes void, for
-    the run to warn with at its start (a budget's epochs are the plan's warning)."""
+    the run to warn with at its start."""
     lines = []
 
     def flags(*names: str) -> list[str]:
         return [f"--{n.split('.')[1].replace('_', '-')}" for n in names if n in given]
 
+    steps = flags("train.epochs", "train.max_steps")
+    if cfg.train.budget and steps and not resume:  # a resumed budget run trains to the --epochs given
+        lines.append(f"{' and '.join(steps)} set by --budget: the value given is replaced by the plan's")
     if cfg.train.schedule == "restarts" and flags("train.warmup_steps"):
         lines.append("--warmup-steps is ignored by the restarts schedule (only --schedule cosine warms up)")
     restart = flags("train.restart_epochs", "train.restart_mult")

@@ -164,7 +164,8 @@ def test_train_help_groups_every_flag_by_task_the_newcomer_s_first(capsys):
     (["--schedule", "cosine", "--restart-epochs", "3"], "--restart-epochs ignored by the cosine schedule"),
     (["--val-data", "elsewhere", "--val-fraction", "0.3", "--split", "blocks"],
      "--val-fraction, --split ignored: the validation folders are the split"),
-    (["--patch", "32x32", "--image-size", "64x48"], "--image-size under --patch: the images are resized to 64x48")])
+    (["--patch", "32x32", "--image-size", "64x48"], "--image-size under --patch: the images are resized to 64x48"),
+    (["--budget", "5m", "--epochs", "3"], "--epochs set by --budget")])
 def test_a_flag_another_makes_void_is_one_warning(flags, words):
     from unetseg.cli.main import build_config, build_parser, given_settings
     from unetseg.config import ignored_settings

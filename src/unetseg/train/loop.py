@@ -55,7 +55,7 @@ from unetseg.train.prepare import RunData, load_data, plan_before_decode
 from unetseg.train.run_dir import prepare_run_dir, process_cache, record_session, truncate_metrics
 from unetseg.train.schedule import corrected_warmup, make_schedule, run_total, set_total, steps_per_epoch
 from unetseg.train.step import TrainStep
-from unetseg.train.validate import FORWARD_SHARE, SavedWeights, evaluate, validation_seconds
+from unetseg.train.validate import SavedWeights, evaluate, validation_seconds
 from unetseg.train.weights import WeightAverage
 
 logger = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         raise ValueError("--sync-bn: SyncBatchNorm runs on GPUs only; leave it out on CPUs")
     check_batches(len(data.train), cfg.train.batch_size, world.size, cfg.train.sync_bn)
     if world.is_main:
-        for line in ignored_settings(cfg, given):
+        for line in ignored_settings(cfg, given, resume):
             logger.warning("warning: %s", line)
         cfg.save(out / CONFIG_FILE)  # the run's settings, decided: from here on they are only read
     _Training(cfg.frozen(), out, world, device, dtype, layout, data, state, budget, started, pretrained).run()
@@ -567,7 +567,10 @@ def _log_forecast(step_seconds: list[float], steps_left: int, cfg: RunConfig, da
     per_step = sorted(step_seconds)[len(step_seconds) // 2]
     n_val = len(data.val) if data.val is not None else 0
     validations = math.ceil(steps_left / steps / cfg.train.val_every) + 1
-    left = steps_left * per_step + validations * FORWARD_SHARE * per_step / cfg.train.batch_size * n_val
+    per_validation = validation_seconds(len(data.train), n_val, per_step / cfg.train.batch_size,
+                                        tuple(cfg.data.image_size), cfg.data.patch, cfg.train.batch_size,
+                                        BN_IMAGES if cfg.train.bn_recalibrate else 0)  # the plan's estimate
+    left = steps_left * per_step + validations * per_validation
     logger.info("expected: %.2f s/step, %d steps left, about %s more (ends about %s)", per_step, steps_left,
                 _format_duration(left), time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + left)))
     if left > 86400 and not cfg.train.budget:

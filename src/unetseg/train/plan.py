@@ -198,9 +198,6 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     if "train.batch_size" not in keep:
         t.batch_size = planned_batch(cfg, keep, n_train, device, processes)
         chosen.append("batch_size")
-    for name in ("epochs", "max_steps"):
-        if f"train.{name}" in keep:
-            logger.warning("warning: --%s is set by --budget; the value given is replaced", name.replace("_", "-"))
     given_patch = "data.patch" in keep and cfg.data.patch is not None
     score, worst = ({}, {}) if ceiling is None or given_patch else \
         ceiling_scores(ceiling, sorted({_resized(cfg, keep, native, scale) for _, scale in LADDER + FINE_LADDER}
