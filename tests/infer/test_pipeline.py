@@ -180,3 +180,104 @@ def test_a_bad_file_stops_the_model_thread_with_the_error(tmp_path):
     with pytest.raises(DataError, match="img2.png: mask is"):
         evaluate_pairs(predictor, find_pairs(tmp_path / "d"))
     assert not [t for t in threading.enumerate() if t.name == "unetseg-model"]
+
+
+class _StalledEncoding:
+    """The predictor's mask encoding, whose writes after the first wait for ``release`` (not for a time)."""
+
+    def __init__(self, encoding, release: threading.Event, finished: list) -> None:
+        self._encoding, self._release, self._finished = encoding, release, finished
+
+    def to_image(self, classes):
+        if self._finished:  # the first write sizes the pool, in the caller: let it through
+            assert self._release.wait(GUARD)
+        self._finished.append(1)
+        return self._encoding.to_image(classes)
+
+    def __getattr__(self, name):
+        return getattr(self._encoding, name)
+
+
+def test_a_stalled_writer_lets_decoding_and_the_model_run_to_their_bounds_and_no_further(tmp_path, monkeypatch):
+    """predict_folder with every write after the first stalled: the decoders and the model keep going until their
+    queues are full, then wait; the images in flight never exceed what the queues hold."""
+    from unetseg.infer import predict as predict_module
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    monkeypatch.setattr(predict_module, "WRITE_BOUND", 3)
+    predictor = _predictor(1)
+    predictor.batch_size = 2
+    release, finished = threading.Event(), []
+    predictor.encoding = _StalledEncoding(predictor.encoding, release, finished)
+    loaded, in_flight = [], []
+    changed = threading.Condition()
+    load = predictor._load
+
+    def counted(path):
+        result = load(path)
+        with changed:
+            loaded.append(path)
+            in_flight.append(len(loaded) - len(finished))
+            changed.notify_all()
+        return result
+
+    monkeypatch.setattr(predictor, "_load", counted)
+    batch, writes = predictor.batch_size, predict_module.WRITE_BOUND
+    # held while the writers stall: the writes queued and the one waiting to be queued, the caller's batch, the
+    # model's queue and the batch in its hands, the batches decoded ahead and the one being decoded
+    bound = writes + 1 + batch * (1 + pipeline.MODEL_AHEAD + 1 + pipeline.DECODE_AHEAD + 1)
+    worker = threading.Thread(target=predict_folder, args=(predictor, folder, tmp_path / "out"),
+                              kwargs={"overlays": False})
+    worker.start()
+    with changed:  # the model and the decoders went on past the caller's batch and the writers' queue
+        assert changed.wait_for(lambda: len(loaded) >= writes + 1 + batch * (1 + pipeline.MODEL_AHEAD), GUARD)
+    assert len(loaded) < 60 and len(finished) == 1
+    release.set()
+    worker.join(GUARD)
+    assert not worker.is_alive()
+    assert len(loaded) == 60 and len(list((tmp_path / "out" / "masks").iterdir())) == 60
+    assert max(in_flight) <= bound, (max(in_flight), bound)
+
+
+@pytest.mark.parametrize("decode_ms, write_ms, decoders, most, expected", [
+    (2.2, 6.2, 8, 16, 16),   # the H200's host: writes cost 3x, capped
+    (2.2, 6.2, 2, 16, 6),    # 2 x 6.2 / 2.2 = 5.6 -> 6
+    (4.0, 2.0, 2, 4, 1),     # writes cheaper than decodes: fewer threads
+    (4.0, 0.01, 8, 16, 1),   # at least one
+    (3.0, 6.0, 2, 4, 4),     # exactly in proportion
+])
+def test_writer_threads_follow_the_measured_costs(decode_ms, write_ms, decoders, most, expected):
+    assert pipeline.write_threads(decode_ms, write_ms, decoders, most) == expected
+
+
+def test_sized_writers_time_the_first_write_then_size_their_pool(caplog):
+    caplog.set_level("INFO", logger="unetseg.infer.pipeline")
+    done = []
+    with pipeline.sized_writers(lambda: 1e-6, decoders=2, bound=4, command="predict", what="mask") as writers:
+        first = writers.submit(done.append, "first")
+        assert first.done() and done == ["first"]  # run by the caller, timed
+        assert writers.workers == pipeline.WRITE_THREADS  # decodes cost nothing here: as many writers as allowed
+        for i in range(5):
+            writers.submit(done.append, i)
+    assert sorted(map(str, done)) == ["0", "1", "2", "3", "4", "first"]
+    assert "stage costs on this machine: decode 0.0 ms, write (mask)" in caplog.text
+
+
+def test_the_predictors_decode_opens_each_file_once_and_reads_what_read_image_reads(tmp_path, monkeypatch):
+    import PIL.Image
+
+    folder = _mixed_folder(tmp_path)
+    opens = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: (opens.append(a[0]), real_open(*a, **k))[1])
+    predictor = _predictor(1)
+    for path in sorted(folder.iterdir()):
+        opens.clear()
+        image, size = predictor._load(path)
+        assert len(opens) == 1
+        assert size == real_open(path).size
+        assert np.array_equal(image, read_image(path, predictor.config.data.image_size, 3))

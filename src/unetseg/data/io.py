@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +42,21 @@ def _reading(path: Path) -> Iterator[None]:
 def _decode(path: Path, mode: str | None = None, target: Size | None = None) -> Image.Image:
     """Open and fully decode an image; a JPEG with a ``target`` size is decoded in draft ``mode`` at the
     smallest DCT scale that still covers the target."""
+    return _decode_sized(path, mode, None if target is None else lambda _: target)[0]
+
+
+def _decode_sized(path: Path, mode: str | None, target: Callable[[Size], Size] | None
+                  ) -> tuple[Image.Image, Size, Size | None]:
+    """:func:`_decode` with the target a function of the original size, read from the header the decode opens
+    (one open and one header parse a file): the image, its original size and the target."""
     with _reading(path):
         image = Image.open(path)
-        if target is not None and image.format == "JPEG":
-            image.draft(mode, _draft_request(image.size, target))
+        size = image.size
+        wanted = None if target is None else tuple(target(size))
+        if wanted is not None and image.format == "JPEG":
+            image.draft(mode, _draft_request(size, wanted))
         image.load()
-    return image
+    return image, size, wanted
 
 
 def _pixels(path: Path) -> str:
@@ -98,10 +107,22 @@ def read_image(path: str | Path, size: Size | None = None, channels: int = 3) ->
     Raises:
         DataError: naming the file when it is missing, not an image or truncated.
     """
-    image = _as_8bit(_decode(Path(path), "RGB" if channels == 3 else "L", size), channels)
-    if size is not None and image.size != tuple(size):
-        image = image.resize(tuple(size), Image.BILINEAR)
-    return _array(image)
+    return read_image_for(path, None if size is None else lambda _: size, channels)[0]
+
+
+def read_image_for(path: str | Path, target: Callable[[Size], Size] | None, channels: int = 3
+                   ) -> tuple[np.ndarray, Size]:
+    """:func:`read_image` at the size ``target`` gives for the image's original (width, height) (None: the
+    original), decoded as :func:`read_image` decodes it, from one open of the file; and that original size.
+
+    Raises:
+        DataError: naming the file when it is missing, not an image or truncated.
+    """
+    decoded, original, size = _decode_sized(Path(path), "RGB" if channels == 3 else "L", target)
+    image = _as_8bit(decoded, channels)
+    if size is not None and image.size != size:
+        image = image.resize(size, Image.BILINEAR)
+    return _array(image), original
 
 
 def _as_8bit(image: Image.Image, channels: int) -> Image.Image:

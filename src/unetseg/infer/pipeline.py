@@ -12,8 +12,11 @@ host buffers.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import queue
+import time
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +26,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import torch
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Item = TypeVar("Item")
 
@@ -30,9 +34,17 @@ Item = TypeVar("Item")
 MODEL_AHEAD = 2
 #: Batches decoded ahead of the model.
 DECODE_AHEAD = 2
-#: Threads that encode and write: a mask's PNG costs about 3x a draft decode (benchmarks/predict_speed.py --stages:
-#: 6.2 against 2.2 ms a Carvana photo on the H200's host), so writers get up to twice the decoders' threads.
-WRITE_THREADS = min(16, os.cpu_count() or 1)
+#: The most threads that encode and write: a mask's PNG costs about 3x a draft decode (benchmarks/predict_speed.py
+#: --stages: 6.2 against 2.2 ms a Carvana photo on the H200's host), so writers may get twice the decoders' threads.
+WRITE_THREADS = min(16, 2 * (os.cpu_count() or 1))
+
+
+def write_threads(decode_ms: float, write_ms: float, decoders: int, most: int = WRITE_THREADS) -> int:
+    """Writer threads that keep pace with ``decoders`` decoding threads, from the measured costs of one image in
+    each stage: the threads in proportion to the costs (so both pools finish an image in the same time), at least 1,
+    at most ``most``."""
+    need = math.ceil(decoders * write_ms / max(decode_ms, 1e-3) - 1e-9)
+    return max(1, min(most, need))
 
 
 class Ahead(Generic[T]):
@@ -141,14 +153,34 @@ def decoded_batches(items: Sequence[Item], load: Callable[[Item], tuple[np.ndarr
 class Writers:
     """A pool that encodes and writes outputs beside the pipeline, with at most ``bound`` jobs in flight: a caller
     with more waits for the oldest (memory stays that of ``bound`` masks). The first failure is raised at the next
-    :meth:`submit` or at :meth:`close`."""
+    :meth:`submit` or at :meth:`close`.
 
-    def __init__(self, workers: int, bound: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unetseg-write")
+    Args:
+        workers: the pool's threads; or a function of the first job's milliseconds giving them, the first job then
+            run by the caller and timed (the pool is sized by the cost measured on this machine).
+        bound: the most jobs in flight.
+    """
+
+    def __init__(self, workers: int | Callable[[float], int], bound: int) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._size = workers
         self._pending: deque[Future] = deque()
         self._bound = max(1, bound)
+        if isinstance(workers, int):
+            self._start(workers)
+
+    def _start(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unetseg-write")
 
     def submit(self, fn: Callable[..., T], *args: object) -> Future:
+        if self._pool is None:  # the first job, timed here, sizes the pool
+            start = time.perf_counter()
+            first: Future = Future()
+            first.set_result(fn(*args))
+            assert callable(self._size)
+            self._start(self._size(1000 * (time.perf_counter() - start)))
+            return first
         job = self._pool.submit(fn, *args)
         self._pending.append(job)
         while len(self._pending) > self._bound:
@@ -160,16 +192,53 @@ class Writers:
             while self._pending:
                 self._pending.popleft().result()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Writers:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is not None:  # an error elsewhere: the writes submitted still finish (their errors give way to it)
-            self._pool.shutdown(wait=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             return
         self.close()
+
+
+def sized_writers(decode_ms: Callable[[], float | None], decoders: int, bound: int, command: str, what: str
+                  ) -> Writers:
+    """:class:`Writers` whose threads come from the costs measured on this machine: the first write (timed, of
+    ``what``) against ``decode_ms()``, the decodes' median so far; logged once."""
+
+    def size(write_ms: float) -> int:
+        decode = decode_ms()
+        workers = write_threads(write_ms if decode is None else decode, write_ms, decoders)
+        logger.info("%s: stage costs on this machine: decode %s, write (%s) %.1f ms an image: %d decoding and %d "
+                    "writing threads", command, "?" if decode is None else f"{decode:.1f} ms", what, write_ms,
+                    decoders, workers)
+        return workers
+
+    return Writers(size, bound)
+
+
+class DecodeTimes:
+    """Milliseconds of each decode, from any thread (list appends are atomic); :meth:`median` of those so far."""
+
+    def __init__(self) -> None:
+        self._ms: list[float] = []
+
+    def timed(self, load: Callable[[Item], T]) -> Callable[[Item], T]:
+        def run(item: Item) -> T:
+            start = time.perf_counter()
+            result = load(item)
+            self._ms.append(1000 * (time.perf_counter() - start))
+            return result
+
+        return run
+
+    def median(self) -> float | None:
+        return float(np.median(self._ms)) if self._ms else None
 
 
 def pack_binary(classes: torch.Tensor) -> torch.Tensor:

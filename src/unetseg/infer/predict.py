@@ -21,10 +21,11 @@ from unetseg.config import DataConfig, RunConfig
 from unetseg.data.check import encoding_of
 from unetseg.data.encoding import MaskEncoding
 from unetseg.data.errors import DataError, raise_problems
-from unetseg.data.io import DECODE_THREADS, image_info, read_image, read_mask
+from unetseg.data.io import DECODE_THREADS, read_image, read_image_for, read_mask
 from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_for, list_files
 from unetseg.data.transforms import to_float
-from unetseg.infer.pipeline import MODEL_AHEAD, WRITE_THREADS, Ahead, HostCopy, Writers, decoded_batches
+from unetseg.infer.pipeline import (MODEL_AHEAD, WRITE_THREADS, Ahead, DecodeTimes, HostCopy, decoded_batches,
+                                    sized_writers)
 from unetseg.infer.windows import sliding_window_logits
 from unetseg.metrics import logits_to_classes, logits_to_probabilities
 from unetseg.model import UNet
@@ -153,6 +154,7 @@ class Predictor:
         self.dtype = autocast_dtype(self.device, amp)  # this device's precision, not the training run's
         self.encoding = encoding_of(config.data) or MaskEncoding((0, 255))
         self._host = HostCopy()  # masks to host memory (on a GPU: pinned, bit-packed for binary models)
+        self.decode_times = DecodeTimes()  # what a decode costs here: the writers' pools are sized by it
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 0,
@@ -220,12 +222,13 @@ class Predictor:
         """The model's input and the original (width, height). The input is always decoded as training decoded it
         (a JPEG's draft decode, then the resize): the same image and run give the same mask in ``predict`` with or
         without overlays, ``evaluate`` and ``submit``."""
-        size, _ = image_info(path)  # the original size, from the header only
-        target = self.config.data.image_size
-        if self.config.data.patch is not None:  # each image at the training scale, at its own size
-            scale_x, scale_y = self.config.data.patch_scale
-            target = (max(16, round(size[0] * scale_x)), max(16, round(size[1] * scale_y)))
-        return read_image(path, target, self.config.model.in_channels), size
+        def target(size: tuple[int, int]) -> tuple[int, int]:  # of the original size, read by the decode's open
+            if self.config.data.patch is None:
+                return self.config.data.image_size
+            scale_x, scale_y = self.config.data.patch_scale  # each image at the training scale, at its own size
+            return max(16, round(size[0] * scale_x)), max(16, round(size[1] * scale_y))
+
+        return read_image_for(path, target, self.config.model.in_channels)
 
     def _scored(self, paths: Sequence[Path], progress: bool
                 ) -> Iterator[tuple[list[Path], list[tuple[int, int]], list[torch.Tensor]]]:
@@ -238,7 +241,8 @@ class Predictor:
 
         def forward() -> Iterator[tuple[list[Path], list[tuple[int, int]], list[torch.Tensor]]]:
             done = 0
-            for batch, sizes in decoded_batches(paths, self._load, images, DECODE_THREADS):
+            for batch, sizes in decoded_batches(paths, self.decode_times.timed(self._load), images,
+                                                  DECODE_THREADS):
                 if self.tile:  # each image by windows, the windows batched
                     logits = [sliding_window_logits(self.logits, image, self.tile, self.overlap, self.batch_size)[None]
                               for image in batch]
@@ -341,8 +345,8 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
         if wanted:
             (out / folder).mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    logger.info("predict: %d images; decoding on %d threads, the model %d batches of %d ahead, writing on %d threads",
-                len(paths), DECODE_THREADS, MODEL_AHEAD, predictor.batch_size, WRITE_THREADS)
+    logger.info("predict: %d images; decoding on %d threads, the model %d batches of %d ahead", len(paths),
+                DECODE_THREADS, MODEL_AHEAD, predictor.batch_size)
 
     def write(path: Path, classes: np.ndarray, maps: np.ndarray | None) -> None:
         """Encode and write one image's files (on a thread, beside the model); an overlay decodes the image whole."""
@@ -356,7 +360,8 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
             overlay(image, classes, predictor.encoding, colours=predictor.config.data.class_colours).save(
                 out / "overlays" / f"{path.stem}.jpg", quality=90)
 
-    with Writers(WRITE_THREADS, WRITE_BOUND) as writers:
+    what = "mask" + " + probabilities" * probs + " + overlay" * overlays
+    with sized_writers(predictor.decode_times.median, DECODE_THREADS, WRITE_BOUND, "predict", what) as writers:
         if probs:  # the scores at full size are needed too: one image at a time
             results = ((path, predictor.classes(logits).to(torch.uint8).cpu().numpy(), logits)
                        for path, logits in predictor.predict_paths(paths, progress))

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from unetseg.infer.pipeline import WRITE_THREADS, Writers
+from unetseg.data.io import DECODE_THREADS
+from unetseg.infer.pipeline import sized_writers
 from unetseg.infer.predict import WRITE_BOUND, Predictor, list_images
 
 logger = logging.getLogger(__name__)
@@ -140,7 +141,8 @@ def write_submission(predictor: Predictor, images: str | Path, out: str | Path, 
                 os.fsync(fh.fileno())
             bar.update()
 
-        with Writers(WRITE_THREADS, WRITE_BOUND) as writers:  # run-length encoding beside the model
+        with sized_writers(predictor.decode_times.median, DECODE_THREADS, WRITE_BOUND, "submit",
+                           "run-length encoding") as writers:  # beside the model
             for path, mask in predictor.predict_classes(todo):  # the run's threshold, as predict uses it
                 pending.append((path.name, writers.submit(rle_encode, mask)))
                 while len(pending) > WRITE_BOUND:
