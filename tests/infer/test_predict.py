@@ -76,7 +76,10 @@ def test_three_class_colour_masks_train_predict_and_score_per_class(tmp_path):
         assert image.mode == "RGB" and image.size == (56, 40)
         assert {tuple(c) for c in np.unique(np.asarray(image).reshape(-1, 3), axis=0).tolist()} <= colours
     result = evaluate_pairs(predictor, find_pairs(root), tmp_path / "eval")
-    assert set(result["per_image"][0]) == {"image", "dice", "iou", "dice_class0", "dice_class1", "dice_class2"}
+    from unetseg.score.image import OVERLAP, SURFACE, TOPOLOGY
+
+    per_class = {f"{m}_class{k}" for m in ("dice", "iou") for k in range(3)}
+    assert set(result["per_image"][0]) == {"image", *OVERLAP, *SURFACE, *TOPOLOGY, *per_class}
     row = result["per_image"][0]
     assert row["dice"] == pytest.approx(np.nanmean([row["dice_class0"], row["dice_class1"], row["dice_class2"]]))
     assert "mean_dice_class2" in json.loads((tmp_path / "eval" / "summary.json").read_text())

@@ -344,7 +344,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     meta = {"model": str(args.model), "split": args.split, "weights": args.weights, "tta": args.tta,
             "threshold": predictor.threshold}
     result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds, meta=meta,
-                            background=args.background)
+                            background=args.background, settings=_score_settings(args), resamples=args.resamples,
+                            seed=args.seed)
     scored = "" if result["scored_images"] == result["images"] else \
         f", {result['images'] - result['scored_images']} with nothing to find and nothing found left out of the means"
     print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
@@ -354,10 +355,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"mIoU {result['miou']:.4f} over the scored classes, global pixel accuracy "
               f"{result['pixel_accuracy']:.4f}; mean Dice over {len(result['scored_classes'])} classes"
               + (f" ({', '.join(left_out)} left out: --background)" if left_out else ""))
-        width = max(len(c["name"]) for c in result["per_class"]) + 2
-        print(f"{'class':<{width}}{'IoU':>8}{'Dice':>8}{'pixels':>12}")
-        for c in result["per_class"]:
-            print(f"{c['name']:<{width}}{c['iou']:>8.4f}{c['dice']:>8.4f}{c['pixels']:>12d}")
+    _print_scores(result)
     if args.tune_threshold:
         scores = result["threshold_dice"]
         best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))  # ties: the one nearest 0.5
@@ -368,6 +366,114 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               f"{Path(args.model) / THRESHOLD_FILE}, used by predict, evaluate and submit from now on")
     if args.out:
         print(f"per-image scores and the error overlays of the worst and best images in {args.out}")
+    return 0
+
+
+def _spacing(text: str) -> tuple[float, float]:
+    """``--spacing``: a pixel's size, one number or WIDTH,HEIGHT."""
+    try:
+        values = [float(v) for v in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a pixel's size: S or SX,SY, got {text!r}") from None
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"a pixel's size: S or SX,SY (positive), got {text!r}")
+    return (values[0], values[-1])
+
+
+def _add_score_flags(p: argparse.ArgumentParser) -> None:
+    """How ``evaluate`` and ``score`` score: the boundary scores' units and tolerance, and the intervals."""
+    from unetseg.score.intervals import RESAMPLES
+    from unetseg.score.surface import BOUNDARY_RATIO, TOLERANCE
+
+    g = p.add_argument_group("scores and intervals")
+    g.add_argument("--spacing", type=_spacing, metavar="S|SX,SY", help="a pixel's size (width, height) in the "
+                   "units HD95, ASSD and --tolerance are given in (default: pixels)")
+    g.add_argument("--tolerance", type=float, default=TOLERANCE, help="normalised surface Dice: a boundary pixel "
+                   "within this distance of the other boundary counts as found (default: %(default)s, in pixels or "
+                   "--spacing units)")
+    g.add_argument("--boundary-ratio", type=float, default=BOUNDARY_RATIO, help="boundary IoU's band as a share of "
+                   "the image diagonal (default: %(default)s, Cheng et al.'s)")
+    g.add_argument("--surface", action=argparse.BooleanOptionalAction, default=True,
+                   help="the boundary scores: HD95, ASSD, NSD, boundary IoU")
+    g.add_argument("--topology", action=argparse.BooleanOptionalAction, default=True, help="clDice")
+    g.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of each interval "
+                   "(default: %(default)s; 0: no intervals)")
+    g.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default: %(default)s)")
+
+
+def _score_settings(args: argparse.Namespace):
+    from unetseg.score import ScoreSettings
+
+    if args.tolerance < 0 or not 0 < args.boundary_ratio < 1:
+        raise ValueError(f"--tolerance {args.tolerance} / --boundary-ratio {args.boundary_ratio}: a tolerance of "
+                         f"0 or more and a ratio between 0 and 1")
+    if args.resamples < 0:
+        raise ValueError(f"--resamples {args.resamples}: 0 or more")
+    return ScoreSettings(spacing=args.spacing, tolerance=args.tolerance, boundary_ratio=args.boundary_ratio,
+                         surface=args.surface, topology=args.topology)
+
+
+def _interval(entry: dict) -> str:
+    value, low, high = entry["value"], entry.get("low", float("nan")), entry.get("high", float("nan"))
+    return f"{value:.4f}" + ("" if low != low else f" [{low:.4f}, {high:.4f}]")
+
+
+def _print_scores(result: dict) -> None:
+    """The scores' table: each mean over images and each pooled score with its interval; per class for
+    multi-class masks."""
+    level, resamples = int(round(100 * result["interval"]["level"])), result["interval"]["resamples"]
+    print(f"means over images, {level}% bootstrap intervals over images ({resamples} resamples):" if resamples
+          else "means over images (no intervals: --resamples 0):")
+    for name, entry in result["metrics"].items():
+        left = f"  ({entry['nan']} image(s) without it: NaN)" if entry["nan"] else ""
+        print(f"  {name:<16}{_interval(entry)}{left}")
+    print("pooled over every pixel:")
+    for name, entry in result["pooled"].items():
+        print(f"  {name:<16}{_interval(entry)}")
+    if len(result["classes"]) > 2:
+        width = max(len(c["name"]) for c in result["per_class"]) + 2
+        print(f"{'class':<{width}}{'IoU (pooled)':>28}{'Dice (pooled)':>28}{'pixels':>12}")
+        for c in result["per_class"]:
+            iou = _interval({"value": c["iou"], "low": c["iou_low"], "high": c["iou_high"]})
+            dice = _interval({"value": c["dice"], "low": c["dice_low"], "high": c["dice_high"]})
+            print(f"{c['name']:<{width}}{iou:>28}{dice:>28}{c['pixels']:>12d}")
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from unetseg.score.folder import score_folder
+
+    data = DataConfig()
+    if args.model:
+        from unetseg.checkpoint import CONFIG_FILE, CheckpointError
+
+        if not (Path(args.model) / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{Path(args.model) / CONFIG_FILE}: not found; is {args.model} a unetseg run?")
+        data = dataclasses.replace(RunConfig.load(Path(args.model) / CONFIG_FILE).data, data="", images="", masks="",
+                                   pairs_csv="",
+                                   ignore_masks="", image_pattern="", mask_pattern="", ignore_pattern="",
+                                   val_data="", val_images="", val_masks="", val_ignore_masks="")
+    fields = {key.split(".")[1]: value for key, value in vars(args).items() if key.startswith("data.")}
+    fields["masks"] = args.masks
+    if args.pred_pattern:
+        fields["image_pattern"] = args.pred_pattern
+    data = DataConfig.from_dict({**data.to_dict(), **fields})
+    background = args.background  # -1: not given; the run's where --model names one, else every class
+    if background == -1:
+        background = data.background if args.model else None
+    result = score_folder(args.pred, data, args.out, args.probs, _score_settings(args), background, args.resamples,
+                          args.seed, progress=_interactive())
+    print(f"{result['images']} predictions in {args.pred} scored against {args.masks}")
+    _print_scores(result)
+    if args.out:
+        print(f"per-image scores, summary.json and the confusion matrix in {args.out}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from unetseg.score.compare import compare, format_comparison
+
+    for comparison in compare(args.sets, args.metric, args.resamples, args.seed):
+        print(format_comparison(comparison))
     return 0
 
 
@@ -448,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_train)
 
     for name, helptext in (("predict", "write a mask (and an overlay) per image"),
-                           ("evaluate", "Dice and IoU at original resolution"),
+                           ("evaluate", "predict and score at original resolution: Dice, IoU, boundary and "
+                            "topology scores, with intervals"),
                            ("submit", "a Carvana submission: img,rle_mask per image (restartable, gzip)")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--model", required=True, metavar="RUN", help="a run folder written by unetseg train")
@@ -502,7 +609,42 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--background", type=_background, metavar="K|none", default=-1,
                            help="multi-class: leave class K out of mean Dice, or none: score every class (default: "
                            "the run's --background; binary masks score their foreground)")
+            _add_score_flags(p)
             p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("score", help="score masks written by any tool against the true masks: Dice, IoU, "
+                       "precision, recall, specificity, HD95, ASSD, surface Dice, boundary IoU, clDice (AUC, AP with "
+                       "--probs), each with a bootstrap interval")
+    p.add_argument("--pred", required=True, metavar="DIR", help="the predicted masks: one file per image, named as "
+                   "the images are (unetseg predict's masks/ folder), or by --pred-pattern")
+    p.add_argument("--masks", required=True, metavar="DIR", help="the true masks")
+    p.add_argument("--pred-pattern", help="the predictions' file name pattern, e.g. '{id}_training.png' (the "
+                   "images' pattern with the predictions' extension)")
+    p.add_argument("--probs", metavar="DIR", help="binary masks: the foreground probabilities, <name>.npy (floats in "
+                   "[0, 1]) or <name>.png (8-bit, predict --save-probs's probs/), for AUC, AP and the best F1")
+    p.add_argument("--model", metavar="RUN", help="read the masks as this run reads them (its encoding, void values "
+                   "and class names) instead of finding their encoding")
+    p.add_argument("--background", type=_background, metavar="K|none", default=-1,
+                   help="multi-class: leave class K out of the means (default: the --model run's, else none: every "
+                   "class is scored)")
+    p.add_argument("--out", help="folder for per_image.csv, summary.json and the confusion matrix")
+    g = p.add_argument_group("how the masks are read (as for training)")
+    fields = _config_fields(("data",))
+    for name in ("mask_pattern", "ignore_masks", "ignore_pattern", "ignore_index", "classes", "class_names",
+                 "invert_mask", "snap_masks"):
+        _add_config_flag(g, *fields[f"data.{name}"])
+    _add_score_flags(p)
+    p.set_defaults(handler=_cmd_score)
+
+    p = sub.add_parser("compare", help="scored sets on the same images, each against the first: the per-image "
+                       "differences' mean with its interval and a Wilcoxon signed-rank p-value")
+    p.add_argument("sets", nargs="+", metavar="RUN_OR_DIR", help="run folders (their eval/) or folders of "
+                   "per_image.csv written by evaluate --out or score --out; the first is the baseline")
+    p.add_argument("--metric", default="dice", help="the per-image score to compare (default: %(default)s; any "
+                   "column of per_image.csv: iou, hd95, cldice, ...)")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default: %(default)s)")
+    p.set_defaults(handler=_cmd_compare)
 
     p = sub.add_parser("report", help="one self-contained HTML file about one or several runs: scores, curves, "
                        "settings side by side, timing, the data check, per-image Dice and error overlays")

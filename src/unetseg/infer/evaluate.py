@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import csv
-import json
 import logging
 from collections.abc import Sequence
 from contextlib import closing
@@ -14,16 +12,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from unetseg.data.classes import class_names
 from unetseg.data.encoding import IGNORE
 from unetseg.data.errors import DataError
 from unetseg.data.io import read_image, read_mask
 from unetseg.data.pairing import Pair
-from unetseg.infer.predict import Predictor
-from unetseg.data.classes import class_names
-from unetseg.drawing.confusion import plot_confusion
 from unetseg.drawing.overlays import display_size, error_overlay, shrink_classes
-from unetseg.metrics import (check_background, class_mean, class_scores, confusion_matrix, counts_from_confusion,
-                             dice_from_counts, iou_from_counts, nan_mean, scored_classes, threshold_dice)
+from unetseg.infer.predict import Predictor
+from unetseg.metrics import check_background, nan_mean, scored_classes, threshold_dice
+from unetseg.score.files import write_scores
+from unetseg.score.image import ImageScores, ScoreSettings, score_image
+from unetseg.score.intervals import RESAMPLES
+from unetseg.score.summary import rows_and_summary
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ OVERLAYS = 6  # worst and best images drawn by evaluate --out
 
 def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path | None = None,
                    progress: bool = False, thresholds: Sequence[float] = (), overlays: int = OVERLAYS,
-                   meta: dict[str, Any] | None = None, background: int | None = -1) -> dict[str, Any]:
+                   meta: dict[str, Any] | None = None, background: int | None = -1,
+                   settings: ScoreSettings = ScoreSettings(), resamples: int = RESAMPLES, seed: int = 0
+                   ) -> dict[str, Any]:
     """Predict every pair's image and compare with its mask at the mask's original size.
 
     Dice and IoU are averaged over the scored classes of each image (binary data: the foreground; multi-class data:
@@ -62,9 +64,14 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     pixels of ignored (void) values count nowhere. With ``out_dir``, ``confusion.csv`` (pixel counts, rows the true
     class) and ``confusion.png`` (rows normalised) are written too.
 
+    Every score of :func:`unetseg.score.score_image` is computed per image (``settings``: which, and how; a binary
+    model's probabilities give the ranking scores), and each mean over images and each pooled score comes with its
+    bootstrap interval (``resamples``, ``seed``): ``unetseg score`` of the masks ``predict`` writes gives the same.
+
     Returns:
-        ``{"images", "mean_dice", "mean_iou", "global_dice", "miou", "pixel_accuracy", "per_class": [{"class", "name",
-        "iou", "dice", "pixels"}, ...], "per_image": [{"image", "dice", "iou"}, ...]}``,
+        ``{"images", "mean_dice", "mean_iou", "global_dice", "miou", "pixel_accuracy", "metrics", "pooled",
+        "interval", "per_class": [{"class", "name", "iou", "dice", "pixels", ...}, ...], "per_image": [{"image",
+        "dice", "iou", ...}, ...]}`` (:func:`unetseg.score.rows_and_summary`),
         ``"threshold_dice": {threshold: mean Dice}`` where thresholds are given, and with ``out_dir``
         ``"worst"`` / ``"best"``: ``[{"image", "dice", "overlay"}, ...]`` (overlay file names in ``out_dir``).
     """
@@ -74,8 +81,7 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     names = class_names(predictor.config.data.class_names, labels)
     scored = scored_classes(labels, check_background(predictor.config.data.background if background == -1
                                                      else background, labels))
-    matrix = torch.zeros(labels, labels, dtype=torch.int64)
-    rows = []
+    named: list[tuple[str, ImageScores]] = []
     by_image = {p.image: p for p in pairs}
     snap = predictor.config.data.snap_masks
     binary = predictor.config.model.num_classes == 1
@@ -97,49 +103,19 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
             if pred.shape != target.shape:
                 raise DataError(f"{pair.mask}: mask is {tuple(target.shape[::-1])} (WxH) but the image is "
                                 f"{tuple(pred.shape[::-1])}")
-            confusion = confusion_matrix(pred[None], target[None], labels)[0]
-            matrix += confusion
-            counts = counts_from_confusion(confusion)
-            dice = dice_from_counts(counts)
-            row = {"image": path.name, "dice": float(class_mean(dice, scored)),
-                   "iou": float(class_mean(iou_from_counts(counts), scored))}
-            if labels > 2:  # multi-class: each class too
-                row.update({f"dice_class{k}": float(dice[k]) for k in range(labels)})
-            rows.append(row)
-            drawn.offer(row["dice"], pair, pred.numpy(), classes)
+            probs = predictor.probabilities(logits)[0].float().cpu().numpy() if binary and settings.ranking else None
+            scores = score_image(pred.numpy().astype(np.uint8), classes, labels, scored, settings, probs)
+            named.append((path.name, scores))
+            drawn.offer(scores.row["dice"], pair, pred.numpy(), classes)
             if by_threshold:  # every threshold from one histogram of the scores, where they are
                 for dices, dice_t in zip(by_threshold.values(), threshold_dice(logits, target, list(by_threshold))):
                     dices.append(1.0 if dice_t != dice_t else dice_t)  # nothing to find, nothing found: right, at any t
-    mean = {key: nan_mean([r[key] for r in rows]) for key in rows[0] if key != "image"}
-    summary = {
-        "images": len(rows),
-        "scored_images": sum(r["dice"] == r["dice"] for r in rows),  # not NaN
-        "mean_dice": mean["dice"],
-        "mean_iou": mean["iou"],
-        "global_dice": float(class_mean(dice_from_counts(counts_from_confusion(matrix)), scored)),
-        "scored_classes": [names[k] for k in scored],
-        **{f"mean_{key}": value for key, value in mean.items() if key.startswith("dice_class")},
-    }
-    scores = class_scores(matrix)
-    summary.update(miou=scores["miou"], pixel_accuracy=scores["pixel_accuracy"], classes=names, per_class=[
-        {"class": k, "name": names[k], "iou": scores["iou"][k], "dice": scores["dice"][k],
-         "pixels": int(matrix[k].sum())} for k in range(labels)])
+    rows, summary = rows_and_summary(named, settings, scored, names, resamples, seed)
     if by_threshold:
         summary["threshold_dice"] = {t: nan_mean(d) for t, d in by_threshold.items()}
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "per_image.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["image", "dice", "iou"])
-            writer.writeheader()
-            writer.writerows(rows)
-        with open(out / "confusion.csv", "w", newline="") as fh:  # pixel counts: rows true, columns predicted
-            writer = csv.writer(fh)
-            writer.writerow(["true \\ predicted", *names])
-            writer.writerows([name, *row] for name, row in zip(names, matrix.tolist()))
-        plot_confusion(matrix.numpy(), names, out / "confusion.png")
-        summary.update(drawn.draw(out / "overlays"), **(meta or {}))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary.update(drawn.draw(Path(out_dir) / "overlays"), **(meta or {}))
+        write_scores(out_dir, rows, summary, np.stack([s.confusion for _, s in named]).sum(0), names)
     return {**summary, "per_image": rows}
 
 

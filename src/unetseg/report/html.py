@@ -164,6 +164,34 @@ def _num(value: Any, digits: int = 4) -> str:
     return _e(value)
 
 
+def _ci(value: Any, low: Any = None, high: Any = None) -> str:
+    """A score and its interval, ``0.9512 [0.9401, 0.9600]``; the score alone where there is no interval."""
+    if low is None or high is None or (isinstance(low, float) and low != low):
+        return _num(value)
+    return f'{_num(value)} <span class="note">[{_num(low)}, {_num(high)}]</span>'
+
+
+def _scores_table(ev: dict[str, Any]) -> str:
+    """Each score's mean over images and each pooled score, with their bootstrap intervals (evaluations made
+    before intervals existed have none: nothing is shown)."""
+    metrics, pooled = ev.get("metrics") or {}, ev.get("pooled") or {}
+    if not metrics:
+        return ""
+    rows = []
+    for name in dict.fromkeys([*metrics, *pooled]):
+        m, p = metrics.get(name), pooled.get(name)
+        rows.append((name, [_ci(m["value"], m["low"], m["high"]) if m else "&ndash;",
+                            _num(m["nan"]) if m and m.get("nan") else "",
+                            _ci(p["value"], p["low"], p["high"]) if p else "&ndash;"], False))
+    interval, settings = ev.get("interval") or {}, ev.get("settings") or {}
+    note = (f'<p class="note">means over images and scores pooled over every pixel; in brackets the '
+            f'{round(100 * interval.get("level", 0.95))}% interval: {_e(interval.get("method", ""))}, '
+            f'{_e(interval.get("resamples", ""))} resamples, seed {_e(interval.get("seed", ""))}. Distances '
+            f'(hd95, assd) in {_e(settings.get("distance_units", "pixels"))}, lower is better there; nsd at a '
+            f'tolerance of {_e(settings.get("tolerance", ""))}.</p>')
+    return "<h3>Scores</h3>" + note + _table(["score", "mean over images", "images without it", "pooled"], rows)
+
+
 def _img(data: bytes, mime: str, alt: str, css: str = "", style: str = "") -> str:
     encoded = base64.b64encode(data).decode("ascii")
     return f'<img class="{css}" style="{style}" alt="{_e(alt)}" src="data:{mime};base64,{encoded}">'
@@ -175,6 +203,14 @@ def _duration(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
+def _interval_of(ev: dict[str, Any], name: str) -> str:
+    """`` [low, high]`` of a mean score where the evaluation has its interval."""
+    m = (ev.get("metrics") or {}).get(name)
+    if not m or m.get("low") is None or m["low"] != m["low"]:
+        return ""
+    return f' <span class="note">[{_num(m["low"])}, {_num(m["high"])}]</span>'
+
+
 def _facts(run: RunSummary) -> dict[str, str]:
     """The headline rows of the summary table, formatted."""
     m, ev = run.metrics, run.evaluation
@@ -184,8 +220,8 @@ def _facts(run: RunSummary) -> dict[str, str]:
     seconds = sum(r.get("seconds", 0.0) for r in m)
     speeds = [r["images_per_s"] for r in m if r.get("images_per_s")]
     facts = {
-        "validation mean Dice (original size)": f'<span class="score">{_num(ev["mean_dice"])}</span>' if ev else
-        f'<span class="note">{_e(run.no_evaluation)}</span>',
+        "validation mean Dice (original size)": f'<span class="score">{_num(ev["mean_dice"])}</span>'
+        + _interval_of(ev, "dice") if ev else f'<span class="note">{_e(run.no_evaluation)}</span>',
         "validation global Dice": _num(ev["global_dice"]) if ev else "&ndash;",
         **({"validation mIoU (pooled confusion)": f'<span class="score">{_num(ev["miou"])}</span>',
             "validation pixel accuracy": _num(ev.get("pixel_accuracy"))}
@@ -307,7 +343,7 @@ def _evaluation_section(run: RunSummary, several: bool) -> str:
               f'&nbsp; <span class="swatch" style="background:rgb{EXTRA}"></span> extra (predicted, not in the '
               f'mask) &nbsp; <span class="swatch" style="background:rgb{EDGE}"></span> edges of the prediction '
               f'&nbsp; dimmed: not scored (outside the ignore mask)</p>')
-    parts = [f"<h2>{title}</h2>", _classes_section(run), legend]
+    parts = [f"<h2>{title}</h2>", _scores_table(ev), _classes_section(run), legend]
     for kind in ("worst", "best"):
         shown = ev.get(kind) or []
         if not shown:
@@ -324,10 +360,10 @@ def _evaluation_section(run: RunSummary, several: bool) -> str:
                            f"{_e(item['image'])}: Dice {_num(item['dice'])}</figcaption></figure>")
         parts.append(f"<h3>The {len(figures)} {kind}</h3><div class=gallery>{''.join(figures)}</div>")
     rows = sorted(run.per_image, key=lambda r: float(r["dice"]) if r["dice"] not in ("", "nan") else 2.0)
-    columns = [c for c in (rows[0].keys() if rows else []) if c != "image"]
+    columns = [c for c in (rows[0].keys() if rows else []) if c != "image" and "_class" not in c]  # per class: above
     table_rows = [(r["image"], [f'<span class=num>{_num(float(r[c]))}</span>' for c in columns], False) for r in rows]
     table = _table(["image (worst first)", *columns], table_rows[:PER_IMAGE_ROWS])
-    parts.append(f"<h3>Dice per image</h3>{table}")
+    parts.append(f"<h3>Scores per image</h3>{table}")
     if len(table_rows) > PER_IMAGE_ROWS:
         parts.append(f"<details><summary>the other {len(table_rows) - PER_IMAGE_ROWS} images</summary>"
                      + _table(["image", *columns], table_rows[PER_IMAGE_ROWS:]) + "</details>")
@@ -347,12 +383,16 @@ def _classes_section(run: RunSummary) -> str:
         k = int(c["class"])
         colour = colours[k] if k < len(colours) else "#%02x%02x%02x" % default_colour(k, len(per_class))
         swatch = f'<span class="swatch" style="background:{_e(colour)}"></span>'
-        rows.append((str(c["name"]), [swatch, f'<span class=num>{_num(c["iou"])}</span>',
-                                      f'<span class=num>{_num(c["dice"])}</span>',
+        iou, dice = _ci(c["iou"], c.get("iou_low"), c.get("iou_high")), _ci(c["dice"], c.get("dice_low"),
+                                                                            c.get("dice_high"))
+        rows.append((str(c["name"]), [swatch, f'<span class=num>{iou}</span>', f'<span class=num>{dice}</span>',
                                       f'<span class=num>{int(c["pixels"]):,}</span>'], False))
-    parts = [f'<h3>Classes: mIoU {_num(ev.get("miou"))}, pixel accuracy {_num(ev.get("pixel_accuracy"))}</h3>',
+    miou = (ev.get("pooled") or {}).get("miou") or {}
+    parts = [f'<h3>Classes: mIoU {_ci(ev.get("miou"), miou.get("low"), miou.get("high"))}, pixel accuracy '
+             f'{_num(ev.get("pixel_accuracy"))}</h3>',
              '<p class="note">IoU and Dice per class from the confusion matrix pooled over the validation images '
-             '(void pixels count nowhere); the colours are those of the predicted masks and overlays</p>',
+             '(void pixels count nowhere), in brackets their intervals over images; the colours are those of the '
+             'predicted masks and overlays</p>',
              _table(["class", "colour", "IoU", "Dice", "pixels"], rows)]
     picture = (run.path / EVAL_DIR / "confusion.png")
     if picture.is_file():

@@ -1,0 +1,67 @@
+"""Threshold-free scores of a binary model's probabilities: ROC AUC, average precision and the F1 at the best
+threshold, from histograms of the probabilities of positive and negative pixels.
+
+Probabilities are counted in ``BINS`` equal bins of [0, 1]. Our ``--save-probs`` PNGs hold 256 levels, each its own
+bin, so their scores are exact; other probabilities are ranked to 1/4096 (ties within a bin count as ties, half a
+pair each, as the Mann-Whitney statistic counts them). Histograms add up, so a set's pooled scores (the retinal
+vessel papers pool the pixels of every test image inside the field of view) come from the sum of its images'.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+BINS = 4096
+
+
+def histogram(probs: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(2, BINS) int64 counts of the probabilities of negative (row 0) and positive (row 1) pixels; ``target``
+    values other than 0 and 1 (ignored pixels) are not counted.
+
+    Shape:
+        (H, W) float in [0, 1], (H, W) class indices -> (2, BINS)
+    """
+    counted = target <= 1
+    bins = np.minimum((probs[counted].astype(np.float64) * BINS).astype(np.int64), BINS - 1)
+    return np.bincount(bins + BINS * target[counted].astype(np.int64), minlength=2 * BINS).reshape(2, BINS)
+
+
+def _above(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Negatives and positives at or above each bin, highest bin first (the thresholds from strict to lax)."""
+    return np.cumsum(hist[0][::-1]), np.cumsum(hist[1][::-1])
+
+
+def roc_auc(hist: np.ndarray) -> float:
+    """The area under the ROC curve: the chance that a positive pixel scores above a negative one (ties: half);
+    NaN without positives or negatives."""
+    neg, pos = hist[0].astype(np.float64), hist[1].astype(np.float64)
+    if not neg.sum() or not pos.sum():
+        return math.nan
+    neg_below = np.cumsum(neg) - neg  # negatives in lower bins
+    return float((pos * (neg_below + neg / 2)).sum() / (pos.sum() * neg.sum()))
+
+
+def average_precision(hist: np.ndarray) -> float:
+    """Average precision (scikit-learn's definition: precision at each threshold weighted by the recall it adds);
+    NaN without positives."""
+    fp, tp = _above(hist)
+    positives = tp[-1]
+    if not positives:
+        return math.nan
+    added = np.diff(tp, prepend=0)
+    precision = np.divide(tp, tp + fp, out=np.zeros(len(tp)), where=tp + fp > 0)
+    return float((added * precision).sum() / positives)
+
+
+def best_f1(hist: np.ndarray) -> tuple[float, float]:
+    """The best F1 over the bins' thresholds and that threshold (a probability: pixels at or above it are
+    foreground); (NaN, NaN) without positives."""
+    fp, tp = _above(hist)
+    positives = tp[-1]
+    if not positives:
+        return math.nan, math.nan
+    f1 = 2 * tp / (tp + fp + positives)
+    k = int(np.argmax(f1))
+    return float(f1[k]), (BINS - 1 - k) / BINS

@@ -1,0 +1,64 @@
+"""Bootstrap intervals cover what they claim; paired comparisons find a true difference and none where there is
+none."""
+
+import numpy as np
+import pytest
+
+from unetseg.score import mean_interval, paired, pooled_interval
+
+
+def test_the_interval_covers_a_known_mean_in_at_least_93_of_100_seeded_simulations():
+    """20 images' Dice-like scores from Beta(8, 2) (mean 0.8, skewed as per-image Dice is) per simulation: a
+    DRIVE-sized test set. Plain BCa covered 93.5% in 600 such simulations (too narrow for small samples); the
+    expanded interval 95.0%."""
+    covered = 0
+    for sim in range(100):
+        values = np.random.default_rng(1000 + sim).beta(8, 2, 20)
+        interval, nan = mean_interval(values, resamples=2000, seed=sim)
+        assert nan == 0 and interval.low < values.mean() < interval.high
+        covered += interval.low <= 0.8 <= interval.high
+    assert covered >= 93, covered
+
+
+def test_nan_images_are_left_out_and_counted():
+    interval, nan = mean_interval(np.array([0.5, np.nan, 0.7, 0.6, np.nan]))
+    assert nan == 2 and interval.value == pytest.approx(0.6)
+    single, _ = mean_interval(np.array([0.4, np.nan]))
+    assert single.value == 0.4 and np.isnan(single.low)  # one image: no interval
+
+
+def test_identical_values_give_a_point_interval():
+    interval, _ = mean_interval(np.full(12, 0.9))
+    assert interval.low == interval.high == pytest.approx(0.9)
+
+
+def test_a_pooled_score_is_recomputed_from_the_resampled_images_counts():
+    rng = np.random.default_rng(0)
+    tp, fp = rng.integers(50, 100, 25), rng.integers(0, 30, 25)
+    counts = np.stack([tp, fp], axis=1)
+    precision = pooled_interval(counts, lambda c: c[..., 0] / c[..., :].sum(-1))
+    assert precision.value == pytest.approx(tp.sum() / (tp.sum() + fp.sum()))
+    assert precision.low < precision.value < precision.high
+
+
+def test_compare_finds_a_true_difference_and_none_between_identical_sets():
+    rng = np.random.default_rng(3)
+    a = rng.beta(8, 2, 20)
+    b = np.clip(a + 0.02 + rng.normal(0, 0.01, 20), 0, 1)
+    found = paired(a, b)
+    assert found.difference.low > 0 and found.p_value < 0.01 and found.better >= 18
+    same = paired(a, a.copy())
+    assert same.p_value == 1.0 and same.difference.value == 0 and same.equal == 20
+    noise = paired(a, np.clip(a + rng.normal(0, 0.01, 20), 0, 1))
+    assert noise.difference.low < 0 < noise.difference.high and noise.p_value > 0.05
+
+
+def test_no_interval_where_some_resamples_have_no_value_or_too_few_images():
+    """A class in one image of 8: a resample without that image has no IoU for it, so there is no interval (not a
+    point one); two images give none either."""
+    counts = np.zeros((8, 3))
+    counts[3] = (10, 2, 1)  # tp, fp, fn: only image 3 holds the class
+    iou = pooled_interval(counts, lambda c: np.where(c.sum(-1) > 0, c[..., 0] / c.sum(-1), np.nan))
+    assert iou.value == pytest.approx(10 / 13) and np.isnan(iou.low) and np.isnan(iou.high)
+    two, _ = mean_interval(np.array([0.5, 0.9]))
+    assert two.value == pytest.approx(0.7) and np.isnan(two.low)
