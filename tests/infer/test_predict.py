@@ -20,8 +20,8 @@ def test_predicted_masks_have_the_original_size_and_the_training_palette(carvana
     from unetseg.data import io
 
     decoded = []
-    real_decode = io._decode
-    monkeypatch.setattr(io, "_decode", lambda path, *a, **k: decoded.append(path) or real_decode(path, *a, **k))
+    real_decode = io._decode_sized  # every decode of an image goes through it
+    monkeypatch.setattr(io, "_decode_sized", lambda path, *a, **k: decoded.append(path) or real_decode(path, *a, **k))
     predictor = Predictor.from_run(carvana_run, device="cpu", batch_size=5)
     written = predict_folder(predictor, carvana_like / "train", tmp_path / "pred")
     # with overlays each photo is decoded twice: as training decoded it for the model, and whole for the overlay
