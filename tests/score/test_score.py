@@ -132,14 +132,22 @@ def test_bad_predictions_are_one_line_naming_the_file(tmp_path, capsys):
     assert "case3.npy" in line and "outside [0, 1]" in line
 
 
-def test_a_multi_class_prediction_value_outside_the_classes_names_the_file(tmp_path, capsys):
-    data = make_multiclass_dataset(tmp_path / "d", count=4, size=(32, 24))
-    pred = tmp_path / "pred"
+def _multiclass_predictions(root: Path, void_as: int) -> tuple[Path, Path]:
+    """A 4-class set and predictions that are its masks with the void pixels given class ``void_as``."""
+    data = make_multiclass_dataset(root / "d", count=4, size=(32, 24))
+    pred = root / "pred"
     pred.mkdir()
     for m in sorted((data / "masks").iterdir()):
         a = np.asarray(Image.open(m)).copy()
-        a[a == 255] = 0
+        a[a == 255] = void_as
         Image.fromarray(a).save(pred / m.name)
+    return data, pred
+
+
+def test_a_multi_class_prediction_value_outside_the_classes_names_the_file(tmp_path, capsys):
+    data, pred = _multiclass_predictions(tmp_path, void_as=0)
+    m = sorted((data / "masks").iterdir())[-1]
+    a = np.asarray(Image.open(pred / m.name)).copy()
     a[0, 0] = 9
     Image.fromarray(a).save(pred / m.name)
     args = ["score", "--pred", str(pred), "--masks", str(data / "masks"), "--ignore-index", "255", "--classes",
@@ -209,13 +217,7 @@ def test_compare_of_a_score_no_image_has_says_so(tmp_path, capsys):
 
 
 def test_score_with_a_run_reads_its_encoding_names_and_background(tmp_path, capsys):
-    data = make_multiclass_dataset(tmp_path / "d", count=4, size=(32, 24))
-    pred = tmp_path / "pred"
-    pred.mkdir()
-    for m in sorted((data / "masks").iterdir()):
-        a = np.asarray(Image.open(m)).copy()
-        a[a == 255] = 1
-        Image.fromarray(a).save(pred / m.name)
+    data, pred = _multiclass_predictions(tmp_path, void_as=1)
     cfg = RunConfig()
     cfg.model.num_classes = 4
     cfg.data.mask_values, cfg.data.mask_mode, cfg.data.ignore_index = [0, 1, 2, 3], "L", (255,)

@@ -75,14 +75,16 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def overlap_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Per class of a (K, K) confusion matrix (rows true, columns predicted): the overlap scores, each (K,)."""
+    """Per class of (..., K, K) confusion matrices (rows true, columns predicted): the overlap scores, each (..., K).
+    One definition for an image's scores and the pooled ones of every bootstrap resample."""
     m = confusion.astype(np.float64)
-    tp = np.diag(m)
-    fp, fn = m.sum(0) - tp, m.sum(1) - tp
-    tn = m.sum() - tp - fp - fn
-    both = tp + fp + fn
-    return {"dice": _ratio(2 * tp, 2 * tp + fp + fn), "iou": _ratio(tp, both), "precision": _ratio(tp, tp + fp),
-            "recall": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp), "accuracy": _ratio(tp + tn, m.sum())}
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    fp, fn = m.sum(-2) - tp, m.sum(-1) - tp
+    total = m.sum((-2, -1))[..., None]
+    tn = total - tp - fp - fn
+    return {"dice": _ratio(2 * tp, 2 * tp + fp + fn), "iou": _ratio(tp, tp + fp + fn), "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
+            "accuracy": _ratio(tp + tn, np.broadcast_to(total, tp.shape))}
 
 
 def score_image(pred: np.ndarray, target: np.ndarray, labels: int, scored: list[int],

@@ -25,13 +25,7 @@ def _pooled(name: str, scored: list[int]):
     def score(matrices: np.ndarray) -> np.ndarray:
         if name == "pixel_accuracy":
             return np.trace(matrices, axis1=-2, axis2=-1) / matrices.sum((-2, -1))
-        tp = np.diagonal(matrices, axis1=-2, axis2=-1).astype(np.float64)
-        fp, fn = matrices.sum(-2) - tp, matrices.sum(-1) - tp
-        tn = matrices.sum((-2, -1))[..., None] - tp - fp - fn
-        with np.errstate(all="ignore"):
-            values = {"dice": 2 * tp / (2 * tp + fp + fn), "iou": tp / (tp + fp + fn), "precision": tp / (tp + fp),
-                      "recall": tp / (tp + fn), "specificity": tn / (tn + fp)}[name]
-        return _class_mean(values, scored)
+        return _class_mean(overlap_scores(matrices)[name], scored)
     return score
 
 
