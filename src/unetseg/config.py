@@ -212,6 +212,10 @@ class DataConfig(_JsonDataclass):
             each image at the training scale (Gaussian-blended), whatever the image's size.
         patch_scale: (width, height) of the training size / the images' own size in a patch run, per axis (found
             from the data); prediction scales each image so.
+        crop: (width, height) of a random window of each training frame (at ``image_size``, after the zoom, rotation
+            and flips) to train on: the scale-jittered random crops of road-scene recipes, with ``scale_limit`` the
+            zoom (1.0: 0.5-2.0). Unlike ``patch``, validation and prediction see whole frames at ``image_size``.
+            None: whole frames.
         val_fraction: share of groups held out for validation (Carvana: cars; else images, or group_pattern's).
         group_pattern: a regular expression whose first group (or whole match) in an image's file stem names its
             split group, e.g. "^(scan\\d+)_" keeps all slices of a scan on one side; default: Carvana's car id for
@@ -265,6 +269,7 @@ class DataConfig(_JsonDataclass):
     image_size: tuple[int, int] = (480, 320)
     patch: tuple[int, int] | None = None
     patch_scale: tuple[float, float] = (1.0, 1.0)
+    crop: tuple[int, int] | None = None
     val_fraction: float = 0.1
     group_pattern: str = ""
     split_seed: int = 0
@@ -299,6 +304,15 @@ class DataConfig(_JsonDataclass):
             self.patch = tuple(int(v) for v in self.patch)  # type: ignore[assignment]
             if len(self.patch) != 2 or min(self.patch) < 16:
                 raise ValueError(f"DataConfig.patch must be (width, height), each >= 16, got {self.patch}")
+        if self.crop is not None:
+            if isinstance(self.crop, str):
+                self.crop = parse_size(self.crop)
+            self.crop = tuple(int(v) for v in self.crop)  # type: ignore[assignment]
+            if len(self.crop) != 2 or min(self.crop) < 16:
+                raise ValueError(f"DataConfig.crop must be (width, height), each >= 16, got {self.crop}")
+            if self.patch is not None:
+                raise ValueError("--crop and --patch exclude each other: --crop cuts windows of whole frames (which "
+                                 "prediction sees whole), --patch trains and predicts on windows")
         self.ignore_index = tuple(sorted(set(label_values(self.ignore_index))))  # type: ignore[assignment]
         if self.class_names is not None:  # "sky,building" or ["sky", "building"]
             items = [self.class_names] if isinstance(self.class_names, str) else self.class_names
@@ -369,8 +383,8 @@ class TrainConfig(_JsonDataclass):
         loss: "ce": the seed's BCE (binary) or cross-entropy (multi-class); "dice": soft Dice over the batch;
             "dice_ce": Dice + cross-entropy 1:1 (nnU-Net's default). Pixels of ignored values count in none.
         class_weights: "none", "auto" (median-frequency balancing over the training masks, as SegNet trained
-            CamVid) or one weight per class, e.g. "1,4,8"; they weigh the cross-entropy per pixel and the Dice per
-            class.
+            CamVid), "sqrt" (the square roots of those: a milder balance) or one weight per class, e.g. "1,4,8";
+            they weigh the cross-entropy per pixel and the Dice per class.
         class_weight_values: the weights in use (found from the data for "auto"; read-only).
         ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.999) and save it as
             the final weights; 0 turns it off.
@@ -449,7 +463,7 @@ class TrainConfig(_JsonDataclass):
         if isinstance(self.class_weights, (list, tuple)):  # [1, 4, 8] in a config.json
             self.class_weights = ",".join(str(v) for v in self.class_weights)
         self.class_weights = str(self.class_weights).strip().lower()
-        if self.class_weights not in ("none", "auto"):
+        if self.class_weights not in ("none", "auto", "sqrt"):
             parse_weights(self.class_weights)
         if self.class_weight_values is not None and any(v < 0 for v in self.class_weight_values):
             raise ValueError("TrainConfig.class_weight_values must be >= 0")

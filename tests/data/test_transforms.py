@@ -106,3 +106,53 @@ def test_zoom_scales_the_centre_within_its_limit_both_ways():
     ratio = out_m.sum(dim=(1, 2)).float() / masks[0].sum()
     assert (ratio > 1.5).any() and (ratio < 0.67).any()  # zoomed in and out
     assert ratio.min() > 0.25 * 0.8 and ratio.max() < 4 * 1.2
+
+
+def _coordinates(n=4, h=36, w=48):
+    """Images whose channels hold each pixel's x and y, and masks with a label per (x mod 11, y mod 7)."""
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    images = torch.stack([xx, yy, torch.zeros_like(xx)])[None].repeat(n, 1, 1, 1)
+    masks = (xx.long() % 11 + 20 * (yy.long() % 7))[None].repeat(n, 1, 1).to(torch.uint8)
+    return images, masks
+
+
+def test_a_crop_without_zoom_is_an_exact_window_at_a_random_place():
+    images, masks = _coordinates()
+    out_i, out_m = random_affine(images, masks, 0.0, 0.0, 0.0, out_size=(31, 24),
+                                 generator=torch.Generator().manual_seed(0))
+    assert out_i.shape == (4, 3, 24, 31) and out_m.shape == (4, 24, 31) and out_m.dtype == torch.uint8
+    corners = set()
+    for i in range(4):
+        x0, y0 = round(out_i[i, 0, 0, 0].item()), round(out_i[i, 1, 0, 0].item())
+        corners.add((x0, y0))
+        assert 0 <= x0 <= 48 - 31 and 0 <= y0 <= 36 - 24
+        torch.testing.assert_close(out_i[i], images[i, :, y0:y0 + 24, x0:x0 + 31], atol=1e-4, rtol=0)
+        assert torch.equal(out_m[i], masks[i, y0:y0 + 24, x0:x0 + 31])
+    assert len(corners) > 1  # the windows move
+
+
+def test_a_zoomed_out_crop_pads_masks_with_void_and_images_with_black():
+    from unetseg.data.encoding import IGNORE
+
+    images, masks = _coordinates(n=64)
+    images = images + 1  # no pixel of the frame is black
+    out_i, out_m = random_affine(images, masks, 0.0, 0.5, 0.0, generator=torch.Generator().manual_seed(3),
+                                 scale_limit=1.0, out_size=(48, 36))
+    void = out_m == IGNORE
+    share = void.float().mean(dim=(1, 2))
+    assert share.max() > 0.5 and share.min() == 0.0  # zoomed out by up to 2 (3/4 of the window outside), and in
+    black = (out_i[:, 0] == 0) & (out_i[:, 1] == 0)
+    assert (black & ~void).sum() == 0  # black only outside the frame
+    assert (void == black).float().mean() > 0.97  # the same pixels outside in both, but for the bilinear border
+    labels = set(out_m[~void].unique().tolist())
+    assert labels <= set(masks.unique().tolist())  # nearest sampling: only labels that exist
+
+
+def test_crops_follow_the_zoom_range_of_road_scene_recipes():
+    # a 0.5-2.0 zoom: the window spans between half and twice its size in frame pixels
+    images, masks = _coordinates(n=256, h=96, w=128)
+    out_i, _ = random_affine(images, masks, 0.0, 0.0, 0.0, generator=torch.Generator().manual_seed(4),
+                             scale_limit=1.0, out_size=(32, 24))
+    span = out_i[:, 0, 12, -1] - out_i[:, 0, 12, 0]  # frame pixels between the window's first and last column
+    zoom = 31 / span
+    assert 0.49 < zoom.min() < 0.6 and 1.7 < zoom.max() < 2.01

@@ -99,3 +99,18 @@ def test_median_frequency_weights_against_a_hand_count():
     median = sorted([f0, f1, f2])[1]
     got = median_frequency_weights(masks, 4)  # class 3 is in no mask: weight 0
     assert got == pytest.approx([median / f0, median / f1, median / f2, 0.0], rel=1e-5)
+
+
+def test_sqrt_class_weights_are_the_square_roots_of_median_frequency():
+    import numpy as np
+
+    from unetseg.config import TrainConfig
+    from unetseg.train.losses import median_frequency_weights, resolve_class_weights
+
+    masks = np.zeros((2, 8, 8), dtype=np.uint8)
+    masks[:, :2] = 1
+    masks[:, 2, :2] = 2
+    full = median_frequency_weights(masks, 3)
+    mild = resolve_class_weights("sqrt", masks, 3)
+    assert mild == [w ** 0.5 for w in full] and full[2] > mild[2] > 1.0 > mild[0] > full[0]
+    assert TrainConfig(class_weights="SQRT").class_weights == "sqrt"

@@ -72,3 +72,43 @@ def test_the_plan_returns_a_new_config_and_writes_nothing_into_the_one_given(mon
     planned = plan.make_plan(given, 200, 20, (128, 96), torch.device("cpu"), None, torch.contiguous_format, set(),
                              time.monotonic())
     assert given.to_dict() == before and planned.train.plan["planned_steps"] == planned.train.max_steps
+
+
+def _scene_plan(monkeypatch, keep=frozenset(), num_labels=11, ceiling=0.97, **data):
+    """make_plan on 448x336 frames of ``num_labels`` labels whose masks keep a Dice of ``ceiling`` at every size, each
+    training sample timed at 1 us a pixel (the size timed is recorded)."""
+    timed = []
+    monkeypatch.setattr(plan, "measure_step", lambda trial, *a, **k: timed.append(tuple(trial.data.image_size))
+                        or 1e-6 * trial.data.image_size[0] * trial.data.image_size[1])
+    monkeypatch.setattr(plan, "encoder_available", lambda name: False)
+    cfg = _cfg(budget="30m")
+    for k, v in data.items():
+        setattr(cfg.data, k, v)
+    planned = plan.make_plan(cfg, 300, 100, (448, 336), torch.device("cpu"), None, torch.contiguous_format, set(keep),
+                             time.monotonic(), ceiling=lambda sizes: __import__("numpy").full((len(sizes), num_labels),
+                                                                                              ceiling),
+                             num_labels=num_labels)
+    return planned, timed
+
+
+def test_scenes_train_on_scale_jittered_crops_of_about_half_a_frame_timed_at_the_crop(monkeypatch):
+    planned, timed = _scene_plan(monkeypatch)
+    d = planned.data
+    assert d.image_size == (448, 336) and d.crop == (320, 240) and d.patch is None  # the costliest seeing enough
+    assert d.scale_limit == plan.SCENE_SCALE_LIMIT == 1.0  # zoom 0.5-2.0
+    assert "crop" in planned.train.plan["chosen"] and planned.train.plan["augmentation"]["scale_limit"] == 1.0
+    assert (320, 240) in timed and (448, 336) not in timed  # each candidate timed at its crop, never the frame
+    assert [c.get("crop") for c in planned.train.plan["candidates"]][-1] == [320, 240]
+    # the steps fill the budget at the crop's speed: twice the frames' count, about
+    assert planned.train.max_steps * 8 * 1e-6 * 320 * 240 < 0.96 * 1800
+
+
+def test_binary_data_and_a_users_own_zoom_or_crop_are_kept(monkeypatch):
+    planned, _ = _scene_plan(monkeypatch, num_labels=2, ceiling=0.99)
+    assert planned.data.crop is None and planned.data.scale_limit == 0.1  # binary masks: whole images
+    planned, _ = _scene_plan(monkeypatch, keep={"data.scale_limit"}, scale_limit=0.25)
+    assert planned.data.crop == (320, 240) and planned.data.scale_limit == 0.25
+    planned, timed = _scene_plan(monkeypatch, keep={"data.crop"}, crop=(256, 192))
+    assert planned.data.crop == (256, 192) and set(timed) == {(256, 192)}
+    assert min(planned.data.image_size) >= 192  # no size smaller than the crop
+    assert planned.data.scale_limit == 1.0  # the scene zoom, as it was not given

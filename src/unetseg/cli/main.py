@@ -104,7 +104,7 @@ TRAIN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("model.in_channels", "model.num_classes", "model.base_channels", "model.depth", "model.encoder_weights",
                "model.encoder_bn", "model.decoder_channels", "model.decoder_upsample")),
     ("sizes, patches and augmentation", (
-        "data.patch", "data.oversample", "data.mean", "data.std", "data.rotate_limit", "data.hflip_p", "data.vflip_p",
+        "data.patch", "data.oversample", "data.crop", "data.mean", "data.std", "data.rotate_limit", "data.hflip_p", "data.vflip_p",
         "data.scale_limit", "data.brightness", "data.contrast", "data.saturation", "data.gamma",
         "data.channel_shuffle_p", "data.grayscale_p", "data.noise_std")),
     ("the recipe", ("train.batch_size", "train.lr", "train.encoder_lr_scale", "train.weight_decay", "train.max_steps",
@@ -134,14 +134,14 @@ def _add_config_flag(group: Any, section: str, f: dataclasses.Field, hint: Any, 
     kwargs: dict[str, Any] = {"metavar": f.name.upper()}
     if hint is bool:
         kwargs = {"action": argparse.BooleanOptionalAction}
-    elif f.name in ("image_size", "patch"):
+    elif f.name in ("image_size", "patch", "crop"):
         kwargs.update(type=_size, metavar="WxH")
     elif f.name == "ignore_index":  # 11, 11 255, 11,255 or #rrggbb, the flag repeated: DataConfig parses
         kwargs.update(type=str, nargs="+", action="extend", metavar="V")
     elif f.name == "class_names":
         kwargs.update(type=str, nargs="+", metavar="NAME")
     elif f.name == "class_weights":
-        kwargs.update(type=str, nargs="+", metavar="auto|W")
+        kwargs.update(type=str, nargs="+", metavar="auto|sqrt|W")
     elif f.name == "background":
         kwargs.update(type=int, metavar="K")
     elif f.name == "decoder_channels":

@@ -81,7 +81,7 @@ def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
     A training step of the seed U-Net (base 64) at 480x320 took 845 MiB more peak memory per image on the CPU
     (fp32, batch 1 and 2), 90 bytes per pixel per base channel: batch 16 needs about 13 GiB.
     """
-    width, height = cfg.data.patch or cfg.data.image_size  # a patch run trains on crops
+    width, height = cfg.data.patch or cfg.data.crop or cfg.data.image_size  # a patch or crop run trains on crops
     per_image = 90 * cfg.model.base_channels * width * height
     return max(1, min(cfg.train.batch_size, int(0.75 * free_memory(device) // per_image)))
 
@@ -181,8 +181,9 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
         cfg.train.class_weight_values = resolve_class_weights(cfg.train.class_weights, data.train.masks, labels,
                                                               data.train.row_numbers())
         if cfg.train.class_weight_values is not None:
-            logger.info("class weights (%s): %s", "median frequency" if cfg.train.class_weights == "auto" else
-                        "given", ", ".join(f"{n} {w:.3g}" for n, w in zip(
+            kind = {"auto": "median frequency", "sqrt": "square root of median frequency"}
+            logger.info("class weights (%s): %s", kind.get(cfg.train.class_weights, "given"), ", ".join(
+                        f"{n} {w:.3g}" for n, w in zip(
                             class_names(cfg.data.class_names, labels), cfg.train.class_weight_values)))
     if not cfg.train.micro_batch:  # chosen once and recorded, so a resumed run accumulates exactly as before; rank
         # 0's choice for all (free memory differs between GPUs, and with --sync-bn every forward pass is a collective)
@@ -559,7 +560,8 @@ def _validation_estimate(data: RunData, cfg: RunConfig, clock: BudgetClock) -> f
     per_sample = clock.t_steps / max(1, clock.n_steps) / cfg.train.batch_size
     n_val = len(data.val) if data.val is not None else 0
     return validation_seconds(len(data.train), n_val, per_sample, tuple(cfg.data.image_size), cfg.data.patch,
-                              cfg.train.batch_size, BN_IMAGES if cfg.train.bn_recalibrate else 0) + 0.5
+                              cfg.train.batch_size, BN_IMAGES if cfg.train.bn_recalibrate else 0,
+                              cfg.data.crop) + 0.5
 
 
 def _log_forecast(step_seconds: list[float], steps_left: int, cfg: RunConfig, data: RunData, steps: int) -> None:
@@ -569,7 +571,8 @@ def _log_forecast(step_seconds: list[float], steps_left: int, cfg: RunConfig, da
     validations = math.ceil(steps_left / steps / cfg.train.val_every) + 1
     per_validation = validation_seconds(len(data.train), n_val, per_step / cfg.train.batch_size,
                                         tuple(cfg.data.image_size), cfg.data.patch, cfg.train.batch_size,
-                                        BN_IMAGES if cfg.train.bn_recalibrate else 0)  # the plan's estimate
+                                        BN_IMAGES if cfg.train.bn_recalibrate else 0,
+                                        cfg.data.crop)  # the plan's estimate
     left = steps_left * per_step + validations * per_validation
     logger.info("expected: %.2f s/step, %d steps left, about %s more (ends about %s)", per_step, steps_left,
                 _format_duration(left), time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + left)))

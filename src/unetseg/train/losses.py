@@ -3,6 +3,7 @@ and ignored pixels; and median-frequency class weights (SegNet's balancing for C
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -139,16 +140,17 @@ def median_frequency_weights(masks: np.ndarray, num_labels: int, rows: np.ndarra
 def resolve_class_weights(setting: str, masks: np.ndarray | None, num_labels: int,
                           rows: np.ndarray | None = None) -> list[float] | None:
     """The weights a ``TrainConfig.class_weights`` setting asks for: None for "none", median frequency over
-    ``masks`` for "auto", else the given values (one per class).
+    ``masks`` for "auto", their square roots for "sqrt", else the given values (one per class).
 
     Raises:
         ValueError: when the given values are not one per class.
     """
     if setting == "none":
         return None
-    if setting == "auto":
+    if setting in ("auto", "sqrt"):
         assert masks is not None
-        return median_frequency_weights(masks, num_labels, rows)
+        weights = median_frequency_weights(masks, num_labels, rows)
+        return weights if setting == "auto" else [math.sqrt(w) for w in weights]
     values = parse_weights(setting)
     if len(values) != num_labels:
         raise ValueError(f"--class-weights: {len(values)} weights for {num_labels} classes (binary data has 2: "

@@ -84,6 +84,13 @@ MULTICLASS_WEIGHTS = "auto"
 #: from scratch (CamVid, 5 minutes: 160x112 seeing 8,664 frames 0.541 mIoU, 224x176 seeing 4,768 0.583, 304x224
 #: seeing 1,920 0.532).
 PLAN_ENCODER = "efficientnet-lite0"
+#: Scene data (multi-class, where shrinking destroys nothing) trains on random crops of about half a frame's pixels
+#: (each side x SCENE_CROP_SIDE) from frames zoomed by 0.5-2.0 (SCENE_SCALE_LIMIT; DeepLab, BiSeNet and PIDNet
+#: rescale road scenes by 0.5-2.0 and crop) and predicts whole frames at the training size: a sample costs half a
+#: frame, so twice as many are seen, each at one of many scales. CamVid, a held-out street (0006R0), 30 minutes on the
+#: 2-core EPYC: mIoU and worst class in benchmarks/README.md, "Scene recipe".
+SCENE_CROP_SIDE = 0.71
+SCENE_SCALE_LIMIT = 1.0
 PRETRAINED_MIN_IMAGES = 3000
 #: A pretrained encoder's learning rate as a share of the decoder's in budget runs.
 PLAN_ENCODER_LR_SCALE = 0.1
@@ -107,6 +114,12 @@ def size_for(aspect: float, scale: float, native: tuple[int, int] | None = None)
     if native is not None:
         width, height = min(width, max(32, native[0] // 16 * 16)), min(height, max(32, native[1] // 16 * 16))
     return width, height
+
+
+def crop_for(size: tuple[int, int]) -> tuple[int, int]:
+    """The scene recipe's crop of frames at ``size``: each side x SCENE_CROP_SIDE, in multiples of 16 (448x336 ->
+    320x240)."""
+    return tuple(max(32, 16 * round(v * SCENE_CROP_SIDE / 16)) for v in size)  # type: ignore[return-value]
 
 
 def measure_step(cfg: RunConfig, device: torch.device, dtype: torch.dtype | None, layout: torch.memory_format,
@@ -159,11 +172,17 @@ class Choice:
     measured: bool
     layout: torch.memory_format = torch.contiguous_format
     patch: tuple[int, int] | None = None
+    crop: tuple[int, int] | None = None
+
+    @property
+    def sample(self) -> tuple[int, int]:
+        """(width, height) of one training sample: the patch, the crop or the whole frame."""
+        return self.patch or self.crop or self.size
 
     @property
     def cost(self) -> float:
-        """Relative FLOPs of one training sample (an image, or a patch)."""
-        return _flops(self.base, self.patch or self.size)
+        """Relative FLOPs of one training sample (an image, a patch or a crop)."""
+        return _flops(self.base, self.sample)
 
 
 Ladder = list[tuple[int, tuple[int, int], "tuple[int, int] | None"]]  # (base channels, size, patch) to measure
@@ -211,12 +230,19 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             and not {"model.base_channels", "model.encoder_weights"} & keep and encoder_available(PLAN_ENCODER):
         m.encoder, m.encoder_weights = PLAN_ENCODER, "imagenet"
         chosen += ["encoder", "encoder_weights"]
-    ladder = candidates(cfg, keep, native, thin, uniform)
-    choices, probe_spent = measure(ladder, cfg, device, dtype, layout, keep, processes, 0.03 * budget)
+    # scenes: scale-jittered crops of the frames, whole frames at prediction
+    scene = num_labels > 2 and not thin and not given_patch and "data.patch" not in keep
+    given_crop = tuple(cfg.data.crop) if "data.crop" in keep and cfg.data.crop is not None else None
+    ladder = [c for c in candidates(cfg, keep, native, thin, uniform)
+              if given_crop is None or (c[1][0] >= given_crop[0] and c[1][1] >= given_crop[1])] or \
+        candidates(cfg, keep, native, thin, uniform)[-1:]
+    crop_of = (lambda size: given_crop) if given_crop else crop_for if scene else (lambda size: None)
+    choices, probe_spent = measure(ladder, cfg, device, dtype, layout, keep, processes, 0.03 * budget, crop_of)
     available = TARGET * budget - (time.monotonic() - started)
     need = PRETRAINED_MIN_IMAGES if m.pretrained() else MIN_IMAGES
     best, why = choose(choices, available, n_train, n_val, t.batch_size, need, thin, score)
-    augmentation = record(cfg, best, keep, chosen, available, n_train, n_val, processes, num_labels, given_patch)
+    augmentation = record(cfg, best, keep, chosen, available, n_train, n_val, processes, num_labels, given_patch,
+                          scene)
     t.plan = {
         "budget_s": budget, "device": str(device), "precision": str(dtype or torch.float32).removeprefix("torch."),
         "chosen": chosen, "encoder": m.encoder,
@@ -224,6 +250,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         "train_images": n_train, "val_images": n_val,
         "candidates": [{"base_channels": c.base, "image_size": list(c.size),
                         **({"patch": list(c.patch)} if c.patch else {}),
+                        **({"crop": list(c.crop)} if c.crop else {}),
                         "s_per_image": round(c.seconds_per_image, 5), "measured": c.measured,
                         "memory_format": str(c.layout).split(".")[-1],
                         **({"ceiling_dice": round(score[c.size], 4), "ceiling_worst_dice": round(worst[c.size][0], 4),
@@ -306,13 +333,15 @@ def candidates(cfg: RunConfig, keep: set[str], native: tuple[int, int], thin: bo
 
 
 def measure(ladder: Ladder, cfg: RunConfig, device: torch.device, dtype: torch.dtype | None,
-            layout: torch.memory_format, keep: set[str], processes: int, probe_limit: float
+            layout: torch.memory_format, keep: set[str], processes: int, probe_limit: float,
+            crop_of: Callable[[tuple[int, int]], tuple[int, int] | None] = lambda size: None
             ) -> tuple[list[Choice], float]:
     """Each candidate's seconds per image of the global batch, timed in both memory layouts where ``probe_limit``
     seconds allow (which one is faster depends on the model, the device and the precision: benchmarks/plan_speed.py;
     the "auto" layout first), else estimated from a measured one of its width, by pixels (FLOPs across widths are not
-    comparable: a base-8 step ran 4x slower than base 16's per FLOP on the Xeon with AMX). Returns the choices and
-    the seconds the probes took."""
+    comparable: a base-8 step ran 4x slower than base 16's per FLOP on the Xeon with AMX). A candidate trains on
+    ``crop_of(size)`` crops where that is not None (and is timed at the crop's size). Returns the choices and the
+    seconds the probes took."""
     batch = cfg.train.batch_size
 
     def probe(trial: RunConfig, lay: torch.memory_format) -> float:
@@ -330,11 +359,13 @@ def measure(ladder: Ladder, cfg: RunConfig, device: torch.device, dtype: torch.d
     other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
     layouts = [layout] if "train.memory_format" in keep else [layout, other]
     for b, s, patch in ladder:
+        crop = None if patch else crop_of(s)
         measured = [c for c in choices if c.measured]
         like = [c for c in measured if c.base == b] or measured
-        est = like[-1].seconds_per_image * _flops(b, patch or s) / like[-1].cost if like else None
+        est = like[-1].seconds_per_image * _flops(b, patch or crop or s) / like[-1].cost if like else None
         trial = RunConfig.from_dict(cfg.to_dict())
-        trial.model.base_channels, trial.data.image_size = b, patch or s  # a patch is timed at its own size
+        trial.model.base_channels, trial.data.image_size = b, patch or crop or s  # a sample is timed at its size
+        trial.data.patch = trial.data.crop = None
         timed: dict[torch.memory_format, float] = {}
         for lay in layouts:
             guess = min(timed.values()) if timed else est
@@ -345,16 +376,17 @@ def measure(ladder: Ladder, cfg: RunConfig, device: torch.device, dtype: torch.d
             spent += time.perf_counter() - t0
         if timed:
             fastest = min(timed, key=timed.get)  # type: ignore[arg-type]
-            choices.append(Choice(b, s, timed[fastest], True, fastest, patch))
+            choices.append(Choice(b, s, timed[fastest], True, fastest, patch, crop))
         else:
-            choices.append(Choice(b, s, est, False, measured[-1].layout, patch))  # type: ignore[arg-type]
+            choices.append(Choice(b, s, est, False, measured[-1].layout, patch, crop))  # type: ignore[arg-type]
     return choices, spent
 
 
 def _train_seconds(c: Choice, available: float, n_train: int, n_val: int, batch: int) -> float:
     """The seconds left for training steps with candidate ``c``: the budget's less validations and decoding."""
     return available - reserve_seconds(VALIDATIONS, validation_seconds(
-        n_train, n_val, c.seconds_per_image, c.size, c.patch, batch, BN_IMAGES)) - decode_seconds(n_train + n_val)
+        n_train, n_val, c.seconds_per_image, c.size, c.patch, batch, BN_IMAGES, c.crop)) \
+        - decode_seconds(n_train + n_val)
 
 
 def choose(choices: list[Choice], available: float, n_train: int, n_val: int, batch: int, need: int, thin: bool,
@@ -386,15 +418,19 @@ def choose(choices: list[Choice], available: float, n_train: int, n_val: int, ba
 
 
 def record(cfg: RunConfig, best: Choice, keep: set[str], chosen: list[str], available: float, n_train: int,
-           n_val: int, processes: int, num_labels: int, given_patch: bool) -> dict[str, float]:
+           n_val: int, processes: int, num_labels: int, given_patch: bool, scene: bool = False) -> dict[str, float]:
     """Write the choice and the recipe of budget runs into ``cfg`` (the settings not in ``keep``; each name set
-    appended to ``chosen``): width, size, patch, layout, lr, schedule, BN recalibration, loss, class weights,
-    augmentation, and the step total that fills the ``available`` seconds. Returns the augmentation set."""
+    appended to ``chosen``): width, size, patch or crop, layout, lr, schedule, BN recalibration, loss, class weights,
+    augmentation (for ``scene`` data the scene recipe's zoom), and the step total that fills the ``available``
+    seconds. Returns the augmentation set."""
     t, d, m = cfg.train, cfg.data, cfg.model
     m.base_channels, d.image_size = best.base, best.size
     if best.patch is not None and not given_patch:  # crops of the images at their own size, windows at prediction
         d.patch, d.patch_scale = best.patch, (1.0, 1.0)
         chosen.append("patch")
+    if best.crop is not None and "data.crop" not in keep:  # scale-jittered crops, whole frames at prediction
+        d.crop = best.crop
+        chosen.append("crop")
     if "train.memory_format" not in keep:  # the faster layout for this model on this device
         t.memory_format = "channels_last" if best.layout == torch.channels_last else "contiguous"
         chosen.append("memory_format")
@@ -411,7 +447,8 @@ def record(cfg: RunConfig, best: Choice, keep: set[str], chosen: list[str], avai
             setattr(t, name, value)
             chosen.append(name)
     # multi-class scenes: colour tells classes apart (sky, vegetation, road), so no channel shuffles or grey images
-    augmentation = {k: v for k, v in STRONG_AUGMENTATION.items() if f"data.{k}" not in keep
+    strong = {**STRONG_AUGMENTATION, **({"scale_limit": SCENE_SCALE_LIMIT} if scene else {})}
+    augmentation = {k: v for k, v in strong.items() if f"data.{k}" not in keep
                     and (num_labels <= 2 or k not in ("channel_shuffle_p", "grayscale_p"))}
     for name, value in augmentation.items():
         setattr(d, name, value)
@@ -439,7 +476,8 @@ def _log_plan(cfg: RunConfig, best: Choice, started: float, device: torch.device
                 "ending about %s; measured %.3f s/image (%s); augmentation %s; chosen: %s", t.budget, device,
                 t.plan["precision"], f"U-Net on {m.encoder} (ImageNet)" if m.pretrained() else
                 f"U-Net base {m.base_channels}", *d.image_size,
-                f" on {d.patch[0]}x{d.patch[1]} patches" if d.patch else "", t.batch_size, t.lr, t.schedule,
+                f" on {d.patch[0]}x{d.patch[1]} patches" if d.patch else
+                f" on random {d.crop[0]}x{d.crop[1]} crops" if d.crop else "", t.batch_size, t.lr, t.schedule,
                 t.max_steps, t.epochs, t.plan["train_images"], t.max_steps * t.batch_size, t.warmup_steps,
                 t.val_every, ", BN recalibrated" if t.bn_recalibrate else "", t.loss,
                 "" if t.class_weights == "none" else f" with class weights {t.class_weights}", ends,
@@ -457,6 +495,8 @@ def _log_plan(cfg: RunConfig, best: Choice, started: float, device: torch.device
 
 
 def _describe(c: Choice) -> str:
+    if c.crop is not None:
+        return f"{c.crop[0]}x{c.crop[1]} crops of {c.size[0]}x{c.size[1]}"
     return f"{c.size[0]}x{c.size[1]}" if c.patch is None else \
         f"{c.patch[0]}x{c.patch[1]} patches of {c.size[0]}x{c.size[1]}"
 

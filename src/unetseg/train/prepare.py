@@ -174,3 +174,7 @@ def plan_before_decode(pairing: Pairing, cfg: RunConfig, keep: set[str], budget:
         cfg.data.image_size = size_for(native[0] / native[1], min(1.0, native[0] * native[1] / SEED_PIXELS),
                                         native)
         derived.append(native)
+    crop = cfg.data.crop
+    if crop is not None and (crop[0] > cfg.data.image_size[0] or crop[1] > cfg.data.image_size[1]):
+        raise ValueError(f"--crop {crop[0]}x{crop[1]} is larger than the training size "
+                         f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]}: give a smaller crop or --image-size")

@@ -45,18 +45,20 @@ def window_for(image_size: tuple[int, int], patch: tuple[int, int] | None,
 
 
 def validation_seconds(n_train: int, n_val: int, per_sample: float, image_size: tuple[int, int],
-                       patch: tuple[int, int] | None, batch_size: int, bn_images: int) -> float:
-    """Seconds of one validation, from the seconds of one training sample (an image, or a patch): the batch-norm
-    pass over up to ``bn_images`` training images (0: none) and the forward passes over the validation images, whole,
-    or by windows of the patch where :func:`window_for` says so. The plan reserves it, a budget run's clock starts
-    from it: one estimate for both."""
+                       patch: tuple[int, int] | None, batch_size: int, bn_images: int,
+                       crop: tuple[int, int] | None = None) -> float:
+    """Seconds of one validation, from the seconds of one training sample (an image, a patch or a crop): the
+    batch-norm pass over up to ``bn_images`` training images (0: none) and the forward passes over the validation
+    images, whole, or by windows of the patch where :func:`window_for` says so. The plan reserves it, a budget run's
+    clock starts from it: one estimate for both."""
     bn = min(n_train, bn_images)
     window = window_for(image_size, patch, batch_size)
     if window is not None:  # windows of the patch, a crop each for the BN pass
         windows = len(window_starts(image_size[0], window[0], WINDOW_OVERLAP)) * \
             len(window_starts(image_size[1], window[1], WINDOW_OVERLAP))
         return FORWARD_SHARE * per_sample * (n_val * windows + bn)
-    area = 1.0 if patch is None else image_size[0] * image_size[1] / (patch[0] * patch[1])
+    sample = patch or crop  # a whole image costs its pixels' share more than the sample timed
+    area = 1.0 if sample is None else image_size[0] * image_size[1] / (sample[0] * sample[1])
     return FORWARD_SHARE * per_sample * area * (n_val + bn)
 
 
