@@ -215,7 +215,7 @@ class DataConfig(_JsonDataclass):
         crop: (width, height) of a random window of each training frame (at ``image_size``, after the zoom, rotation
             and flips) to train on: the scale-jittered random crops of road-scene recipes, with ``scale_limit`` the
             zoom (1.0: 0.5-2.0). Unlike ``patch``, validation and prediction see whole frames at ``image_size``.
-            None: whole frames.
+            None ("none" on the command line): whole frames.
         val_fraction: share of groups held out for validation (Carvana: cars; else images, or group_pattern's).
         group_pattern: a regular expression whose first group (or whole match) in an image's file stem names its
             split group, e.g. "^(scan\\d+)_" keeps all slices of a scan on one side; default: Carvana's car id for

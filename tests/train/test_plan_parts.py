@@ -112,3 +112,5 @@ def test_binary_data_and_a_users_own_zoom_or_crop_are_kept(monkeypatch):
     assert planned.data.crop == (256, 192) and set(timed) == {(256, 192)}
     assert min(planned.data.image_size) >= 192  # no size smaller than the crop
     assert planned.data.scale_limit == 1.0  # the scene zoom, as it was not given
+    planned, timed = _scene_plan(monkeypatch, keep={"data.crop"}, crop=None)  # --crop none: whole frames
+    assert planned.data.crop is None and planned.data.image_size in timed

@@ -134,8 +134,10 @@ def _add_config_flag(group: Any, section: str, f: dataclasses.Field, hint: Any, 
     kwargs: dict[str, Any] = {"metavar": f.name.upper()}
     if hint is bool:
         kwargs = {"action": argparse.BooleanOptionalAction}
-    elif f.name in ("image_size", "patch", "crop"):
+    elif f.name in ("image_size", "patch"):
         kwargs.update(type=_size, metavar="WxH")
+    elif f.name == "crop":  # "none" pins whole frames in a budget run on scenes
+        kwargs.update(type=lambda text: None if text.lower() == "none" else _size(text), metavar="WxH|none")
     elif f.name == "ignore_index":  # 11, 11 255, 11,255 or #rrggbb, the flag repeated: DataConfig parses
         kwargs.update(type=str, nargs="+", action="extend", metavar="V")
     elif f.name == "class_names":

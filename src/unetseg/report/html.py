@@ -243,7 +243,8 @@ def _facts(run: RunSummary) -> dict[str, str]:
         "model": _e(_model_text(run.config.model, run.info.get("encoder"))),
         "training size": _e("x".join(map(str, run.config.data.image_size))
                             + (f', patches {"x".join(map(str, run.config.data.patch))}' if run.config.data.patch
-                               else "")),
+                               else f', random crops {"x".join(map(str, run.config.data.crop))}'
+                               if run.config.data.crop else "")),
         "resolution ceiling at the training size": _ceiling(run.info.get("resolution_ceiling")),
     }
     return facts

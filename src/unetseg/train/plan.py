@@ -236,7 +236,8 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     ladder = [c for c in candidates(cfg, keep, native, thin, uniform)
               if given_crop is None or (c[1][0] >= given_crop[0] and c[1][1] >= given_crop[1])] or \
         candidates(cfg, keep, native, thin, uniform)[-1:]
-    crop_of = (lambda size: given_crop) if given_crop else crop_for if scene else (lambda size: None)
+    crop_of = (lambda size: given_crop) if given_crop else \
+        crop_for if scene and "data.crop" not in keep else (lambda size: None)  # --crop none: whole frames
     choices, probe_spent = measure(ladder, cfg, device, dtype, layout, keep, processes, 0.03 * budget, crop_of)
     available = TARGET * budget - (time.monotonic() - started)
     need = PRETRAINED_MIN_IMAGES if m.pretrained() else MIN_IMAGES
