@@ -160,3 +160,27 @@ def test_oversampled_crops_are_centred_on_a_class_present_and_repeat_with_the_ge
     plain = sum(int((crop(0.0, s)[0] == 2).any()) for s in range(40))
     assert hits >= 12 and plain <= 4, (hits, plain)
     assert torch.equal(always, crop(1.0, 0))  # the same generator, the same crops: exact resume
+
+
+def test_a_crop_run_trains_on_crops_and_validates_and_predicts_whole_frames(tmp_path, monkeypatch):
+    import unetseg.train.loop as loop
+
+    shapes = []
+    real = loop.augment
+    monkeypatch.setattr(loop, "augment", lambda *a: (lambda out: shapes.append(tuple(out[0].shape)) or out)(real(*a)))
+    root = make_multiclass_dataset(tmp_path / "mc", count=12, size=(64, 48), seed=3)
+    cfg = _config(root, val_fraction=0.25, crop=(32, 24), scale_limit=1.0)
+    cfg.data.image_size = (64, 48)
+    run = fit(cfg, tmp_path / "run")
+    assert shapes and {s[1:] for s in shapes} == {(3, 24, 32)}  # every training batch: crops of the 64x48 frames
+    saved = RunConfig.load(run / "config.json")
+    assert saved.data.crop == (32, 24) and saved.data.patch is None and saved.train.micro_batch == 4
+    predictor = Predictor.from_run(run, device="cpu", amp="off")
+    image = find_pairs(root)[0].image
+    assert predictor.predict_image(image).shape == (48, 64)  # the whole frame, in one pass
+    with __import__("pytest").raises(ValueError, match="--crop 80x24 is larger than the training size 64x48"):
+        bad = _config(root, val_fraction=0.25, crop=(80, 24))
+        bad.data.image_size = (64, 48)
+        fit(bad, tmp_path / "bad")
+    with __import__("pytest").raises(ValueError, match="--crop and --patch exclude each other"):
+        DataConfig(crop=(32, 24), patch=(32, 24))
