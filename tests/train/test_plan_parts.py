@@ -95,6 +95,7 @@ def test_scenes_train_on_scale_jittered_crops_of_about_half_a_frame_timed_at_the
     planned, timed = _scene_plan(monkeypatch)
     d = planned.data
     assert d.image_size == (448, 336) and d.crop == (320, 240) and d.patch is None  # the costliest seeing enough
+    assert plan.crop_for((448, 336), 32) == (320, 224)  # an encoder (stride 32): no padding
     assert d.scale_limit == plan.SCENE_SCALE_LIMIT == 1.0  # zoom 0.5-2.0
     assert "crop" in planned.train.plan["chosen"] and planned.train.plan["augmentation"]["scale_limit"] == 1.0
     assert (320, 240) in timed and (448, 336) not in timed  # each candidate timed at its crop, never the frame

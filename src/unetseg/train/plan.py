@@ -23,6 +23,10 @@ keep a Dice of 0.80 at a third of their size, and the run scored 0.73 there, 0.7
 On multi-class data where shrinking destroys nothing, and where its weights are on the machine, the model is the U-Net
 on the ImageNet-pretrained ``PLAN_ENCODER`` (only the size is then chosen, and ``PRETRAINED_MIN_IMAGES`` suffice);
 binary masks keep the plain U-Net, which scored as well or better on them (benchmarks/pretrained.py).
+
+Such data (scenes: CamVid's streets) trains on scale-jittered random crops (``SCENE_CROP_SIDE``, ``SCENE_SCALE_LIMIT``)
+of the frames at the candidate's size, and each candidate is timed at its crop: a sample costs half a frame, so the
+rule's count is of crops, and validation and prediction see whole frames at the chosen size.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from unetseg.config import RunConfig, parse_duration
 from unetseg.data.ceiling import dice_from_iou, worst_class
 from unetseg.metrics import scored_classes
 from unetseg.model import UNet
+from unetseg.model.unet import ENCODER_STRIDE
 from unetseg.model.weights import WeightsError, find_imagenet
 from unetseg.train.distributed import batch_for, check_batches
 from unetseg.train.losses import SegmentationLoss
@@ -116,10 +121,11 @@ def size_for(aspect: float, scale: float, native: tuple[int, int] | None = None)
     return width, height
 
 
-def crop_for(size: tuple[int, int]) -> tuple[int, int]:
-    """The scene recipe's crop of frames at ``size``: each side x SCENE_CROP_SIDE, in multiples of 16 (448x336 ->
-    320x240)."""
-    return tuple(max(32, 16 * round(v * SCENE_CROP_SIDE / 16)) for v in size)  # type: ignore[return-value]
+def crop_for(size: tuple[int, int], multiple: int = 16) -> tuple[int, int]:
+    """The scene recipe's crop of frames at ``size``: each side x SCENE_CROP_SIDE, in multiples of ``multiple`` (the
+    model's stride, so that no pixel of a crop is padding: 448x336 -> 320x240 at 16, 320x224 at 32)."""
+    return tuple(max(2 * multiple, multiple * round(v * SCENE_CROP_SIDE / multiple))  # type: ignore[return-value]
+                 for v in size)
 
 
 def measure_step(cfg: RunConfig, device: torch.device, dtype: torch.dtype | None, layout: torch.memory_format,
@@ -236,8 +242,9 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     ladder = [c for c in candidates(cfg, keep, native, thin, uniform)
               if given_crop is None or (c[1][0] >= given_crop[0] and c[1][1] >= given_crop[1])] or \
         candidates(cfg, keep, native, thin, uniform)[-1:]
-    crop_of = (lambda size: given_crop) if given_crop else \
-        crop_for if scene and "data.crop" not in keep else (lambda size: None)  # --crop none: whole frames
+    stride = ENCODER_STRIDE if m.pretrained() else 2 ** m.depth  # a crop of whole strides: no padding in the model
+    crop_of = (lambda size: given_crop) if given_crop else (lambda size: crop_for(size, stride)) \
+        if scene and "data.crop" not in keep else (lambda size: None)  # --crop none: whole frames
     choices, probe_spent = measure(ladder, cfg, device, dtype, layout, keep, processes, 0.03 * budget, crop_of)
     available = TARGET * budget - (time.monotonic() - started)
     need = PRETRAINED_MIN_IMAGES if m.pretrained() else MIN_IMAGES
