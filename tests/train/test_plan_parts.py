@@ -98,6 +98,7 @@ def test_scenes_train_on_scale_jittered_crops_of_about_half_a_frame_timed_at_the
     assert plan.crop_for((448, 336), 32) == (320, 224)  # an encoder (stride 32): no padding
     assert d.scale_limit == plan.SCENE_SCALE_LIMIT == 1.0  # zoom 0.5-2.0
     assert "crop" in planned.train.plan["chosen"] and planned.train.plan["augmentation"]["scale_limit"] == 1.0
+    assert "random crops of about half a frame, 320x240 of 448x336, zoomed 0.5-2" in planned.train.plan["rule"]
     assert (320, 240) in timed and (448, 336) not in timed  # each candidate timed at its crop, never the frame
     assert [c.get("crop") for c in planned.train.plan["candidates"]][-1] == [320, 240]
     # the steps fill the budget at the crop's speed: twice the frames' count, about

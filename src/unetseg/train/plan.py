@@ -249,6 +249,11 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     available = TARGET * budget - (time.monotonic() - started)
     need = PRETRAINED_MIN_IMAGES if m.pretrained() else MIN_IMAGES
     best, why = choose(choices, available, n_train, n_val, t.batch_size, need, thin, score)
+    if best.crop is not None and "data.crop" not in keep:
+        zoom = 1 + (cfg.data.scale_limit if "data.scale_limit" in keep else SCENE_SCALE_LIMIT)
+        why += (f" (scenes: random crops of about half a frame, {best.crop[0]}x{best.crop[1]} of {best.size[0]}x"
+                f"{best.size[1]}, zoomed {1 / zoom:.2g}-{zoom:.2g}, counted as samples; whole frames at validation "
+                f"and prediction)")
     augmentation = record(cfg, best, keep, chosen, available, n_train, n_val, processes, num_labels, given_patch,
                           scene)
     t.plan = {
