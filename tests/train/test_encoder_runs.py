@@ -111,6 +111,11 @@ def test_a_run_from_a_file_its_config_reused_and_a_users_normalisation(synthetic
     cfg2 = RunConfig.load(again / "config.json")
     assert cfg2.model.encoder == "resnet18" and cfg2.model.encoder_weights == str(file)
     assert cfg2.data.mean == (0.5,) and cfg2.data.std == (0.25,)
+    half = tmp_path / "half"  # only --mean: the std is the encoder's, not 1 (ImageNet weights fed 4x too little)
+    assert main(["train", "--data", str(synthetic_dir), "--out", str(half), "--encoder", "resnet18",
+                 "--encoder-weights", str(file), "--in-channels", "1", "--mean", "0.4", *SMALL]) == 0
+    cfg_half = RunConfig.load(half / "config.json")
+    assert cfg_half.data.mean == (0.4,) and cfg_half.data.std == (0.226,)
     plain = tmp_path / "plain"  # the same config for the plain U-Net: the encoder's weights setting goes with it
     assert main(["train", "--config", str(run / "config.json"), "--out", str(plain), "--encoder", "unet",
                  "--base-channels", "4", "--depth", "3", "--epochs", "1"]) == 0

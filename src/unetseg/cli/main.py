@@ -227,6 +227,10 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         base["data"]["follow_channels"] = False
     if "model.num_classes" in given:
         base["data"]["follow_classes"] = False
+    for one, other, neutral in (("mean", "std", 1.0), ("std", "mean", 0.0)):  # only one given: the other as many
+        if f"data.{one}" in given and f"data.{other}" not in given \
+                and len(base["data"][other]) != len(base["data"][one]):  # (an encoder run fills it from the encoder)
+            base["data"][other] = [neutral] * len(base["data"][one])
     return RunConfig.from_dict(base)
 
 

@@ -169,10 +169,17 @@ def _fit(cfg: RunConfig, out: Path, resume: bool, world: World, device: torch.de
     layout = memory_format(device, cfg.train.memory_format, training=True, encoder=cfg.model.pretrained())
     if cfg.model.pretrained() and not resume and pretrained[0] is None and cfg.model.weights_source() != "none":
         pretrained = encoder_state(cfg.model)  # the plan chose an encoder: its weights, found before it chose
-    if cfg.model.pretrained() and not resume and not {"data.mean", "data.std"} & keep:
-        # the normalisation the encoder's weights were trained with, for the data's channels (a user's wins)
-        cfg.data.mean, cfg.data.std = normalisation(cfg.model.encoder, cfg.model.in_channels)
-        logger.info("input normalisation of %s: mean %s, std %s", cfg.model.encoder, cfg.data.mean, cfg.data.std)
+    if cfg.model.pretrained() and not resume and not {"data.mean", "data.std"} <= keep:
+        # the normalisation the encoder's weights were trained with, for the data's channels; the user's mean or std
+        # wins, the other one is the encoder's (a mean alone with std 1 would feed ImageNet weights 4x too little)
+        mean, std = normalisation(cfg.model.encoder, cfg.model.in_channels)
+        cfg.data.mean = cfg.data.mean if "data.mean" in keep else mean
+        cfg.data.std = cfg.data.std if "data.std" in keep else std
+        if len(cfg.data.mean) != len(cfg.data.std):
+            raise ValueError(f"--mean {len(cfg.data.mean)} value(s) and --std {len(cfg.data.std)}: give one per "
+                             f"channel of the images ({cfg.model.in_channels})")
+        logger.info("input normalisation of %s: mean %s, std %s%s", cfg.model.encoder, cfg.data.mean, cfg.data.std,
+                    " (the one given; the other the encoder's)" if {"data.mean", "data.std"} & keep else "")
     labels = max(2, cfg.model.num_classes)
     check_background(cfg.data.background, labels)
     if not resume or "train.class_weights" in keep or (cfg.train.class_weight_values is None
