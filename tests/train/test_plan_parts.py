@@ -116,3 +116,19 @@ def test_binary_data_and_a_users_own_zoom_or_crop_are_kept(monkeypatch):
     assert planned.data.scale_limit == 1.0  # the scene zoom, as it was not given
     planned, timed = _scene_plan(monkeypatch, keep={"data.crop"}, crop=None)  # --crop none: whole frames
     assert planned.data.crop is None and planned.data.image_size in timed
+
+
+def test_the_plan_log_names_the_encoders_real_weights(monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr(plan, "measure_step", lambda trial, *a, **k: 1e-4)
+    for weights, text in (("imagenet", "(ImageNet)"), ("none", "(random weights)"),
+                          ("/data/r18.pth", "(weights from /data/r18.pth)")):
+        cfg = _cfg()
+        cfg.model.encoder, cfg.model.encoder_weights = "resnet18", weights
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="unetseg.train.plan"):
+            plan.make_plan(cfg, 200, 20, (128, 96), torch.device("cpu"), None, torch.contiguous_format,
+                           {"model.encoder", "model.encoder_weights"}, time.monotonic())
+        first = caplog.records[0].getMessage()
+        assert f"U-Net on resnet18 {text}" in first, first

@@ -487,7 +487,7 @@ def _log_plan(cfg: RunConfig, best: Choice, started: float, device: torch.device
     logger.info("budget %s: plan on %s (%s): %s at %dx%d%s, batch %d, lr %g, %s schedule over %d steps "
                 "(%d epochs of %d images, %d images seen, warm-up %d), validation every %d epoch(s)%s, loss %s%s, "
                 "ending about %s; measured %.3f s/image (%s); augmentation %s; chosen: %s", t.budget, device,
-                t.plan["precision"], f"U-Net on {m.encoder} (ImageNet)" if m.pretrained() else
+                t.plan["precision"], f"U-Net on {m.encoder} ({_weights_text(m.weights_source())})" if m.pretrained() else
                 f"U-Net base {m.base_channels}", *d.image_size,
                 f" on {d.patch[0]}x{d.patch[1]} patches" if d.patch else
                 f" on random {d.crop[0]}x{d.crop[1]} crops" if d.crop else "", t.batch_size, t.lr, t.schedule,
@@ -505,6 +505,11 @@ def _log_plan(cfg: RunConfig, best: Choice, started: float, device: torch.device
                                                   if num_labels > 2 and worst[c.size][1] >= 0 else "")
                         for c in choices))
     logger.info("budget: chose %s", why)
+
+
+def _weights_text(source: str) -> str:
+    """How the plan log names an encoder's weights: ImageNet, random, or the file's name."""
+    return {"imagenet": "ImageNet", "none": "random weights"}.get(source, f"weights from {source}")
 
 
 def _describe(c: Choice) -> str:
