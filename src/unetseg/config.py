@@ -535,6 +535,22 @@ DERIVED = frozenset({"data.mask_values", "data.mask_palette", "data.mask_mode", 
 PLANNED_STEPS = frozenset({"train.epochs", "train.max_steps"})
 
 
+def _encoders_normalisation(model: dict[str, Any], data: dict[str, Any]) -> set[str]:
+    """Of ``data.mean`` and ``data.std`` in a pretrained encoder's config.json, those that are the encoder's own (found
+    again for the new run's encoder); a value the user chose stays, and counts as given."""
+    encoder = model.get("encoder", "unet")
+    if encoder == "unet":
+        return set()
+    from unetseg.model.encoders import normalisation  # the model's package imports this module
+
+    try:
+        own = normalisation(encoder, int(model.get("in_channels", 3)))
+    except Exception:  # noqa: BLE001 - an encoder that cannot be built here: its build reports it; reset both
+        return {"data.mean", "data.std"}
+    return {f"data.{name}" for name, values in zip(("mean", "std"), own)
+            if name not in data or [round(float(v), 6) for v in data[name]] == [round(v, 6) for v in values]}
+
+
 def settings_for_new_run(d: dict[str, Any], replan: bool) -> tuple[dict[str, Any], set[str]]:
     """A config.json (``RunConfig.to_dict`` form) as the start of a new run, and the settings it gives.
 
@@ -557,14 +573,19 @@ def settings_for_new_run(d: dict[str, Any], replan: bool) -> tuple[dict[str, Any
     for key, flag in follows.items():  # the model's channels and classes follow the data unless they were given
         if out.get("data", {}).get(flag, True):
             planned.add(key)
-    if out.get("model", {}).get("encoder", "unet") != "unet":  # a pretrained encoder's normalisation is its own:
-        planned |= {"data.mean", "data.std"}                     # found again for the new run's encoder
+    planned |= _encoders_normalisation(out.get("model", {}), out.get("data", {}))
     for key in DERIVED | planned:
         section, name = key.split(".")
         if section in out and name in out[section]:
             out[section][name] = defaults[section][name]
+    data = out.get("data", {})
+    for one, other, neutral in (("mean", "std", 1.0), ("std", "mean", 0.0)):  # one reset, the other kept: as many
+        if f"data.{other}" in planned and f"data.{one}" not in planned and one in data and other in data \
+                and len(data[one]) != len(data[other]):
+            data[other] = [neutral] * len(data[one])
     given = {f"{section}.{name}" for section, values in out.items() if section in defaults
-             for name, value in values.items() if name in defaults[section] and value != defaults[section][name]}
+             for name, value in values.items() if name in defaults[section] and value != defaults[section][name]
+             and f"{section}.{name}" not in planned}
     return out, given
 
 

@@ -116,6 +116,10 @@ def test_a_run_from_a_file_its_config_reused_and_a_users_normalisation(synthetic
                  "--encoder-weights", str(file), "--in-channels", "1", "--mean", "0.4", *SMALL]) == 0
     cfg_half = RunConfig.load(half / "config.json")
     assert cfg_half.data.mean == (0.4,) and cfg_half.data.std == (0.226,)
+    reused = tmp_path / "reused"  # its config reused: the user's mean stays, the encoder's std is the encoder's
+    assert main(["train", "--config", str(half / "config.json"), "--out", str(reused), "--epochs", "1"]) == 0
+    cfg_reused = RunConfig.load(reused / "config.json")
+    assert cfg_reused.data.mean == (0.4,) and cfg_reused.data.std == (0.226,)
     plain = tmp_path / "plain"  # the same config for the plain U-Net: the encoder's weights setting goes with it
     assert main(["train", "--config", str(run / "config.json"), "--out", str(plain), "--encoder", "unet",
                  "--base-channels", "4", "--depth", "3", "--epochs", "1"]) == 0
