@@ -117,7 +117,8 @@ class UNetConfig(_JsonDataclass):
         depth: number of 2x down-samplings; the bottleneck has ``base_channels * 2**depth`` features.
         encoder: "unet": the seed's own encoder (base_channels, depth); or an ImageNet-pretrained one under a U-Net
             decoder (skips at strides 2..32): efficientnet-lite0, efficientnet-lite1, efficientnet-lite2, resnet18,
-            resnet34, resnet50, or timm:NAME with timm installed.
+            resnet34, resnet50, or timm:NAME with timm installed. "" (the default, not given): the seed's own, or
+            what a budget plan chooses; "unet" given (by a flag, the API or a reused config) is kept by the plan.
         encoder_weights: a pretrained encoder's weights: "imagenet" (the default where an encoder is named: from
             an installed weights package, torch hub's, timm's or Hugging Face's cache, else a download), a .pth
             or .safetensors FILE in the family's layout, or "none" (random weights).
@@ -132,7 +133,7 @@ class UNetConfig(_JsonDataclass):
     num_classes: int = 1
     base_channels: int = 64
     depth: int = 4
-    encoder: str = "unet"
+    encoder: str = ""
     encoder_weights: str = ""
     encoder_bn: Literal["train", "frozen", "fold"] = "train"
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
@@ -152,13 +153,13 @@ class UNetConfig(_JsonDataclass):
         if self.decoder_upsample not in ("transposed", "nearest"):
             raise ValueError(f"UNetConfig.decoder_upsample must be transposed or nearest, got "
                              f"{self.decoder_upsample!r}")
-        if self.encoder == "unet" and self.encoder_weights not in ("", "none"):
+        if not self.pretrained() and self.encoder_weights not in ("", "none"):
             raise ValueError(f"--encoder-weights {self.encoder_weights}: the plain U-Net (--encoder unet) has no "
                              f"pretrained weights; name a pretrained encoder with --encoder")
 
     def pretrained(self) -> bool:
         """True for an encoder other than the seed's own."""
-        return self.encoder != "unet"
+        return self.encoder not in ("", "unet")
 
     def weights_source(self) -> str:
         """The encoder weights asked for: "imagenet" where an encoder is named and nothing else is said, "none" for
@@ -538,8 +539,8 @@ PLANNED_STEPS = frozenset({"train.epochs", "train.max_steps"})
 def _encoders_normalisation(model: dict[str, Any], data: dict[str, Any]) -> set[str]:
     """Of ``data.mean`` and ``data.std`` in a pretrained encoder's config.json, those that are the encoder's own (found
     again for the new run's encoder); a value the user chose stays, and counts as given."""
-    encoder = model.get("encoder", "unet")
-    if encoder == "unet":
+    encoder = model.get("encoder", "")
+    if encoder in ("", "unet"):
         return set()
     from unetseg.model.encoders import normalisation  # the model's package imports this module
 
@@ -597,6 +598,13 @@ def ignored_settings(cfg: RunConfig, given: set[str] | frozenset[str], resume: b
     def flags(*names: str) -> list[str]:
         return [f"--{n.split('.')[1].replace('_', '-')}" for n in names if n in given]
 
+    if cfg.model.pretrained() and flags("model.base_channels", "model.depth"):
+        lines.append(f"{' and '.join(flags('model.base_channels', 'model.depth'))} ignored by --encoder "
+                     f"{cfg.model.encoder}: its stages set the widths and the depth (5, strides 2 to 32)")
+    plain_void = flags("model.encoder_bn", "train.encoder_lr_scale", "model.decoder_channels", "model.decoder_upsample")
+    if not cfg.model.pretrained() and plain_void:
+        lines.append(f"{', '.join(plain_void)} ignored by the plain U-Net (they shape a U-Net on a pretrained encoder: "
+                     f"--encoder NAME)")
     steps = flags("train.epochs", "train.max_steps")
     if cfg.train.budget and steps and not resume:  # a resumed budget run trains to the --epochs given
         lines.append(f"{' and '.join(steps)} set by --budget: the value given is replaced by the plan's")

@@ -165,7 +165,13 @@ def test_train_help_groups_every_flag_by_task_the_newcomer_s_first(capsys):
     (["--val-data", "elsewhere", "--val-fraction", "0.3", "--split", "blocks"],
      "--val-fraction, --split ignored: the validation folders are the split"),
     (["--patch", "32x32", "--image-size", "64x48"], "--image-size under --patch: the images are resized to 64x48"),
-    (["--budget", "5m", "--epochs", "3"], "--epochs set by --budget")])
+    (["--budget", "5m", "--epochs", "3"], "--epochs set by --budget"),
+    (["--encoder", "resnet18", "--base-channels", "8", "--depth", "3"],
+     "--base-channels and --depth ignored by --encoder resnet18"),
+    (["--encoder", "unet", "--encoder-bn", "fold", "--decoder-channels", "64", "32", "16", "8", "8"],
+     "--encoder-bn, --decoder-channels ignored by the plain U-Net"),
+    (["--encoder-lr-scale", "0.5", "--decoder-upsample", "nearest"],
+     "--encoder-lr-scale, --decoder-upsample ignored by the plain U-Net")])
 def test_a_flag_another_makes_void_is_one_warning(flags, words):
     from unetseg.cli.main import build_config, build_parser, given_settings
     from unetseg.config import ignored_settings

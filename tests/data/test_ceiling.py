@@ -76,7 +76,7 @@ def test_the_plan_takes_a_finer_size_for_thin_classes(monkeypatch):
         chosen[thin] = cfg.data.image_size
         rows = cfg.train.plan["candidates"]
         assert all("ceiling_dice" in r for r in rows)
-        assert cfg.train.loss == "dice_ce" and cfg.train.class_weights == "auto"
+        assert cfg.train.loss == "dice_ce" and cfg.train.class_weights == "sqrt"
     assert chosen[True][0] * chosen[True][1] > chosen[False][0] * chosen[False][1], chosen
 
 
@@ -184,10 +184,10 @@ def test_the_plan_takes_an_imagenet_encoder_for_multi_class_scenes_only(monkeypa
     assert scene.train.encoder_lr_scale == plan.PLAN_ENCODER_LR_SCALE and "3000" in scene.train.plan["rule"]
     assert "base_channels" not in scene.train.plan["chosen"]
     binary = _plan(plan, [_vessels(False)], 2, native=(1024, 1024))
-    assert binary.model.encoder == "unet" and "encoder" not in binary.train.plan["chosen"]
+    assert binary.model.encoder == "unet" and "encoder" in binary.train.plan["chosen"]  # the plan's: replanned on reuse
     thin = _plan(plan, [_vessels(True)], 2, native=(1024, 1024))
     assert thin.model.encoder == "unet"
     for keep in ({"model.base_channels"}, {"model.encoder"}):
-        assert _plan(plan, [_scene(False)] * 2, 3, keep=keep).model.encoder == "unet"
+        assert not _plan(plan, [_scene(False)] * 2, 3, keep=keep).model.pretrained()
     monkeypatch.setattr(plan, "encoder_available", lambda name: False)  # no weights on the machine: from scratch
     assert _plan(plan, [_scene(False)] * 2, 3).model.encoder == "unet"

@@ -202,3 +202,22 @@ def test_torchvision_layout_where_torchvision_imports() -> None:
         with torch.no_grad():
             deepest = torch.nn.Sequential(*list(reference.children())[:-2])(x)
             torch.testing.assert_close(ours.eval()(x)[-1], deepest)
+
+
+def test_behind_a_proxy_the_download_is_tried_not_a_direct_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from unetseg.model import weights
+
+    def refused(*args, **kwargs):
+        raise OSError("no direct route out")  # a proxy-only network
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert not weights._reachable(url)  # no proxy: the direct probe fails fast
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert weights._reachable(url)  # the download goes through the proxy, as urllib does
+    monkeypatch.setenv("NO_PROXY", "download.pytorch.org")
+    assert not weights._reachable(url)  # a host the proxy is bypassed for is probed directly again

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import socket
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -104,8 +105,12 @@ def _hf_cached(repo: str) -> Path | None:
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether the URL's host accepts a connection (offline machines fail fast instead of hanging)."""
+    """Whether the URL's host accepts a connection (offline machines fail fast instead of hanging). Behind a proxy
+    (``HTTPS_PROXY`` and the like, which the download honours, as urllib does) the host is never reached directly:
+    no probe, the download tries (and fails with a warning where the proxy refuses)."""
     host = urlparse(url).hostname or ""
+    if urllib.request.getproxies().get(urlparse(url).scheme) and not urllib.request.proxy_bypass(host):
+        return True
     try:
         with socket.create_connection((host, 443), timeout=timeout):
             return True

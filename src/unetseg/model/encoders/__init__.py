@@ -73,7 +73,7 @@ def check_encoder_name(name: str) -> None:
     Raises:
         ValueError: the names known and the closest one.
     """
-    if name == PLAIN or name in ENCODERS or (name.startswith("timm:") and len(name) > 5):
+    if name in ("", PLAIN) or name in ENCODERS or (name.startswith("timm:") and len(name) > 5):
         return
     known = [PLAIN, *ENCODERS]
     close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.5)
