@@ -132,3 +132,28 @@ def test_the_plan_log_names_the_encoders_real_weights(monkeypatch, caplog):
                            {"model.encoder", "model.encoder_weights"}, time.monotonic())
         first = caplog.records[0].getMessage()
         assert f"U-Net on resnet18 {text}" in first, first
+
+
+def test_an_explicit_plain_unet_is_kept_by_any_route(monkeypatch):
+    import numpy as np
+
+    from unetseg.config import settings_for_new_run
+    from unetseg.train.loop import changed_settings
+
+    monkeypatch.setattr(plan, "measure_step", lambda trial, *a, **k: 1e-4)
+    monkeypatch.setattr(plan, "encoder_available", lambda name: True)
+
+    def planned(cfg, keep):
+        return plan.make_plan(cfg, 300, 100, (448, 336), torch.device("cpu"), None, torch.contiguous_format, keep,
+                              time.monotonic(), ceiling=lambda sizes: np.full((len(sizes), 11), 0.97), num_labels=11)
+
+    assert planned(_cfg(), set()).model.encoder == "efficientnet-lite0"  # nobody named one: the plan's choice
+    api = _cfg()
+    api.model.encoder = "unet"  # fit(cfg) with the plain U-Net named: keep comes from changed_settings
+    assert "model.encoder" in changed_settings(api)
+    assert planned(api, changed_settings(api)).model.encoder == "unet"
+    assert planned(api, set()).model.encoder == "unet"  # even with nothing said kept
+    stored = api.to_dict()  # a config.json naming it, reused for a new budget run
+    assert "model.encoder" in settings_for_new_run(stored, replan=True)[1]
+    chose = planned(_cfg(), set()).to_dict()  # a config.json whose encoder the plan chose: chosen afresh
+    assert "model.encoder" not in settings_for_new_run(chose, replan=True)[1]
