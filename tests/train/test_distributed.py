@@ -29,7 +29,7 @@ def test_torchrun_two_processes_trains_one_run(synthetic_dir, tmp_path, extra):
     assert [r["epoch"] for r in rows] == [1, 2]  # one writer: rank 0
     assert all(0 <= r["val_dice"] <= 1 for r in rows)
     model, cfg = load_model(run)
-    assert cfg.model.base_channels == 4 and cfg.model.encoder == (extra[1] if extra else "unet")
+    assert cfg.model.base_channels == 4 and cfg.model.encoder == (extra[1] if extra else "")  # not given: unset, the plain U-Net
 
 
 def test_one_step_of_two_processes_equals_one_process_on_the_same_global_batch(synthetic_dir, tmp_path):
