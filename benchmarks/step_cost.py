@@ -21,6 +21,7 @@ from contextlib import nullcontext
 
 import torch
 
+from encoder_speed import matmul_gflops  # the benchmarks' one matmul ceiling (this folder first on the path)
 from unetseg import UNet, UNetConfig
 from unetseg._device import autocast_dtype
 from unetseg.config import DataConfig, RunConfig, parse_size
@@ -29,16 +30,6 @@ from unetseg.train.losses import SegmentationLoss
 from unetseg.train.plan import measure_step
 
 WEIGHTS = [0.339, 0.189, 5.5, 0.176, 1.0, 0.661, 5.36, 2.04, 0.909, 6.56, 9.88]  # CamVid's median frequency
-
-
-def matmul_ceiling(dtype: torch.dtype | None) -> float:
-    """GFLOP/s of a 2048-square matmul in the run's precision."""
-    a = torch.randn(2048, 2048, dtype=dtype or torch.float32)
-    a @ a
-    t0 = time.perf_counter()
-    for _ in range(5):
-        a @ a
-    return 5 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
 
 
 def main() -> None:
@@ -92,7 +83,7 @@ def main() -> None:
             t0 = time.perf_counter()
             step()
             times[name].append((time.perf_counter() - t0) / n)
-    ceiling = matmul_ceiling(dtype)
+    ceiling = matmul_gflops(dtype or torch.float32)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, {str(dtype).removeprefix('torch.')}; matmul ceiling {ceiling:.0f} GFLOP/s; batch {n}, "
           f"frames {w}x{h}, samples {cw}x{ch}")

@@ -294,23 +294,15 @@ class DataConfig(_JsonDataclass):
     follow_classes: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_size, str):
-            self.image_size = parse_size(self.image_size)
-        self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
-        if len(self.image_size) != 2 or min(self.image_size) < 16:
-            raise ValueError(f"DataConfig.image_size must be (width, height), each >= 16, got {self.image_size}")
-        if self.patch is not None:
-            if isinstance(self.patch, str):
-                self.patch = parse_size(self.patch)
-            self.patch = tuple(int(v) for v in self.patch)  # type: ignore[assignment]
-            if len(self.patch) != 2 or min(self.patch) < 16:
-                raise ValueError(f"DataConfig.patch must be (width, height), each >= 16, got {self.patch}")
+        for name in ("image_size", "patch", "crop"):  # "WxH" or (width, height); patch and crop may be None
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = tuple(int(v) for v in (parse_size(value) if isinstance(value, str) else value))
+            if len(value) != 2 or min(value) < 16:
+                raise ValueError(f"DataConfig.{name} must be (width, height), each >= 16, got {value}")
+            setattr(self, name, value)
         if self.crop is not None:
-            if isinstance(self.crop, str):
-                self.crop = parse_size(self.crop)
-            self.crop = tuple(int(v) for v in self.crop)  # type: ignore[assignment]
-            if len(self.crop) != 2 or min(self.crop) < 16:
-                raise ValueError(f"DataConfig.crop must be (width, height), each >= 16, got {self.crop}")
             if self.patch is not None:
                 raise ValueError("--crop and --patch exclude each other: --crop cuts windows of whole frames (which "
                                  "prediction sees whole), --patch trains and predicts on windows")
