@@ -27,9 +27,12 @@ SEQUENCES = ("0001TP", "0006R0", "0016E5")
 #: The flags of each arm, after the README's (void 11, the classes file, no vertical flips, rotation 10 degrees).
 ARMS = {
     # the recipe before the scene crops: whole frames, zoom 0.9-1.1 (pinned, so today's plan does not add the crops)
-    "old": ["--encoder", "efficientnet-lite0", "--scale-limit", "0.1", "--crop", "none"],
-    "crop": ["--encoder", "efficientnet-lite0"],  # today's plan: scale-jittered crops
+    "old": ["--encoder", "efficientnet-lite0", "--scale-limit", "0.1", "--crop", "none", "--class-weights", "auto"],
+    # scale-jittered crops with median-frequency weights, then with their square roots (today's plan)
+    "crop": ["--encoder", "efficientnet-lite0", "--class-weights", "auto"],
     "crop-sqrt": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt"],
+    # the same, the validation pairs training too (the final model's protocol)
+    "crop-sqrt-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val"],
     "scratch": ["--encoder", "unet"],
 }
 README_FLAGS = ["--ignore-index", "11", "--classes", str(ROOT / "configs" / "camvid_classes.csv"),

@@ -194,6 +194,10 @@ class DataConfig(_JsonDataclass):
             folder rules as data / images / masks, instead of holding out part of the training pairs.
         val_ignore_masks: the validation set's ignore masks (with ignore_masks: required, since a validation image
             must not borrow a training image's field of view); ignore_pattern applies to both.
+        train_on_val: the validation pairs train too, once the choices are made (the literature's protocol for a
+            final model: train on train + val); validation still runs on them to follow the run, but its scores are
+            then on trained images, not a held-out measure (the log and the report say so). The final weights are
+            the model to use.
         split: how the training pairs are split when no validation folders are given: "groups" (seeded, by group,
             as Carvana's cars or --group-pattern say, else each image alone), or "blocks" (contiguous runs of frames
             in name order, 10 blocks) for video frames whose neighbours look alike.
@@ -262,6 +266,7 @@ class DataConfig(_JsonDataclass):
     val_images: str = ""
     val_masks: str = ""
     val_ignore_masks: str = ""
+    train_on_val: bool = False
     split: Literal["groups", "blocks"] = "groups"
     oversample: float = 0.33
     snap_masks: bool = False

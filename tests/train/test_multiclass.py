@@ -184,3 +184,30 @@ def test_a_crop_run_trains_on_crops_and_validates_and_predicts_whole_frames(tmp_
         fit(bad, tmp_path / "bad")
     with __import__("pytest").raises(ValueError, match="--crop and --patch exclude each other"):
         DataConfig(crop=(32, 24), patch=(32, 24))
+
+
+def test_train_on_val_trains_on_the_validation_folder_too_and_says_so(tmp_path, monkeypatch, caplog):
+    import unetseg.train.loop as loop
+
+    train = make_multiclass_dataset(tmp_path / "train", count=6, size=(48, 32), seed=3)
+    val = make_multiclass_dataset(tmp_path / "val", count=3, size=(48, 32), seed=4)
+    sizes = []
+    real = loop._Training.__init__
+
+    def spy(self, cfg, out, world, device, dtype, layout, data, *a, **k):
+        sizes.append((len(data.train), len(data.val)))
+        real(self, cfg, out, world, device, dtype, layout, data, *a, **k)
+
+    monkeypatch.setattr(loop._Training, "__init__", spy)
+    cfg = _config(train, val_data=str(val), train_on_val=True)
+    cfg.train.epochs = 1
+    with caplog.at_level("WARNING"):
+        run = fit(cfg, tmp_path / "run")
+    assert sizes == [(9, 3)]  # the 6 training pairs and the 3 validation pairs train; the 3 still validate
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]) == 9 and len(split["val"]) == 3
+    assert "--train-on-val: the 3 validation pairs train too" in caplog.text
+    assert RunConfig.load(run / "config.json").data.train_on_val
+    from unetseg import write_report
+
+    assert "trained on too: --train-on-val" in write_report([run], tmp_path / "report.html").read_text()

@@ -78,7 +78,7 @@ def _field_help(cls: type) -> dict[str, str]:
     helps: dict[str, str] = {}
     current: list[str] = []
     for line in (cls.__doc__ or "").split("Attributes:")[-1].splitlines():
-        match = re.match(r"^\s{8}([\w, ]+):\s+(.*)$", line)
+        match = re.match(r"^\s{8}(\w[\w, ]*):\s+(.*)$", line)  # a continuation line is indented further
         if match:
             current = [n.strip() for n in match.group(1).split(",")]
             for name in current:
@@ -99,7 +99,7 @@ TRAIN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "data.ignore_pattern", "data.invert_mask", "data.ignore_index", "data.classes", "data.class_names",
         "data.background", "data.snap_masks", "data.cache", "data.cache_dir")),
     ("validation split", ("data.val_data", "data.val_images", "data.val_masks", "data.val_ignore_masks",
-                          "data.val_fraction", "data.split", "data.group_pattern", "data.split_seed",
+                          "data.train_on_val", "data.val_fraction", "data.split", "data.group_pattern", "data.split_seed",
                           "train.val_every")),
     ("model", ("model.in_channels", "model.num_classes", "model.base_channels", "model.depth", "model.encoder_weights",
                "model.encoder_bn", "model.decoder_channels", "model.decoder_upsample")),

@@ -58,20 +58,29 @@ def split_by_blocks(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[
 
 
 def split_pairs(pairs: list[Pair], cfg: DataConfig) -> tuple[list[int], list[int]]:
-    """The run's split: the validation folders' pairs where given, else ``cfg.split`` over the training pairs.
+    """The run's split: the validation folders' pairs where given, else ``cfg.split`` over the training pairs. With
+    ``cfg.train_on_val`` the validation pairs are in both lists.
 
     Returns:
         (train indices, validation indices) into ``pairs``.
     """
     if any(p.split == "val" for p in pairs):
-        return [i for i, p in enumerate(pairs) if p.split != "val"], [i for i, p in enumerate(pairs) if p.split == "val"]
-    if cfg.split == "blocks":
-        return split_by_blocks(pairs, cfg.val_fraction, cfg.split_seed)
-    return split_by_group(pairs, cfg.val_fraction, cfg.split_seed)
+        train, val = [i for i, p in enumerate(pairs) if p.split != "val"], [i for i, p in enumerate(pairs)
+                                                                             if p.split == "val"]
+    elif cfg.split == "blocks":
+        train, val = split_by_blocks(pairs, cfg.val_fraction, cfg.split_seed)
+    else:
+        train, val = split_by_group(pairs, cfg.val_fraction, cfg.split_seed)
+    return (sorted(train + val) if cfg.train_on_val else train), val
 
 
 def describe_split(pairs: list[Pair], cfg: DataConfig) -> str:
     """How the split is made, in words (for notes and logs)."""
+    also = "; --train-on-val: the validation pairs train too" if cfg.train_on_val else ""
+    return _describe(pairs, cfg) + also
+
+
+def _describe(pairs: list[Pair], cfg: DataConfig) -> str:
     if any(p.split == "val" for p in pairs):
         return f"validation folders {cfg.val_data or cfg.val_images}"
     if cfg.split == "blocks":

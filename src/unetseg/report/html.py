@@ -226,7 +226,9 @@ def _facts(run: RunSummary) -> dict[str, str]:
         **({"validation mIoU (pooled confusion)": f'<span class="score">{_num(ev["miou"])}</span>',
             "validation pixel accuracy": _num(ev.get("pixel_accuracy"))}
            if ev and ev.get("miou") is not None and len(ev.get("per_class", [])) > 2 else {}),
-        "validation images": _num(ev["images"]) if ev else "&ndash;",
+        "validation images": (_num(ev["images"]) if ev else "&ndash;")
+        + (' <span class="note">(trained on too: --train-on-val, so not a held-out measure)</span>'
+           if run.config.data.train_on_val else ""),
         "evaluated with": _e(f'{ev.get("weights", "final")} weights, threshold {ev.get("threshold", 0.5)}'
                              + (", flip TTA" if ev.get("tta") else "")) if ev else "&ndash;",
         "best val Dice in training (training size)": f'{_num(best["val_dice"])} (epoch {best["epoch"]})' if best

@@ -97,6 +97,10 @@ def load_data(cfg: RunConfig, out: Path, resume: bool, world: World,
                 cfg.model.in_channels, enc.describe(enc.values), enc.num_labels,
                 f" ({', '.join(report.names)})" if cfg.data.class_names else "",
                 f", {enc.describe(enc.ignore)} ignored" if enc.ignore else "")
+    if cfg.data.train_on_val and val_idx:
+        logger.warning("--train-on-val: the %d validation pairs train too, so the validation scores follow the run "
+                       "but do not measure it (they are on trained images); the final weights are the model",
+                       len(val_idx))
     ceiling = _training_ceiling(cfg, [pairs[i].mask for i in train_idx]) if world.is_main else None
     return RunData(data.subset(train_idx), data.subset(val_idx) if val_idx else None, check=format_report(report),
                  ceiling=ceiling, node_cache=node_cache)
