@@ -198,6 +198,12 @@ class DataConfig(_JsonDataclass):
             final model: train on train + val); validation still runs on them to follow the run, but its scores are
             then on trained images, not a held-out measure (the log and the report say so). The final weights are
             the model to use.
+        folds: K-fold cross-validation (2 or more): the training pairs are split, seeded and by group or block as
+            ``split`` says, into K folds; each fold is a run of its own (RUN/fold_N) that validates on its fold and
+            trains on the others, then predicts its fold (the out-of-fold predictions and the CV scores in RUN/cv);
+            predict, evaluate and submit average the folds. 1: one split (val_fraction).
+        fold: with folds: train this fold only (0..K-1), e.g. one fold per process or machine; None: every fold.
+            In a fold's own config.json: which fold it is.
         split: how the training pairs are split when no validation folders are given: "groups" (seeded, by group,
             as Carvana's cars or --group-pattern say, else each image alone), or "blocks" (contiguous runs of frames
             in name order, 10 blocks) for video frames whose neighbours look alike.
@@ -267,6 +273,8 @@ class DataConfig(_JsonDataclass):
     val_masks: str = ""
     val_ignore_masks: str = ""
     train_on_val: bool = False
+    folds: int = 1
+    fold: int | None = None
     split: Literal["groups", "blocks"] = "groups"
     oversample: float = 0.33
     snap_masks: bool = False
@@ -322,6 +330,14 @@ class DataConfig(_JsonDataclass):
             raise ValueError(f"DataConfig.split must be groups or blocks, got {self.split!r}")
         if (self.val_images or self.val_masks) and not (self.val_images and self.val_masks):
             raise ValueError("--val-images and --val-masks go together: name both folders")
+        if self.folds < 1:
+            raise ValueError(f"--folds {self.folds}: 2 or more for cross-validation, 1 for one split")
+        if self.fold is not None and (self.folds < 2 or not 0 <= self.fold < self.folds):
+            raise ValueError(f"--fold {self.fold}: " + (f"0 to {self.folds - 1} (--folds {self.folds})"
+                                                        if self.folds > 1 else "only with --folds K"))
+        if self.folds > 1 and self.has_val_folders():
+            raise ValueError(f"--folds {self.folds} with --val-data: cross-validation folds split the training pairs; "
+                             f"give one or the other (the validation folder can train too: --train-on-val)")
         if not 0.0 <= self.oversample <= 1.0:
             raise ValueError(f"DataConfig.oversample must be in [0, 1], got {self.oversample}")
         if self.cache not in ("auto", "memory", "disk"):

@@ -99,7 +99,7 @@ TRAIN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "data.ignore_pattern", "data.invert_mask", "data.ignore_index", "data.classes", "data.class_names",
         "data.background", "data.snap_masks", "data.cache", "data.cache_dir")),
     ("validation split", ("data.val_data", "data.val_images", "data.val_masks", "data.val_ignore_masks",
-                          "data.train_on_val", "data.val_fraction", "data.split", "data.group_pattern", "data.split_seed",
+                          "data.train_on_val", "data.folds", "data.fold", "data.val_fraction", "data.split", "data.group_pattern", "data.split_seed",
                           "train.val_every")),
     ("model", ("model.in_channels", "model.num_classes", "model.base_channels", "model.depth", "model.encoder_weights",
                "model.encoder_bn", "model.decoder_channels", "model.decoder_upsample")),
@@ -144,8 +144,8 @@ def _add_config_flag(group: Any, section: str, f: dataclasses.Field, hint: Any, 
         kwargs.update(type=str, nargs="+", metavar="NAME")
     elif f.name == "class_weights":
         kwargs.update(type=str, nargs="+", metavar="auto|sqrt|W")
-    elif f.name == "background":
-        kwargs.update(type=int, metavar="K")
+    elif f.name in ("background", "fold"):
+        kwargs.update(type=int, metavar="K" if f.name == "background" else "N")
     elif f.name == "decoder_channels":
         kwargs.update(type=int, nargs=5, metavar="C")
     elif typing.get_origin(hint) is tuple:
@@ -234,18 +234,10 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(base)
 
 
-class _RunLog(logging.FileHandler):
-    """The run's train.log: records before the run folder exists (a refused start) go to the console only."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.stream is None and not Path(self.baseFilename).parent.is_dir():
-            return
-        super().emit(record)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from unetseg.checkpoint import CheckpointError
     from unetseg.train import fit
+    from unetseg.train.run_dir import RunLog
 
     if not (args.resume or args.out):
         raise ValueError("unetseg train: give --out RUN (the run folder to write), or --resume RUN")
@@ -278,7 +270,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and "train.budget" in vars(args):
         raise ValueError(f"--budget with --resume: the run in {out} keeps its planned steps; give --epochs or "
                          f"--max-steps to change them")
-    handler = _RunLog(out / "train.log", delay=True)  # opened on the first record, after the run dir is made
+    handler = RunLog(out / "train.log", delay=True)  # opened on the first record, after the run dir is made
     rank = os.environ.get("RANK", "0")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
                                            + ("" if rank == "0" else f"rank {rank}: ") + "%(message)s"))
@@ -296,7 +288,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
                                    weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                                   tile=args.tile, overlap=args.overlap)
+                                   tile=args.tile, overlap=args.overlap, folds=args.folds)
     ignore = None
     if args.ignore_masks:  # the run's patterns, unless given
         ignore = dataclasses.replace(predictor.config.data, ignore_masks=args.ignore_masks)
@@ -313,7 +305,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
                                    weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                                   tile=args.tile, overlap=args.overlap)
+                                   tile=args.tile, overlap=args.overlap, folds=args.folds)
     out = write_submission(predictor, args.images, args.out, progress=_interactive())
     print(f"submission written to {out}")
     return 0
@@ -322,13 +314,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.infer.predict import THRESHOLD_FILE
     from unetseg.data import find_pairs
-    from unetseg.checkpoint import read_split
+    from unetseg.checkpoint import is_cv_run, read_split
     from unetseg.data.split import pairs_of_split
     from unetseg.infer import Predictor, evaluate_pairs
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
                                    weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                                   tile=args.tile, overlap=args.overlap)
+                                   tile=args.tile, overlap=args.overlap, folds=args.folds)
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
@@ -339,6 +331,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split is None:  # a threshold is tuned on the images the model did not train on
         args.split = "val" if args.tune_threshold and not given.keys() & _LOCATION else "all"
     pairs = find_pairs(data)
+    if args.split != "all" and is_cv_run(args.model):
+        raise ValueError(f"--split {args.split}: {args.model} is a cross-validation run, whose folds together "
+                         f"trained on every pair; its out-of-fold scores are in {Path(args.model) / 'cv'} (one "
+                         f"fold's split: --model {Path(args.model) / 'fold_0'} --split {args.split})")
     if args.split != "all":
         pairs = pairs_of_split(pairs, args.split, read_split(args.model, args.split))
     if args.tune_threshold and predictor.config.model.num_classes != 1:
@@ -584,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tile", type=_size, metavar="WxH", help="predict each image (at the model's input size) "
                        "by sliding windows of this size, Gaussian-blended, instead of in one pass")
         p.add_argument("--overlap", type=float, default=0.5, help="share of a window its neighbour covers (--tile)")
+        p.add_argument("--folds", type=int, nargs="+", metavar="N", help="a cross-validation run (train --folds K): "
+                       "average these folds only (default: every fold)")
         if name == "predict":
             p.add_argument("--input", required=True, help="an image file or a folder of images")
             p.add_argument("--out", required=True, help="folder for masks/ and overlays/")

@@ -80,13 +80,13 @@ def check_split(pairs: list[Pair], cfg: DataConfig, report: DataReport) -> None:
     """Add the train/validation split the run would make to the report's notes, and a warning when validation
     comes out empty or far from ``val_fraction`` (too few groups), or leaks (video frames split per image)."""
     train_idx, val_idx = split_pairs(pairs, cfg)
+    by_share = not any(p.split == "val" for p in pairs) and not (cfg.folds > 1 and cfg.fold is not None)
     report.notes.append(f"split: {len(train_idx)} train / {len(val_idx)} validation images ({describe_split(pairs, cfg)}"
-                        + ("" if any(p.split == "val" for p in pairs) else f"; --val-fraction {cfg.val_fraction:g}")
-                        + ")")
+                        + (f"; --val-fraction {cfg.val_fraction:g}" if by_share else "") + ")")
     leak = leak_warning(pairs, cfg)
     if leak:
         report.warnings.insert(0, leak)
-    if any(p.split == "val" for p in pairs):
+    if not by_share:  # validation folders, or a fold of a cross-validation run
         return
     groups = len({p.group for p in pairs})
     rule = describe_split(pairs, cfg)

@@ -57,8 +57,43 @@ def split_by_blocks(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[
     return [i for i in range(len(pairs)) if i not in held], sorted(held)
 
 
+def kfold(pairs: list[Pair], k: int, split: str, seed: int) -> list[int]:
+    """The fold (0..k-1) of each pair in a seeded k-fold split that keeps a group (``split="groups"``: Carvana's car,
+    ``--group-pattern``'s match) or a contiguous block of frames (``"blocks"``: ``max(BLOCKS, k)`` runs in name
+    order) in one fold. The units are shuffled with ``seed`` and each goes, largest first, to the fold holding the
+    fewest pairs so far (ties: the lower fold), so the folds are as even as whole units allow.
+
+    Raises:
+        DataError: when there are fewer units (groups, blocks, images) than folds.
+    """
+    if split == "blocks":
+        order = sorted(range(len(pairs)), key=lambda i: _natural(pairs[i].image.stem))
+        units = [b.tolist() for b in np.array_split(np.asarray(order, dtype=np.int64), min(max(BLOCKS, k),
+                                                                                           len(pairs)))]
+        what = "blocks of frames"
+    else:
+        by_group: dict[str, list[int]] = {}
+        for i, p in enumerate(pairs):
+            by_group.setdefault(p.group, []).append(i)
+        units = [by_group[g] for g in sorted(by_group)]
+        what = "groups" if len(units) < len(pairs) else "images"
+    if len(units) < k:
+        raise DataError(f"--folds {k}: the {len(pairs)} training pairs make only {len(units)} {what} (a fold "
+                        f"holds whole ones): give --folds {max(2, len(units))} or fewer")
+    shuffled = [units[i] for i in np.random.default_rng(seed).permutation(len(units))]
+    shuffled.sort(key=len, reverse=True)  # stable: equal sizes stay in the seeded order
+    sizes, fold = [0] * k, [0] * len(pairs)
+    for unit in shuffled:
+        target = min(range(k), key=lambda f: (sizes[f], f))
+        sizes[target] += len(unit)
+        for i in unit:
+            fold[i] = target
+    return fold
+
+
 def split_pairs(pairs: list[Pair], cfg: DataConfig) -> tuple[list[int], list[int]]:
-    """The run's split: the validation folders' pairs where given, else ``cfg.split`` over the training pairs. With
+    """The run's split: the validation folders' pairs where given; in fold ``cfg.fold`` of a ``cfg.folds``-fold
+    cross-validation, that fold's pairs (:func:`kfold`); else ``cfg.split`` over the training pairs. With
     ``cfg.train_on_val`` the validation pairs are in both lists.
 
     Returns:
@@ -67,6 +102,9 @@ def split_pairs(pairs: list[Pair], cfg: DataConfig) -> tuple[list[int], list[int
     if any(p.split == "val" for p in pairs):
         train, val = [i for i, p in enumerate(pairs) if p.split != "val"], [i for i, p in enumerate(pairs)
                                                                              if p.split == "val"]
+    elif cfg.folds > 1 and cfg.fold is not None:
+        fold = kfold(pairs, cfg.folds, cfg.split, cfg.split_seed)
+        train, val = [i for i, f in enumerate(fold) if f != cfg.fold], [i for i, f in enumerate(fold) if f == cfg.fold]
     elif cfg.split == "blocks":
         train, val = split_by_blocks(pairs, cfg.val_fraction, cfg.split_seed)
     else:
@@ -83,6 +121,9 @@ def describe_split(pairs: list[Pair], cfg: DataConfig) -> str:
 def _describe(pairs: list[Pair], cfg: DataConfig) -> str:
     if any(p.split == "val" for p in pairs):
         return f"validation folders {cfg.val_data or cfg.val_images}"
+    if cfg.folds > 1 and cfg.fold is not None:
+        unit = "blocks of frames" if cfg.split == "blocks" else "groups"
+        return f"fold {cfg.fold} of {cfg.folds} (by {unit}, --split-seed {cfg.split_seed})"
     if cfg.split == "blocks":
         return f"{min(BLOCKS, len(pairs))} contiguous blocks of frames in name order, --split-seed {cfg.split_seed}"
     groups = len({p.group for p in pairs})

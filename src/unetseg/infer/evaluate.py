@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from unetseg.data.classes import class_names
 from unetseg.data.encoding import IGNORE
@@ -81,12 +82,33 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     names = class_names(predictor.config.data.class_names, labels)
     scored = scored_classes(labels, check_background(predictor.config.data.background if background == -1
                                                      else background, labels))
-    named: list[tuple[str, ImageScores]] = []
-    by_image = {p.image: p for p in pairs}
-    snap = predictor.config.data.snap_masks
     binary = predictor.config.model.num_classes == 1
     by_threshold: dict[float, list[float]] = {float(t): [] for t in thresholds} if binary else {}
     drawn = _Extremes(overlays if out_dir is not None else 0)
+    named: list[tuple[str, ImageScores]] = []
+    for pair, logits, pred, classes, scores in _scored_pairs(predictor, pairs, progress, labels, scored, settings):
+        named.append((pair.image.name, scores))
+        drawn.offer(scores.row["dice"], pair, pred, classes)
+        if by_threshold:  # every threshold from one histogram of the scores, where they are
+            target = torch.from_numpy(classes)
+            for dices, dice_t in zip(by_threshold.values(), threshold_dice(logits, target, list(by_threshold))):
+                dices.append(1.0 if dice_t != dice_t else dice_t)  # nothing to find, nothing found: right, at any t
+    rows, summary = rows_and_summary(named, settings, scored, names, resamples, seed)
+    if by_threshold:
+        summary["threshold_dice"] = {t: nan_mean(d) for t, d in by_threshold.items()}
+    if out_dir is not None:
+        summary.update(drawn.draw(Path(out_dir) / "overlays"), **(meta or {}))
+        write_scores(out_dir, rows, summary, np.stack([s.confusion for _, s in named]).sum(0), names)
+    return {**summary, "per_image": rows}
+
+
+def _scored_pairs(predictor: Predictor, pairs: list[Pair], progress: bool, labels: int, scored: list[int],
+                  settings: ScoreSettings) -> Iterator[tuple[Pair, torch.Tensor, np.ndarray, np.ndarray, ImageScores]]:
+    """Per pair: its logits at the image's size, the predicted classes, the true classes (ignored pixels IGNORE)
+    and the image's scores."""
+    by_image = {p.image: p for p in pairs}
+    snap = predictor.config.data.snap_masks
+    binary = predictor.config.model.num_classes == 1
     scored_paths = predictor.predict_paths([p.image for p in pairs], progress=progress)
     with closing(scored_paths):  # a bad mask stops the model's thread at once
         for path, logits in scored_paths:
@@ -98,24 +120,66 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
                     raise DataError(f"{pair.ignore}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the mask "
                                     f"{pair.mask.name} is {classes.shape[1]}x{classes.shape[0]}")
                 classes[keep == 0] = IGNORE
-            target = torch.from_numpy(classes)
             pred = predictor.classes(logits).cpu()
-            if pred.shape != target.shape:
-                raise DataError(f"{pair.mask}: mask is {tuple(target.shape[::-1])} (WxH) but the image is "
-                                f"{tuple(pred.shape[::-1])}")
+            if pred.shape != classes.shape:
+                raise DataError(f"{pair.mask}: mask is {classes.shape[1]}x{classes.shape[0]} (WxH) but the image is "
+                                f"{pred.shape[1]}x{pred.shape[0]}")
             probs = predictor.probabilities(logits)[0].float().cpu().numpy() if binary and settings.ranking else None
-            scores = score_image(pred.numpy().astype(np.uint8), classes, labels, scored, settings, probs)
-            named.append((path.name, scores))
-            drawn.offer(scores.row["dice"], pair, pred.numpy(), classes)
-            if by_threshold:  # every threshold from one histogram of the scores, where they are
-                for dices, dice_t in zip(by_threshold.values(), threshold_dice(logits, target, list(by_threshold))):
-                    dices.append(1.0 if dice_t != dice_t else dice_t)  # nothing to find, nothing found: right, at any t
-    rows, summary = rows_and_summary(named, settings, scored, names, resamples, seed)
-    if by_threshold:
-        summary["threshold_dice"] = {t: nan_mean(d) for t, d in by_threshold.items()}
-    if out_dir is not None:
-        summary.update(drawn.draw(Path(out_dir) / "overlays"), **(meta or {}))
-        write_scores(out_dir, rows, summary, np.stack([s.confusion for _, s in named]).sum(0), names)
+            pred_np = pred.numpy().astype(np.uint8)
+            yield pair, logits, pred_np, classes, score_image(pred_np, classes, labels, scored, settings, probs)
+
+
+def evaluate_folds(folds: Sequence[tuple[Predictor, list[Pair]]], out_dir: str | Path, progress: bool = False,
+                   background: int | None = -1, settings: ScoreSettings = ScoreSettings(),
+                   resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """The out-of-fold evaluation of a cross-validation run: each fold's model predicts its own held-out pairs
+    (every image once, by the one model that did not train on it); the scores of each fold go to
+    ``out_dir/fold_N`` and those pooled over every image to ``out_dir`` (per image, per class, with intervals:
+    :func:`unetseg.score.rows_and_summary`), the predicted masks to ``out_dir/predictions/masks`` (in the training
+    masks' encoding) and a binary model's foreground probabilities to ``out_dir/predictions/probs`` (8-bit PNG),
+    so ``unetseg score`` and ``compare`` can read them.
+
+    Args:
+        folds: per fold (in fold order), its predictor and its held-out pairs.
+
+    Returns:
+        The pooled summary with ``"per_image"`` and ``"per_fold"`` (each fold's summary).
+    """
+    out = Path(out_dir)
+    first = folds[0][0]
+    labels = max(2, first.config.model.num_classes)
+    names = class_names(first.config.data.class_names, labels)
+    scored = scored_classes(labels, check_background(first.config.data.background if background == -1
+                                                     else background, labels))
+    binary = first.config.model.num_classes == 1
+    for sub in ("masks",) + (("probs",) if binary else ()):
+        (out / "predictions" / sub).mkdir(parents=True, exist_ok=True)
+    pooled: list[tuple[str, ImageScores]] = []
+    per_fold = []
+    for fold, (predictor, pairs) in enumerate(folds):
+        if not pairs:
+            raise DataError(f"fold {fold}: no held-out pairs to predict")
+        named: list[tuple[str, ImageScores]] = []
+        drawn = _Extremes(OVERLAYS)
+        for pair, logits, pred, classes, scores in _scored_pairs(predictor, pairs, progress, labels, scored,
+                                                                 settings):
+            named.append((pair.image.name, scores))
+            drawn.offer(scores.row["dice"], pair, pred, classes)
+            predictor.encoding.to_image(pred).save(out / "predictions" / "masks" / f"{pair.image.stem}.png")
+            if binary:
+                probs = predictor.probabilities(logits)[0].float().cpu().numpy()
+                Image.fromarray(np.round(probs * 255).astype(np.uint8)).save(
+                    out / "predictions" / "probs" / f"{pair.image.stem}.png")
+        rows, summary = rows_and_summary(named, settings, scored, names, resamples, seed)
+        summary.update(drawn.draw(out / f"fold_{fold}" / "overlays"), fold=fold, model=predictor.source)
+        write_scores(out / f"fold_{fold}", rows, summary, np.stack([s.confusion for _, s in named]).sum(0), names)
+        per_fold.append(summary)
+        pooled += named
+    rows, summary = rows_and_summary(pooled, settings, scored, names, resamples, seed)
+    summary.update(folds=len(folds), split="out of fold", predictions=str(out / "predictions"),
+                   per_fold=[{k: f.get(k) for k in ("fold", "images", "mean_dice", "global_dice", "miou",
+                                                     "pixel_accuracy")} for f in per_fold])
+    write_scores(out, rows, summary, np.stack([s.confusion for _, s in pooled]).sum(0), names)
     return {**summary, "per_image": rows}
 
 

@@ -161,16 +161,21 @@ class Predictor:
                  backend: Literal["torch", "onnxruntime"] = "torch",
                  weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool = False,
                  threshold: float | None = None, tile: tuple[int, int] | None = None,
-                 overlap: float = 0.5) -> Predictor:
+                 overlap: float = 0.5, folds: list[int] | None = None) -> Predictor:
         """Load the run's final weights (``model.safetensors``; ``weights="best"``: ``best.safetensors``, the best
         validation Dice) and config; with ``backend="onnxruntime"`` the run's ``model.onnx`` (written by
         ``unetseg export``) computes the logits. ``amp`` is the precision on this device ("auto": bf16 where it is
         native, fp16 on other GPUs, fp32 on other CPUs), whatever the run was trained with. ``threshold`` None: the
-        one ``unetseg evaluate --tune-threshold`` stored in the run (``threshold.json``), else 0.5."""
+        one ``unetseg evaluate --tune-threshold`` stored in the run (``threshold.json``), else 0.5. A
+        cross-validation run (``unetseg train --folds K``) predicts with the mean of its folds' logits (``folds``:
+        those folds only)."""
         if backend == "onnxruntime" and weights != "final":
             raise ValueError("--backend onnxruntime runs model.onnx, exported from the final weights; "
                              "--weights best needs the torch backend")
-        model, config = load_model(run_dir, weights=weights)
+        model, config = load_model(run_dir, weights=weights, folds=folds)
+        if backend == "onnxruntime" and folds is not None:
+            raise ValueError("--backend onnxruntime runs model.onnx, exported with every fold; --folds needs the "
+                             "torch backend")
         if threshold is None:
             threshold = stored_threshold(run_dir, weights, tta)
         if backend == "onnxruntime":
@@ -180,7 +185,8 @@ class Predictor:
                             tile, overlap)
         else:
             predictor = cls(model, config, device, batch_size, amp, tta, threshold, tile, overlap)
-        predictor.source = f"{Path(run_dir).resolve()}:{weights}:{backend}"
+        predictor.source = f"{Path(run_dir).resolve()}:{weights}:{backend}" + (
+            f":folds {' '.join(map(str, folds))}" if folds is not None else "")
         return predictor
 
     @torch.inference_mode()

@@ -117,9 +117,23 @@ def fit(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite:
             training size follows the images' aspect ratio. None (the default): the settings that differ from the
             defaults.
 
+    With ``cfg.data.folds`` K >= 2 it is a cross-validation run (:mod:`unetseg.train.cv`): ``fold_N`` folders of
+    runs like the above, one per fold (``cfg.data.fold``: that one only), and ``cv/`` with the out-of-fold scores.
+
     Returns:
         The run folder.
     """
+    keep = set(keep) if keep is not None else changed_settings(cfg)
+    if cfg.data.folds > 1:
+        from unetseg.train.cv import fit_cv
+
+        return fit_cv(cfg, out_dir, _fit_split, resume=resume, overwrite=overwrite, keep=keep)
+    return _fit_split(cfg, out_dir, resume=resume, overwrite=overwrite, keep=keep)
+
+
+def _fit_split(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+               keep: set[str] | frozenset[str] | None = None) -> Path:
+    """:func:`fit` of one split (a run, or a fold of a cross-validation run)."""
     started = time.monotonic()
     keep = set(keep) if keep is not None else changed_settings(cfg)
     # the encoder's weights are found and checked before the run folder is made: a bad name or file writes nothing

@@ -15,7 +15,7 @@ import torch
 
 from unetseg._atomic import atomic_write_text
 from unetseg._device import device_name
-from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, SPLIT_FILE, STATE_FILE,
+from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, FOLDS_FILE, METRICS_FILE, RUN_INFO_FILE, SPLIT_FILE, STATE_FILE,
                                 WEIGHTS_FILE, CheckpointError)
 from unetseg.config import RunConfig
 from unetseg.data.node_cache import cache_prefix
@@ -30,6 +30,15 @@ logger = logging.getLogger(__name__)
 #: killed before the state); a folder holding nothing else never started training.
 _PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, BEST_FILE,
                     CURVES_FILE}
+
+
+class RunLog(logging.FileHandler):
+    """The run's train.log: records before the run folder exists (a refused start) go to the console only."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None and not Path(self.baseFilename).parent.is_dir():
+            return
+        super().emit(record)
 
 
 def _never_started(out: Path) -> bool:
@@ -53,7 +62,7 @@ def resume_or_start(out_dir: str | Path) -> bool:
         CheckpointError: when the folder holds anything else.
     """
     out = Path(out_dir)
-    if (out / STATE_FILE).is_file():
+    if (out / STATE_FILE).is_file() or (out / FOLDS_FILE).is_file():  # a run, or a cross-validation run
         return True
     if not out.exists() or not any(out.iterdir()) or _never_started(out):
         return False

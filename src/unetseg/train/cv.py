@@ -1,0 +1,214 @@
+"""K-fold cross-validation (``unetseg train --folds K``): a seeded split of the training pairs into K folds (by group
+or block, :func:`unetseg.data.split.kfold`), written once to ``RUN/folds.json``; each fold a run of its own in
+``RUN/fold_N`` (its checkpoint, metrics and exact resume) that validates on its fold; and, once every fold has
+trained, the out-of-fold predictions and the CV scores in ``RUN/cv`` (:func:`unetseg.infer.evaluate.evaluate_folds`).
+
+A budget covers all folds: the first fold trained here plans with its share (the budget / K), and the folds after
+it train with that plan (its size, recipe and the steps it ran), so the plan is made once. ``--fold N`` trains one
+fold only, so folds can go to separate processes, GPUs or machines sharing the run folder; the last to finish
+writes the CV scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from unetseg._atomic import atomic_write_text
+from unetseg.checkpoint import (CONFIG_FILE, FINISHED_FILE, FOLDS_FILE, METRICS_FILE, STATE_FILE, CheckpointError,
+                                finished_folds, fold_dir)
+from unetseg.config import RunConfig, parse_duration
+from unetseg.data.pairing import pair_files
+from unetseg.data.split import kfold
+
+logger = logging.getLogger(__name__)
+
+CV_DIR = "cv"  # RUN/cv: the out-of-fold predictions and the CV scores
+
+
+def _folds_record(cfg: RunConfig) -> dict:
+    """The split of the training pairs into folds, as ``folds.json`` holds it (image names per fold)."""
+    pairing = pair_files(cfg.data)
+    if not pairing.pairs:
+        raise CheckpointError(f"{cfg.data.data or cfg.data.images}: no image/mask pairs to split into folds")
+    fold = kfold(pairing.pairs, cfg.data.folds, cfg.data.split, cfg.data.split_seed)
+    names = [[p.image.name for p, f in zip(pairing.pairs, fold) if f == k] for k in range(cfg.data.folds)]
+    return {"folds": cfg.data.folds, "split": cfg.data.split, "split_seed": cfg.data.split_seed,
+            "group_pattern": cfg.data.group_pattern, "images": names}
+
+
+def _check_same_split(out: Path, cfg: RunConfig) -> dict:
+    stored = json.loads((out / FOLDS_FILE).read_text())
+    for key, given in (("folds", cfg.data.folds), ("split", cfg.data.split), ("split_seed", cfg.data.split_seed),
+                       ("group_pattern", cfg.data.group_pattern)):
+        if stored.get(key) != given:
+            flag = "--" + key.replace("_", "-")
+            raise CheckpointError(f"{out}: a cross-validation run with {flag} {stored.get(key)!r}, not {given!r}: "
+                                  f"its folds stay as they were split (give {flag} {stored.get(key)}, or another "
+                                  f"--out, or --overwrite to start again)")
+    return stored
+
+
+def _steps_run(run: Path) -> int:
+    """The optimiser steps a finished run took (its last metrics line)."""
+    lines = (run / METRICS_FILE).read_text().splitlines()
+    return int(json.loads(lines[-1])["step"]) if lines else 0
+
+
+def fit_cv(cfg: RunConfig, out_dir: str | Path, fit_one: Callable[..., Path], *, resume: bool = False,
+           overwrite: bool = False, keep: set[str] | None = None) -> Path:
+    """Train the folds of a cross-validation run (all, or ``cfg.data.fold`` only) and, once every fold has finished,
+    write the out-of-fold predictions and CV scores to ``RUN/cv``.
+
+    Args:
+        cfg: the run's configuration, ``cfg.data.folds`` >= 2.
+        out_dir: the run folder (its folds in ``fold_N``).
+        fit_one: trains one run (:func:`unetseg.train.loop.fit` of a single split).
+        resume: continue: folds with a saved state resume, finished folds stay, the others start.
+        overwrite: replace the run (with ``cfg.data.fold``: that fold only).
+        keep: the settings the user gave (as for ``fit``).
+
+    Returns:
+        The run folder.
+    """
+    out, k, only = Path(out_dir), cfg.data.folds, cfg.data.fold
+    keep = set(keep or ())  # fit passes the given settings
+    if out.exists() and overwrite and not resume and only is None:
+        shutil.rmtree(out)
+    if (out / FOLDS_FILE).is_file():
+        _check_same_split(out, cfg)
+        if not resume and only is None:
+            raise CheckpointError(f"{out}: folder is not empty (a cross-validation run); pass --resume to continue "
+                                  f"it, --fold N to train one of its folds, or --overwrite to replace it")
+    elif out.exists() and any(out.iterdir()):
+        raise CheckpointError(f"{out}: " + (f"a run of one split, not a cross-validation run: --folds {k} cannot "
+                                            f"resume it" if resume else "folder is not empty; pass --overwrite to "
+                                            "replace it, or give another --out"))
+    elif resume:
+        raise CheckpointError(f"{out / FOLDS_FILE}: not found, nothing to resume")
+    else:
+        record = _folds_record(cfg)  # the folds are split once, here, and kept
+        out.mkdir(parents=True, exist_ok=True)
+        top = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=None))
+        top.save(out / CONFIG_FILE)
+        atomic_write_text(out / FOLDS_FILE, json.dumps(record, indent=1) + "\n")
+        logger.info("cross-validation: %d folds of %s pairs (%s); %s", k,
+                    "/".join(str(len(n)) for n in record["images"]), "by blocks of frames" if cfg.data.split ==
+                    "blocks" else "by group", "each fold a run in " + str(out / "fold_N"))
+    todo = [only] if only is not None else list(range(k))
+    budget = parse_duration(cfg.train.budget) if cfg.train.budget else None
+    if budget is not None:
+        logger.info("budget %s covers all %d folds: %s each; the first fold trained here plans, the others follow "
+                    "its plan", cfg.train.budget, k, _seconds_text(budget / k))
+    # the fold whose plan the later ones follow: a finished fold's of an earlier session, else the first trained here
+    planned = next((fold_dir(out, f) for f in finished_folds(out)
+                    if RunConfig.load(fold_dir(out, f) / CONFIG_FILE).train.plan), None) if budget else None
+    for fold in todo:
+        run = fold_dir(out, fold)
+        if (run / FINISHED_FILE).is_file() and not overwrite and not (resume and keep & {"train.epochs",
+                                                                                           "train.max_steps"}):
+            if not resume:
+                raise CheckpointError(f"{run}: fold {fold} has finished training; pass --overwrite to train it "
+                                      f"again")
+            logger.info("fold %d of %d: finished earlier", fold, k)
+            continue
+        started = time.monotonic()
+        handler = _fold_log(run)
+        try:
+            planned = _train_fold(cfg, out, fold, run, fit_one, resume, overwrite, keep, planned, budget)
+        finally:
+            logging.getLogger("unetseg").removeHandler(handler)
+            handler.close()
+        atomic_write_text(run / FINISHED_FILE, json.dumps(
+            {"fold": fold, "steps": _steps_run(run), "seconds": round(time.monotonic() - started, 1),
+             "finished": time.strftime("%Y-%m-%d %H:%M:%S %z")}) + "\n")
+    done = finished_folds(out)
+    if len(done) < k:
+        logger.info("cross-validation: folds %s of %d finished; the CV scores come when all have (unetseg train "
+                    "--resume %s, or --fold N for the others)", ", ".join(map(str, done)) or "none", k, out)
+        return out
+    write_cv_scores(out, progress=cfg.train.progress)
+    return out
+
+
+def _fold_log(run: Path) -> logging.Handler:
+    """The fold's own train.log (the run's log gets the same lines)."""
+    from unetseg.train.run_dir import RunLog
+
+    handler = RunLog(run / "train.log", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("unetseg").addHandler(handler)
+    return handler
+
+
+def _train_fold(cfg: RunConfig, out: Path, fold: int, run: Path, fit_one: Callable[..., Path], resume: bool,
+                overwrite: bool, keep: set[str], planned: Path | None, budget: float | None) -> Path | None:
+    """Train (or resume) one fold; returns the fold whose plan later folds follow."""
+    k = cfg.data.folds
+    if resume and (run / STATE_FILE).is_file():
+        fold_cfg = RunConfig.load(run / CONFIG_FILE)
+        for key in keep & {"train.epochs", "train.max_steps"}:  # a longer run, as for one split
+            section, name = key.split(".")
+            setattr(getattr(fold_cfg, section), name, getattr(getattr(cfg, section), name))
+        logger.info("fold %d of %d: resuming %s", fold, k, run)
+        fit_one(fold_cfg, run, resume=True, keep=keep & {"train.epochs", "train.max_steps"})
+        return planned
+    fold_cfg, fold_keep = _fold_config(cfg, fold, planned, budget, keep)
+    logger.info("fold %d of %d: training in %s%s", fold, k, run,
+                f", following {planned.name}'s plan" if planned is not None else "")
+    fit_one(fold_cfg, run, overwrite=overwrite, keep=fold_keep)
+    return run if budget is not None and planned is None else planned
+
+
+def _fold_config(cfg: RunConfig, fold: int, planned: Path | None, budget: float | None, keep: set[str]
+                 ) -> tuple[RunConfig, set[str] | None]:
+    """The config of a fold that starts, and the settings it keeps: the run's own with the fold's number and its
+    share of the budget; after a planned fold, that fold's plan with the steps it ran (no second plan)."""
+    if planned is None:
+        fold_cfg = RunConfig.from_dict(cfg.to_dict())
+        fold_cfg.data.fold = fold
+        if budget is not None:
+            fold_cfg.train.budget = _seconds_text(budget / cfg.data.folds)
+        return fold_cfg, keep | {"data.fold", "data.folds"}
+    fold_cfg = RunConfig.load(planned / CONFIG_FILE)
+    fold_cfg.data.fold = fold
+    fold_cfg.train.budget = ""  # planned already: the same size, recipe and steps
+    fold_cfg.train.max_steps = _steps_run(planned)
+    fold_cfg.train.epochs = 10 ** 6  # the step total ends the run
+    fold_cfg.train.class_weight_values = None  # from this fold's training masks
+    from unetseg.train.loop import changed_settings
+
+    return fold_cfg, changed_settings(fold_cfg) | {"data.image_size"}  # every setting stays as planned
+
+
+def _seconds_text(seconds: float) -> str:
+    return f"{max(1, round(seconds))}s"
+
+
+def write_cv_scores(run: str | Path, progress: bool = False) -> dict:
+    """Predict each fold's held-out pairs with that fold's final weights and score them: ``RUN/cv/fold_N`` per
+    fold, ``RUN/cv`` pooled over every image (per image, per class, with intervals), the predictions in
+    ``RUN/cv/predictions`` (the masks; a binary model's probabilities too). Returns the pooled summary."""
+    from unetseg.checkpoint import read_split
+    from unetseg.data import find_pairs
+    from unetseg.data.split import pairs_of_split
+    from unetseg.infer.evaluate import evaluate_folds
+    from unetseg.infer.predict import Predictor
+
+    run = Path(run)
+    folds = []
+    for fold in finished_folds(run):
+        predictor = Predictor.from_run(fold_dir(run, fold), device=RunConfig.load(run / CONFIG_FILE).train.device)
+        pairs = pairs_of_split(find_pairs(predictor.config.data), "val", read_split(fold_dir(run, fold), "val"))
+        folds.append((predictor, pairs))
+    summary = evaluate_folds(folds, run / CV_DIR, progress=progress)
+    multi = summary.get("miou") is not None and len(summary.get("per_class", [])) > 2
+    logger.info("cross-validation: %d folds, %d images predicted out of fold: mean Dice %.4f%s (%s)", len(folds),
+                summary["images"], summary["mean_dice"], f", mIoU {summary['miou']:.4f}" if multi else "",
+                run / CV_DIR)
+    return summary
