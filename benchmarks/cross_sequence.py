@@ -34,6 +34,10 @@ ARMS = {
     # the same, the validation pairs training too (the final model's protocol)
     "crop-sqrt-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val"],
     "scratch": ["--encoder", "unet"],
+    # 5-fold cross-validation at the same budget (each fold a fifth of it; the folds by blocks of frames, the
+    # validation folder not used), scored as the ensemble of the 5 folds
+    "cv5": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--folds", "5", "--split", "blocks"],
+    "cv3": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--folds", "3", "--split", "blocks"],
 }
 README_FLAGS = ["--ignore-index", "11", "--classes", str(ROOT / "configs" / "camvid_classes.csv"),
                 "--vflip-p", "0", "--rotate-limit", "10"]
@@ -73,11 +77,14 @@ def main() -> None:
             ["--val-data", str(root / "camvid_val")]
         for arm in args.arms:
             run_dir = out / f"{arm}-{hold}"
-            seconds = run(unetseg + ["train", "--data", str(train), *validation, *README_FLAGS, *ARMS[arm],
+            cv = "--folds" in ARMS[arm]
+            seconds = run(unetseg + ["train", "--data", str(train), *([] if cv else validation), *README_FLAGS,
+                                     *ARMS[arm],
                                      "--budget", args.budget, "--out", str(run_dir), "--overwrite"])
             run(unetseg + ["evaluate", "--model", str(run_dir), "--data", str(held), "--out", str(run_dir / "held")])
             summary = json.loads((run_dir / "held" / "summary.json").read_text())
-            config = json.loads((run_dir / "config.json").read_text())
+            config = json.loads((run_dir / ("fold_0" if cv else "") / "config.json").read_text())
+            folds = config["data"].get("folds", 1) if cv else 1
             iou = {c["name"]: round(c["iou"], 4) for c in summary["per_class"]}
             worst = min(iou, key=iou.get)
             plan = config["train"].get("plan") or {}
@@ -86,7 +93,11 @@ def main() -> None:
                    "worst": worst, "worst_iou": iou[worst], "iou": iou,
                    "image_size": config["data"]["image_size"], "crop": config["data"].get("crop"),
                    "scale_limit": config["data"]["scale_limit"], "steps": config["train"]["max_steps"],
-                   "samples_seen": config["train"]["max_steps"] * config["train"]["batch_size"],
+                   "samples_seen": (sum(json.loads((run_dir / f"fold_{k}" / "finished.json").read_text())["steps"]
+                                        for k in range(folds)) if cv else config["train"]["max_steps"])
+                   * config["train"]["batch_size"],
+                   "folds": folds, "cv_miou": json.loads((run_dir / "cv" / "summary.json").read_text())["miou"]
+                   if cv else None,
                    "class_weights": config["train"]["class_weights"], "rule": plan.get("rule")}
             print(f"{arm:10s} held out {hold}: mIoU {row['miou']:.4f}, worst {worst} "
                   f"{iou[worst]:.3f}, {row['samples_seen']} samples at {row['crop'] or row['image_size']}", flush=True)

@@ -15,6 +15,7 @@ from unetseg.checkpoint import CheckpointError, load_model
 from unetseg.cli.main import main
 from unetseg.data.errors import DataError
 from unetseg.data.split import kfold
+from unetseg.train.cv import tune_cv_threshold
 
 FLAGS = ["--base-channels", "4", "--depth", "2", "--image-size", "64x48", "--epochs", "2", "--batch-size", "4",
          "--lr", "3e-3", "--no-progress"]
@@ -65,7 +66,7 @@ def _per_image(path: Path) -> dict:
 
 def test_every_image_is_predicted_once_out_of_fold_and_the_ensemble_averages_the_folds(synthetic_dir, tmp_path,
                                                                                         capsys):
-    run = tmp_path / "cv"
+    run = tmp_path / "xval"
     assert main(["train", "--data", str(synthetic_dir), "--out", str(run), "--folds", "3", *FLAGS]) == 0
     folds = json.loads((run / "folds.json").read_text())
     names = sorted(p.image.name for p in find_pairs(synthetic_dir))
@@ -84,6 +85,10 @@ def test_every_image_is_predicted_once_out_of_fold_and_the_ensemble_averages_the
         sorted(Path(n).with_suffix(".png").name for n in names)
     summary = json.loads((run / "cv" / "summary.json").read_text())
     assert summary["images"] == 24 and [f["fold"] for f in summary["per_fold"]] == [0, 1, 2]
+    # the threshold is tuned on the out-of-fold probabilities: at 0.5 they give the CV score (8-bit rounding aside)
+    assert abs(tune_cv_threshold(run, [0.3, 0.5])[0.5] - summary["mean_dice"]) < 0.01
+    assert main(["evaluate", "--model", str(run), "--tune-threshold"]) == 0
+    assert json.loads((run / "threshold.json").read_text())["split"] == "out of fold"
 
     # the ensemble is the mean of the folds' logits; one fold alone is that fold
     x = torch.rand(2, 3, 48, 64)
@@ -98,6 +103,13 @@ def test_every_image_is_predicted_once_out_of_fold_and_the_ensemble_averages_the
     arrays = both._load(image)[0][None]
     one = [Predictor.from_run(run / f"fold_{k}", device="cpu", amp="off") for k in (0, 1)]
     assert torch.allclose(both.logits(arrays), (one[0].logits(arrays) + one[1].logits(arrays)) / 2, atol=1e-6)
+
+    # the report: the CV scores, then each fold evaluated on its own held-out fold
+    from unetseg import write_report
+
+    page = write_report([run], tmp_path / "report.html").read_text()
+    assert "<h2>Cross-validation</h2>" in page and f"{summary['mean_dice']:.4f}" in page
+    assert all(f"xval/fold_{k}" in page for k in range(3)) and not (run / "fold_0" / "eval").exists()
 
     # a missing fold is named, never skipped
     (run / "fold_1" / "finished.json").unlink()
@@ -120,6 +132,10 @@ def test_folds_trained_apart_give_the_run_trained_together(synthetic_dir, tmp_pa
             (apart / f"fold_{k}" / "model.safetensors").read_bytes()
     a, b = (json.loads((r / "cv" / "summary.json").read_text()) for r in (together, apart))
     assert a["mean_dice"] == b["mean_dice"] and a["images"] == b["images"] == 24
+    from unetseg.score.compare import compare
+
+    paired = compare([together, apart])[0]  # two CV runs: their out-of-fold scores, image by image
+    assert paired.paired.difference.value == 0.0 and paired.paired.equal == 24
     assert main(["train", "--data", str(synthetic_dir), "--out", str(apart), "--folds", "2", "--fold", "0",
                  *FLAGS]) == 2  # finished: not trained again without --overwrite
 
@@ -145,3 +161,21 @@ def test_a_killed_fold_resumes_bit_for_bit(synthetic_dir, tmp_path):
         _assert_same_final_state(tmp_path / "ref" / f"fold_{k}", tmp_path / "run" / f"fold_{k}")
     assert (tmp_path / "ref" / "cv" / "per_image.csv").read_text() == \
         (tmp_path / "run" / "cv" / "per_image.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_budget_covers_all_folds_planned_once(synthetic_dir, tmp_path, caplog):
+    from unetseg.config import RunConfig
+
+    run = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        assert main(["train", "--data", str(synthetic_dir), "--out", str(run), "--folds", "2", "--budget", "40s",
+                     "--base-channels", "4", "--depth", "3", "--no-progress"]) == 0
+    assert "budget 40s covers all 2 folds: 20s each" in caplog.text
+    first, second = (RunConfig.load(run / f"fold_{k}" / "config.json") for k in (0, 1))
+    assert first.train.budget == "20s" and first.train.plan is not None
+    assert second.train.budget == "" and second.train.plan == first.train.plan  # planned once
+    assert second.data.image_size == first.data.image_size and second.train.lr == first.train.lr
+    steps = [json.loads((run / f"fold_{k}" / "metrics.jsonl").read_text().splitlines()[-1])["step"] for k in (0, 1)]
+    assert steps[0] == steps[1] == second.train.max_steps  # the steps the planned fold ran
+    assert caplog.text.count("budget 20s: plan on") == 1

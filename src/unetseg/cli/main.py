@@ -318,6 +318,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.data.split import pairs_of_split
     from unetseg.infer import Predictor, evaluate_pairs
 
+    if args.tune_threshold and is_cv_run(args.model) and args.split is None:
+        return _tune_cv_threshold(args)
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
                                    weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
                                    tile=args.tile, overlap=args.overlap, folds=args.folds)
@@ -368,6 +370,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               f"{Path(args.model) / THRESHOLD_FILE}, used by predict, evaluate and submit from now on")
     if args.out:
         print(f"per-image scores and the error overlays of the worst and best images in {args.out}")
+    return 0
+
+
+def _tune_cv_threshold(args: argparse.Namespace) -> int:
+    """``evaluate --tune-threshold`` of a cross-validation run: on its out-of-fold probabilities, never on images a
+    model trained on; stored in the run for predict, evaluate and submit (of the fold ensemble)."""
+    from unetseg.infer.predict import THRESHOLD_FILE
+    from unetseg.train.cv import tune_cv_threshold
+
+    scores = tune_cv_threshold(args.model, [round(0.05 * k, 2) for k in range(1, 20)])
+    best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))  # ties: the one nearest 0.5
+    (Path(args.model) / THRESHOLD_FILE).write_text(json.dumps(
+        {"threshold": best, "mean_dice": scores[best], "mean_dice_at_0.5": scores[0.5], "split": "out of fold",
+         "weights": "final", "tta": False}, indent=2) + "\n")
+    print(f"threshold {best:.2f}: out-of-fold mean Dice {scores[best]:.5f} (0.50: {scores[0.5]:.5f}); stored in "
+          f"{Path(args.model) / THRESHOLD_FILE}, used by predict, evaluate and submit of the fold ensemble")
     return 0
 
 

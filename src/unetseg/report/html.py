@@ -22,7 +22,8 @@ from typing import Any
 from PIL import Image
 
 from unetseg._atomic import atomic_write_text
-from unetseg.checkpoint import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, CheckpointError, read_split
+from unetseg.checkpoint import (CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, CheckpointError, cv_folds,
+                                fold_dir, is_cv_run, read_split)
 from unetseg.config import RunConfig
 from unetseg.data.classes import default_colour
 from unetseg.data.errors import DataError
@@ -51,12 +52,19 @@ class RunSummary:
     evaluation: dict[str, Any] | None = None
     per_image: list[dict[str, str]] = field(default_factory=list)
     no_evaluation: str = ""  # why there is none
+    eval_dir: Path | None = None  # where its evaluation is (RUN/eval; a cross-validation fold's: RUN/cv/fold_N)
+    cv: dict[str, Any] | None = None  # a cross-validation run's pooled out-of-fold scores (on its first fold)
+
+    def __post_init__(self) -> None:
+        if self.eval_dir is None:
+            self.eval_dir = self.path / EVAL_DIR
 
 
-def _load_run(path: Path, name: str, evaluate: bool, progress: bool) -> RunSummary:
+def _load_run(path: Path, name: str, evaluate: bool, progress: bool, eval_dir: Path | None = None) -> RunSummary:
     if not (path / CONFIG_FILE).is_file():
         raise DataError(f"{path}: not a run folder (no {CONFIG_FILE})")
-    run = RunSummary(path, name, RunConfig.load(path / CONFIG_FILE), read_metrics(path / METRICS_FILE))
+    run = RunSummary(path, name, RunConfig.load(path / CONFIG_FILE), read_metrics(path / METRICS_FILE),
+                     eval_dir=eval_dir)
     info_file = path / RUN_INFO_FILE
     if info_file.is_file():
         run.info = json.loads(info_file.read_text())
@@ -67,8 +75,17 @@ def _load_run(path: Path, name: str, evaluate: bool, progress: bool) -> RunSumma
 def _evaluation(run: RunSummary, evaluate: bool, progress: bool) -> None:
     """The run's evaluation of its validation split: the one in ``RUN/eval`` when it is newer than the weights,
     else made now (and stored there), unless ``evaluate`` is off."""
-    folder = run.path / EVAL_DIR
+    folder = run.eval_dir
     summary_file, weights = folder / "summary.json", run.path / WEIGHTS_FILE
+    if folder != run.path / EVAL_DIR:  # a fold's out-of-fold evaluation, written when its run finished
+        if summary_file.is_file():
+            run.evaluation = json.loads(summary_file.read_text())
+            with open(folder / "per_image.csv", newline="") as fh:
+                run.per_image = list(csv.DictReader(fh))
+        else:
+            run.no_evaluation = f"no out-of-fold evaluation in {folder} (the CV scores come when every fold " \
+                                f"has finished)"
+        return
     if not weights.is_file():
         run.no_evaluation = f"no weights yet ({weights.name})"
         return
@@ -121,7 +138,22 @@ def write_report(runs: list[str | Path], out: str | Path, evaluate: bool = True,
     names = [p.resolve().name for p in paths]
     if len(set(names)) < len(names):  # two runs of the same name in different folders
         names = [f"{p.resolve().parent.name}/{p.resolve().name}" for p in paths]
-    summaries = [_load_run(p, n, evaluate, progress) for p, n in zip(paths, names)]
+    summaries = []
+    for path, name in zip(paths, names):
+        if not is_cv_run(path):
+            summaries.append(_load_run(path, name, evaluate, progress))
+            continue
+        # a cross-validation run: each fold a run, evaluated on its own held-out fold; the pooled CV scores above
+        cv_file = path / "cv" / "summary.json"
+        for k in range(cv_folds(path)):
+            fold = fold_dir(path, k)
+            if not (fold / CONFIG_FILE).is_file():
+                continue
+            summaries.append(_load_run(fold, f"{name}/{fold.name}", evaluate, progress, path / "cv" / fold.name))
+        if not summaries or summaries[-1].path.parent != path:
+            raise DataError(f"{path}: a cross-validation run with no fold trained yet")
+        first = next(r for r in summaries if r.path.parent == path)
+        first.cv = json.loads(cv_file.read_text()) if cv_file.is_file() else {}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, render(summaries))
@@ -352,7 +384,7 @@ def _evaluation_section(run: RunSummary, several: bool) -> str:
         if not shown:
             continue
         figures = []
-        folder = (run.path / EVAL_DIR).resolve()
+        folder = run.eval_dir.resolve()
         for item in shown:
             file = (folder / str(item["overlay"])).resolve()
             if not file.is_relative_to(folder) or not file.is_file():  # only the evaluation's own files
@@ -397,10 +429,37 @@ def _classes_section(run: RunSummary) -> str:
              '(void pixels count nowhere), in brackets their intervals over images; the colours are those of the '
              'predicted masks and overlays</p>',
              _table(["class", "colour", "IoU", "Dice", "pixels"], rows)]
-    picture = (run.path / EVAL_DIR / "confusion.png")
+    picture = (run.eval_dir / "confusion.png")
     if picture.is_file():
         parts.append(_img(picture.read_bytes(), "image/png", "confusion matrix", style="max-width:720px"))
     return "".join(parts)
+
+
+def _cv_section(runs: list[RunSummary]) -> str:
+    """The cross-validation runs' pooled out-of-fold scores: every training image predicted once, by the fold that
+    did not train on it."""
+    rows = []
+    for run in runs:
+        if run.cv is None:
+            continue
+        cv, name = run.cv, run.path.parent.name
+        if not cv:
+            rows.append((name, ['<span class="note">not yet: the CV scores come when every fold has finished'
+                                '</span>', "", "", ""], False))
+            continue
+        dice = (cv.get("metrics") or {}).get("dice") or {}
+        multi = cv.get("miou") is not None and len(cv.get("per_class", [])) > 2
+        per_fold = ", ".join(f'{f["fold"]}: {_num(f.get("miou") if multi else f.get("mean_dice"))}'
+                             for f in cv.get("per_fold", []))
+        rows.append((name, [_num(cv.get("folds")), _num(cv.get("images")),
+                            _ci(cv.get("mean_dice"), dice.get("low"), dice.get("high"))
+                            + (f' &middot; mIoU {_num(cv["miou"])}' if multi else ""), per_fold], False))
+    if not rows:
+        return ""
+    return ("<h2>Cross-validation</h2><p class=\"sub\">out of fold: every training image predicted once, by the "
+            "fold that did not train on it; the folds' own rows below</p>"
+            + _table(["run", "folds", "images", "mean Dice over the images, out of fold",
+                      "per fold (mIoU or mean Dice)"], rows))
 
 
 def render(runs: list[RunSummary]) -> str:
@@ -417,7 +476,7 @@ def render(runs: list[RunSummary]) -> str:
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">written {_e(time.strftime("%Y-%m-%d %H:%M"))} from '
         + ", ".join(f"<code>{_e(r.path.resolve())}</code>" for r in runs) + "</p>",
-        "<h2>Summary</h2>", summary,
+        "<h2>Summary</h2>", summary, _cv_section(runs),
         "<h2>Learning curves</h2>", _img(curves, "image/png", "learning curves", "curves"),
         _settings_section(runs),
     ]

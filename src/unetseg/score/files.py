@@ -38,13 +38,14 @@ def write_scores(out_dir: str | Path, rows: list[dict[str, Any]], summary: dict[
 
 def read_per_image(path: str | Path) -> tuple[Path, dict[str, dict[str, float]]]:
     """A scored set's per-image table, from a folder holding ``per_image.csv`` (``evaluate --out``, ``score
-    --out``) or a run folder (its ``eval/``): the file, and per image (by file stem) its scores.
+    --out``) or a run folder (a cross-validation run's out-of-fold ``cv/``, else its ``eval/``): the file, and per
+    image (by file stem) its scores.
 
     Raises:
         DataError: when neither holds a table.
     """
     path = Path(path)
-    for candidate in (path, path / PER_IMAGE, path / "eval" / PER_IMAGE):
+    for candidate in (path, path / PER_IMAGE, path / "cv" / PER_IMAGE, path / "eval" / PER_IMAGE):
         if candidate.is_file():
             break
     else:

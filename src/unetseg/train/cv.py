@@ -212,3 +212,47 @@ def write_cv_scores(run: str | Path, progress: bool = False) -> dict:
                 summary["images"], summary["mean_dice"], f", mIoU {summary['miou']:.4f}" if multi else "",
                 run / CV_DIR)
     return summary
+
+
+def tune_cv_threshold(run: str | Path, thresholds: list[float]) -> dict[float, float]:
+    """A binary cross-validation run's mean Dice at each threshold, from its out-of-fold probabilities
+    (``RUN/cv/predictions/probs``, 8-bit: a pixel is decided as at ``round(255 p)``): every training image counts
+    once, scored by the fold that did not train on it (an image with nothing to find and nothing found counts 1.0
+    at every threshold, as ``evaluate --tune-threshold`` counts it).
+
+    Raises:
+        CheckpointError: when the run has no out-of-fold probabilities (its folds have not all finished).
+        ValueError: for a multi-class run.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from unetseg.data import find_pairs
+    from unetseg.data.check import encoding_of
+    from unetseg.data.encoding import IGNORE
+    from unetseg.data.io import read_mask
+    from unetseg.metrics import threshold_dice
+
+    run = Path(run)
+    probs = run / CV_DIR / "predictions" / "probs"
+    config = RunConfig.load(fold_dir(run, 0) / CONFIG_FILE)  # the data as the folds read it (encoding found)
+    if config.model.num_classes != 1:
+        raise ValueError("--tune-threshold: only for binary models (a multi-class model takes the argmax)")
+    if not probs.is_dir():
+        raise CheckpointError(f"{probs}: not found: the out-of-fold probabilities come when every fold has "
+                              f"finished (unetseg train --resume {run})")
+    encoding = encoding_of(config.data)
+    dices: dict[float, list[float]] = {t: [] for t in thresholds}
+    for pair in find_pairs(config.data):
+        path = probs / f"{pair.image.stem}.png"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no out-of-fold probabilities for {pair.image.name}")
+        p = np.asarray(Image.open(path), dtype=np.float64) / 255.0
+        target = encoding.to_classes(read_mask(pair.mask).values, pair.mask, config.data.snap_masks)
+        if pair.ignore is not None:
+            target[read_mask(pair.ignore).values == 0] = IGNORE
+        logits = torch.from_numpy(np.log(np.clip(p, 1e-9, 1) / np.clip(1 - p, 1e-9, 1)))
+        for t, d in zip(thresholds, threshold_dice(logits, torch.from_numpy(target), thresholds)):
+            dices[t].append(1.0 if d != d else d)
+    return {t: float(np.mean(v)) for t, v in dices.items()}
