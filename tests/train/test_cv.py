@@ -111,6 +111,14 @@ def test_every_image_is_predicted_once_out_of_fold_and_the_ensemble_averages_the
     assert "<h2>Cross-validation</h2>" in page and f"{summary['mean_dice']:.4f}" in page
     assert all(f"xval/fold_{k}" in page for k in range(3)) and not (run / "fold_0" / "eval").exists()
 
+    # the postprocessing chosen out of fold is stored, and applied by the ensemble unless told not to
+    from unetseg.infer.postprocess import ClassRule, Postprocessing
+
+    assert json.loads((run / "postprocessing.json").read_text())["scores"]["classes"] == [1]
+    Postprocessing(0, {1: ClassRule(largest_component=True)}).save(run / "postprocessing.json")
+    assert Predictor.from_run(run, device="cpu").postprocess.rules[1].largest_component
+    assert Predictor.from_run(run, device="cpu", postprocess=False).postprocess is None
+
     # a missing fold is named, never skipped
     (run / "fold_1" / "finished.json").unlink()
     with pytest.raises(CheckpointError, match=r"fold 1 of 3 has not finished training \(finished: 0, 2\)"):

@@ -288,7 +288,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
                                    weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                                   tile=args.tile, overlap=args.overlap, folds=args.folds)
+                                   tile=args.tile, overlap=args.overlap, folds=args.folds,
+                                   postprocess=args.postprocess)
     ignore = None
     if args.ignore_masks:  # the run's patterns, unless given
         ignore = dataclasses.replace(predictor.config.data, ignore_masks=args.ignore_masks)
@@ -305,7 +306,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
                                    weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                                   tile=args.tile, overlap=args.overlap, folds=args.folds)
+                                   tile=args.tile, overlap=args.overlap, folds=args.folds,
+                                   postprocess=args.postprocess)
     out = write_submission(predictor, args.images, args.out, progress=_interactive())
     print(f"submission written to {out}")
     return 0
@@ -322,7 +324,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return _tune_cv_threshold(args)
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
                                    weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                                   tile=args.tile, overlap=args.overlap, folds=args.folds)
+                                   tile=args.tile, overlap=args.overlap, folds=args.folds,
+                                   postprocess=args.postprocess)
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
@@ -600,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overlap", type=float, default=0.5, help="share of a window its neighbour covers (--tile)")
         p.add_argument("--folds", type=int, nargs="+", metavar="N", help="a cross-validation run (train --folds K): "
                        "average these folds only (default: every fold)")
+        p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
+                       help="apply the run's postprocessing.json (chosen on a cross-validation run's out-of-fold "
+                       "predictions)")
         if name == "predict":
             p.add_argument("--input", required=True, help="an image file or a folder of images")
             p.add_argument("--out", required=True, help="folder for masks/ and overlays/")

@@ -125,7 +125,7 @@ def _scored_pairs(predictor: Predictor, pairs: list[Pair], progress: bool, label
                 raise DataError(f"{pair.mask}: mask is {classes.shape[1]}x{classes.shape[0]} (WxH) but the image is "
                                 f"{pred.shape[1]}x{pred.shape[0]}")
             probs = predictor.probabilities(logits)[0].float().cpu().numpy() if binary and settings.ranking else None
-            pred_np = pred.numpy().astype(np.uint8)
+            pred_np = predictor.finish(pred.numpy().astype(np.uint8))
             yield pair, logits, pred_np, classes, score_image(pred_np, classes, labels, scored, settings, probs)
 
 

@@ -26,6 +26,7 @@ from unetseg.data.pairing import IMAGE_EXTENSIONS, find_folders, ignore_masks_fo
 from unetseg.data.transforms import to_float
 from unetseg.infer.pipeline import (MODEL_AHEAD, WRITE_THREADS, Ahead, DecodeTimes, HostCopy, decoded_batches,
                                     sized_writers)
+from unetseg.infer.postprocess import POSTPROCESSING_FILE, Postprocessing
 from unetseg.infer.windows import sliding_window_logits
 from unetseg.metrics import logits_to_classes, logits_to_probabilities
 from unetseg.model import UNet
@@ -141,6 +142,7 @@ class Predictor:
             tile = (min(tile[0], config.data.image_size[0]), min(tile[1], config.data.image_size[1]))
         self.tta, self.threshold, self.tile, self.overlap = tta, threshold, tile, overlap
         self.source = ""  # the run folder and weights file, where loaded from a run
+        self.postprocess: Postprocessing | None = None  # rules applied to each class map (postprocessing.json)
         if tta and max(config.data.hflip_p, config.data.vflip_p) < 0.5:
             logger.warning("warning: --tta: training flipped neither way half the time; nothing to average")
         self.config = config
@@ -161,14 +163,15 @@ class Predictor:
                  backend: Literal["torch", "onnxruntime"] = "torch",
                  weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool = False,
                  threshold: float | None = None, tile: tuple[int, int] | None = None,
-                 overlap: float = 0.5, folds: list[int] | None = None) -> Predictor:
+                 overlap: float = 0.5, folds: list[int] | None = None, postprocess: bool = True) -> Predictor:
         """Load the run's final weights (``model.safetensors``; ``weights="best"``: ``best.safetensors``, the best
         validation Dice) and config; with ``backend="onnxruntime"`` the run's ``model.onnx`` (written by
         ``unetseg export``) computes the logits. ``amp`` is the precision on this device ("auto": bf16 where it is
         native, fp16 on other GPUs, fp32 on other CPUs), whatever the run was trained with. ``threshold`` None: the
         one ``unetseg evaluate --tune-threshold`` stored in the run (``threshold.json``), else 0.5. A
         cross-validation run (``unetseg train --folds K``) predicts with the mean of its folds' logits (``folds``:
-        those folds only)."""
+        those folds only), and applies the postprocessing chosen on its out-of-fold predictions
+        (``postprocessing.json``; ``postprocess=False``: not)."""
         if backend == "onnxruntime" and weights != "final":
             raise ValueError("--backend onnxruntime runs model.onnx, exported from the final weights; "
                              "--weights best needs the torch backend")
@@ -185,6 +188,11 @@ class Predictor:
                             tile, overlap)
         else:
             predictor = cls(model, config, device, batch_size, amp, tta, threshold, tile, overlap)
+        rules = Path(run_dir) / POSTPROCESSING_FILE
+        if postprocess and rules.is_file():
+            predictor.postprocess = Postprocessing.load(rules)
+            if predictor.postprocess.active():
+                logger.info("postprocessing from %s: %s", rules, predictor.postprocess.describe())
         predictor.source = f"{Path(run_dir).resolve()}:{weights}:{backend}" + (
             f":folds {' '.join(map(str, folds))}" if folds is not None else "")
         return predictor
@@ -223,6 +231,10 @@ class Predictor:
         """Class index per pixel (H, W) int64 of ``logits`` (C, H, W): a binary model's foreground where its
         probability is above ``threshold``; the argmax otherwise."""
         return logits_to_classes(logits[None], self.threshold)[0]
+
+    def finish(self, classes: np.ndarray) -> np.ndarray:
+        """A class map (H, W) at the image's size after the run's postprocessing (as it is without one)."""
+        return classes if self.postprocess is None or not self.postprocess.active() else self.postprocess(classes)
 
     def _load(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         """The model's input and the original (width, height). The input is always decoded as training decoded it
@@ -295,7 +307,7 @@ class Predictor:
                     scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
                 classes = self._host(logits_to_classes(scores, self.threshold, torch.uint8), binary)
                 for i in range(start, stop):
-                    yield batch_paths[i], classes[i - start]
+                    yield batch_paths[i], self.finish(classes[i - start])
                 start = stop
 
     def predict_image(self, path: str | Path) -> np.ndarray:
@@ -369,7 +381,7 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
     what = "mask" + " + probabilities" * probs + " + overlay" * overlays
     with sized_writers(predictor.decode_times.median, DECODE_THREADS, WRITE_BOUND, "predict", what) as writers:
         if probs:  # the scores at full size are needed too: one image at a time
-            results = ((path, predictor.classes(logits).to(torch.uint8).cpu().numpy(), logits)
+            results = ((path, predictor.finish(predictor.classes(logits).to(torch.uint8).cpu().numpy()), logits)
                        for path, logits in predictor.predict_paths(paths, progress))
         else:
             results = ((path, classes, None) for path, classes in predictor.predict_classes(paths, progress))

@@ -207,6 +207,7 @@ def write_cv_scores(run: str | Path, progress: bool = False) -> dict:
         pairs = pairs_of_split(find_pairs(predictor.config.data), "val", read_split(fold_dir(run, fold), "val"))
         folds.append((predictor, pairs))
     summary = evaluate_folds(folds, run / CV_DIR, progress=progress)
+    choose_postprocessing(run, [p for _, pairs in folds for p in pairs], folds[0][0])
     multi = summary.get("miou") is not None and len(summary.get("per_class", [])) > 2
     logger.info("cross-validation: %d folds, %d images predicted out of fold: mean Dice %.4f%s (%s)", len(folds),
                 summary["images"], summary["mean_dice"], f", mIoU {summary['miou']:.4f}" if multi else "",
@@ -256,3 +257,47 @@ def tune_cv_threshold(run: str | Path, thresholds: list[float]) -> dict[float, f
         for t, d in zip(thresholds, threshold_dice(logits, torch.from_numpy(target), thresholds)):
             dices[t].append(1.0 if d != d else d)
     return {t: float(np.mean(v)) for t, v in dices.items()}
+
+
+def choose_postprocessing(run: str | Path, pairs: list, predictor) -> None:
+    """Choose the postprocessing on the out-of-fold predictions of ``pairs`` (``RUN/cv/predictions/masks``) and
+    write ``RUN/postprocessing.json`` (:func:`unetseg.infer.postprocess.determine_postprocessing`); runs without a
+    background class are left without. Where the class maps would take more than a quarter of the free memory,
+    every k-th image decides."""
+    import math
+
+    import torch
+
+    from unetseg._device import free_memory
+    from unetseg.data.encoding import IGNORE
+    from unetseg.data.io import read_mask
+    from unetseg.infer.postprocess import POSTPROCESSING_FILE, determine_postprocessing, smallest_components
+
+    run = Path(run)
+    config = predictor.config
+    labels = max(2, config.model.num_classes)
+    background = 0 if config.model.num_classes == 1 else config.data.background
+    if background is None:
+        logger.info("postprocessing: not tried (no background class for removed pixels to join: --background K "
+                    "names one)")
+        return
+    masks = run / CV_DIR / "predictions" / "masks"
+    sizes = [read_mask(p.mask).values.size for p in pairs[:1]]
+    step = max(1, math.ceil(2 * sizes[0] * len(pairs) / max(1, free_memory(torch.device("cpu")) // 4)))
+    chosen = pairs[::step]
+    if step > 1:
+        logger.info("postprocessing: chosen on every %d-th of the %d images (their masks would not fit in memory)",
+                    step, len(pairs))
+    maps = []
+    for pair in chosen:
+        target = predictor.encoding.to_classes(read_mask(pair.mask).values, pair.mask, config.data.snap_masks)
+        if pair.ignore is not None:
+            target[read_mask(pair.ignore).values == 0] = IGNORE
+        pred = predictor.encoding.to_classes(read_mask(masks / f"{pair.image.stem}.png").values, pair.mask)
+        maps.append((pred, target))
+    foreground = [c for c in range(labels) if c != background]
+    rules = determine_postprocessing(maps, labels, background, smallest_components((t for _, t in maps), foreground))
+    rules.save(run / POSTPROCESSING_FILE)
+    logger.info("postprocessing (out of fold, kept only where the mean Dice over the foreground classes rises and "
+                "no class falls): %s; mean Dice %.4f -> %.4f (%s)", rules.describe(),
+                rules.scores["mean_dice_before"], rules.scores["mean_dice_after"], run / POSTPROCESSING_FILE)
