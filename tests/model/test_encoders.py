@@ -161,6 +161,12 @@ def test_bad_names_and_files_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=r"r34.pth: not resnet18 weights .*unexpected layer1.2.conv1.weight.*"
                                            r"they fit resnet34"):
         encoder_state(UNetConfig(encoder="resnet18", encoder_weights=str(file)))
+    # torchvision's own files have no batch-norm counters: still named as resnet34's (34.6)
+    bare = tmp_path / "r34-torchvision.pth"
+    torch.save({k: v for k, v in build_encoder("resnet34", 3).state_dict().items()
+                if not k.endswith("num_batches_tracked")}, bare)
+    with pytest.raises(WeightsError, match=r"r34-torchvision.pth: not resnet18 weights .*they fit resnet34"):
+        encoder_state(UNetConfig(encoder="resnet18", encoder_weights=str(bare)))
     lite = tmp_path / "lite.pth"
     torch.save(build_encoder("efficientnet-lite0", 3).state_dict(), lite)
     with pytest.raises(WeightsError, match="not resnet50 weights .*missing conv1.weight"):

@@ -161,12 +161,18 @@ def check_state(state: dict[str, torch.Tensor], name: str, source: str) -> dict[
     problem = _mismatch(expected, state)
     if problem:
         spec = ENCODERS.get(name)
+        # batch-norm counters left out on both sides: a file without them (torchvision's) fits where it fits
         fits = [other for other, s in ENCODERS.items() if spec and s.family == spec.family and other != name
-                and not _mismatch(build_encoder(other, 3).state_dict(), state)]
+                and not _mismatch(_counted(build_encoder(other, 3).state_dict()), _counted(state))]
         hint = f"; they fit {fits[0]} (--encoder {fits[0]})" if fits else ""
         raise WeightsError(f"{source}: not {name} weights ({spec.family if spec else 'timm'} layout): "
                            f"{problem}{hint}")
     return state
+
+
+def _counted(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without batch norms' ``num_batches_tracked`` counters."""
+    return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
 def _mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
