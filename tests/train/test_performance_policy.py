@@ -46,6 +46,26 @@ def test_auto_micro_batch_fits_free_memory(synthetic_dir, monkeypatch):
     assert loop.auto_micro_batch(cfg, torch.device("cpu")) == 3
     monkeypatch.setattr(loop, "free_memory", lambda device: 0)
     assert loop.auto_micro_batch(cfg, torch.device("cpu")) == 1
+    # the estimate reads the model that is built: a ResNet-50 encoder ignores --base-channels 8 (34.5)
+    monkeypatch.setattr(loop, "free_memory", lambda device: 4 << 30)
+    cfg.model.base_channels, cfg.model.encoder = 8, "resnet50"
+    assert loop.auto_micro_batch(cfg, torch.device("cpu")) == 8  # from base 8 alone: 16 (the batch)
+    cfg.model.encoder = ""
+    assert loop.auto_micro_batch(cfg, torch.device("cpu")) == 16
+
+
+def test_the_inference_batch_is_estimated_from_the_model_built(monkeypatch):
+    import unetseg._device as device_module
+    from unetseg.config import RunConfig, UNetConfig
+    from unetseg.infer.predict import auto_batch
+    from unetseg.model import UNet
+
+    monkeypatch.setattr(device_module, "free_memory", lambda device: (2 << 30) + (1 << 30))  # 2 GiB past resizing
+    cfg = RunConfig(model=UNetConfig(base_channels=8, encoder="resnet50"))
+    cfg.data.image_size = (480, 320)
+    wide = auto_batch(cfg, torch.device("cuda"), model=UNet(cfg.model))
+    narrow = auto_batch(cfg, torch.device("cuda"), model=UNet(UNetConfig(base_channels=8)))
+    assert narrow == 36 and wide == 10  # from base 8 alone, both 36
 
 
 def test_training_with_micro_batches_learns(synthetic_dir, tmp_path):

@@ -46,21 +46,27 @@ OVERLAY_COLOURS = np.array([(255, 40, 40), (40, 220, 40), (40, 90, 255), (255, 2
 WRITE_BOUND = 2 * WRITE_THREADS
 #: The most bytes of full-size scores enlarged at once (images of one size are classified together).
 RESIZE_BYTES = 1 << 30
-#: Bytes per input pixel and base channel an inference forward pass may hold at its peak: a bound, a quarter of the
-#: 90 a training step holds (a forward pass frees each activation once the next layer has it; benchmarks/gpu.py
-#: prints the measured figure).
-INFERENCE_BYTES = 24
+#: Bytes per activation element (:func:`unetseg.model.flops.activation_elements`) an inference forward pass may hold
+#: at its peak: a bound, a quarter of a training step's (a forward pass frees each activation once the next layer
+#: has it; benchmarks/gpu.py prints the measured figure). For the seed U-Net, 24 bytes per pixel and base channel.
+INFERENCE_BYTES = 24 * 64 / 1585
 
 
-def auto_batch(config: RunConfig, device: torch.device, tile: tuple[int, int] | None = None) -> int:
-    """Images (or windows) per forward pass: on a GPU as many as take half its free memory (at most 64); on the
-    CPU 4, where a larger batch is no faster."""
+def auto_batch(config: RunConfig, device: torch.device, tile: tuple[int, int] | None = None,
+               model: torch.nn.Module | None = None) -> int:
+    """Images (or windows) per forward pass: on a GPU as many as take half its free memory (at most 64), estimated
+    from ``model``'s activations (else one built from ``config.model``); on the CPU 4, where a larger batch is no
+    faster."""
     if device.type != "cuda":
         return 4
     from unetseg._device import free_memory
+    from unetseg.model.flops import activation_elements
 
     width, height = tile or config.data.image_size
-    per_image = INFERENCE_BYTES * config.model.base_channels * width * height
+    model = getattr(model, "models", [model])[0]  # a fold ensemble runs its folds one after another
+    if not isinstance(model, torch.nn.Module):  # an ONNX graph: the config's network
+        model = UNet(config.model)
+    per_image = INFERENCE_BYTES * activation_elements(model, (config.model.in_channels, 64, 64)) * width * height
     # the enlargement of the batch before runs beside the forward pass (the pipeline): its bytes are not the model's
     return max(1, min(64, max(0, free_memory(device) - RESIZE_BYTES) // 2 // per_image))
 
@@ -152,7 +158,7 @@ class Predictor:
         if isinstance(model, torch.nn.Module):
             model = model.to(self.device, memory_format=self.layout).eval()
         self.model = model
-        self.batch_size = batch_size or auto_batch(config, self.device, tile)
+        self.batch_size = batch_size or auto_batch(config, self.device, tile, model)
         self.dtype = autocast_dtype(self.device, amp)  # this device's precision, not the training run's
         self.encoding = encoding_of(config.data) or MaskEncoding((0, 255))
         self._host = HostCopy()  # masks to host memory (on a GPU: pinned, bit-packed for binary models)

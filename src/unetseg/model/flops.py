@@ -28,3 +28,27 @@ def conv_flops(model: nn.Module, shape: tuple[int, ...]) -> float:
         for h in handles:
             h.remove()
     return total
+
+
+def activation_elements(model: nn.Module, shape: tuple[int, ...] = (3, 64, 64)) -> float:
+    """Elements of the outputs of the model's convolutions, batch norms and activations, per input pixel, for one
+    input of ``shape`` (C, H, W): what its training activations take, relative to another model's. Memory estimates
+    read it from the model that is built, so an encoder's width counts and ``base_channels`` (which it ignores)
+    does not."""
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output[0].numel()
+    kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.SiLU)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *shape, device=device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total / (shape[1] * shape[2])

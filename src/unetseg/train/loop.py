@@ -43,6 +43,7 @@ from unetseg.data.transforms import augment
 from unetseg.drawing.curves import CurvesPainter
 from unetseg.metrics import check_background
 from unetseg.model import UNet
+from unetseg.model.flops import activation_elements
 from unetseg.model.encoders import normalisation
 from unetseg.model.weights import encoder_state
 from unetseg.train._state import Position, StopOnSignal, TrainingInterrupted, restore_rng, rng_state
@@ -75,14 +76,19 @@ def whole_batch(cfg: RunConfig) -> int:
     return max(1, min(cfg.train.batch_size, cfg.train.batch_size * patch // image))
 
 
-def auto_micro_batch(cfg: RunConfig, device: torch.device) -> int:
-    """The largest micro-batch whose training activations fit in 75% of the device's free memory.
+#: Peak training memory per activation element (:func:`unetseg.model.flops.activation_elements`): a training step
+#: of the seed U-Net (base 64, 1,585 elements per input pixel) at 480x320 took 845 MiB more peak memory per image
+#: on the CPU (fp32, batch 1 and 2), 5,760 bytes per pixel: batch 16 needs about 13 GiB.
+ACTIVATION_BYTES = 5760 / 1585
 
-    A training step of the seed U-Net (base 64) at 480x320 took 845 MiB more peak memory per image on the CPU
-    (fp32, batch 1 and 2), 90 bytes per pixel per base channel: batch 16 needs about 13 GiB.
-    """
+
+def auto_micro_batch(cfg: RunConfig, device: torch.device, model: torch.nn.Module | None = None) -> int:
+    """The largest micro-batch whose training activations fit in 75% of the device's free memory, estimated from
+    the model that is built (``model``, else one built from ``cfg.model``): its activations per pixel, so an
+    encoder's width counts, not ``base_channels``."""
     width, height = cfg.data.patch or cfg.data.crop or cfg.data.image_size  # a patch or crop run trains on crops
-    per_image = 90 * cfg.model.base_channels * width * height
+    elements = activation_elements(model if model is not None else UNet(cfg.model), (cfg.model.in_channels, 64, 64))
+    per_image = ACTIVATION_BYTES * elements * width * height
     return max(1, min(cfg.train.batch_size, int(0.75 * free_memory(device) // per_image)))
 
 
