@@ -108,6 +108,7 @@ def fit_cv(cfg: RunConfig, out_dir: str | Path, fit_one: Callable[..., Path], *,
     # the fold whose plan the later ones follow: a finished fold's of an earlier session, else the first trained here
     planned = next((fold_dir(out, f) for f in finished_folds(out)
                     if RunConfig.load(fold_dir(out, f) / CONFIG_FILE).train.plan), None) if budget else None
+    trained = False
     for fold in todo:
         run = fold_dir(out, fold)
         if (run / FINISHED_FILE).is_file() and not overwrite and not (resume and keep & {"train.epochs",
@@ -127,10 +128,14 @@ def fit_cv(cfg: RunConfig, out_dir: str | Path, fit_one: Callable[..., Path], *,
         atomic_write_text(run / FINISHED_FILE, json.dumps(
             {"fold": fold, "steps": _steps_run(run), "seconds": round(time.monotonic() - started, 1),
              "finished": time.strftime("%Y-%m-%d %H:%M:%S %z")}) + "\n")
+        trained = True
     done = finished_folds(out)
     if len(done) < k:
         logger.info("cross-validation: folds %s of %d finished; the CV scores come when all have (unetseg train "
                     "--resume %s, or --fold N for the others)", ", ".join(map(str, done)) or "none", k, out)
+        return out
+    if not trained and (out / CV_DIR / "summary.json").is_file():
+        logger.info("cross-validation: every fold finished earlier; the CV scores are in %s", out / CV_DIR)
         return out
     write_cv_scores(out, progress=cfg.train.progress)
     return out
