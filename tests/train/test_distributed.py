@@ -63,3 +63,24 @@ def test_one_step_of_two_processes_equals_one_process_on_the_same_global_batch(s
     gb = torch.cat([s["exp_avg"].flatten() for s in torch.load(tmp_path / "one" / "last.pt",
                                                                  weights_only=True)["optimizer"]["state"].values()])
     assert ga.abs().max() > 0 and (ga - gb).abs().max() <= 1e-4 * ga.abs().max(), (ga - gb).abs().max()
+
+
+def test_every_process_looks_for_the_plans_encoder_and_all_agree(monkeypatch, caplog):
+    """34.9: a node without the weights makes no process take the encoder (rank 0 alone used to decide, and the
+    node that lacked them failed while the others waited in a collective)."""
+    import unetseg.train.plan as plan
+    from unetseg.train.distributed import World
+
+    class TwoNodes(World):  # this process has the weights; the sum over processes says whether the others do
+        def __init__(self, others_missing: int) -> None:
+            super().__init__(rank=0, size=2)
+            self.others_missing = others_missing
+
+        def sum(self, t: torch.Tensor) -> torch.Tensor:
+            return t + self.others_missing
+
+    monkeypatch.setattr(plan, "encoder_available", lambda name: True)
+    assert plan.encoder_everywhere(TwoNodes(0), torch.device("cpu"))
+    with caplog.at_level("WARNING"):
+        assert not plan.encoder_everywhere(TwoNodes(1), torch.device("cpu"))
+    assert "missing on 1 of 2 processes' machines: the plan keeps the plain U-Net" in caplog.text

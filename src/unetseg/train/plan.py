@@ -48,7 +48,7 @@ from unetseg.metrics import scored_classes
 from unetseg.model import UNet
 from unetseg.model.unet import ENCODER_STRIDE
 from unetseg.model.weights import WeightsError, find_imagenet
-from unetseg.train.distributed import batch_for, check_batches
+from unetseg.train.distributed import World, batch_for, check_batches
 from unetseg.train.losses import SegmentationLoss
 from unetseg.train.schedule import steps_per_epoch
 from unetseg.train.validate import validation_seconds
@@ -108,6 +108,21 @@ def encoder_available(name: str) -> bool:
     except WeightsError:
         return False
     return True
+
+
+def encoder_everywhere(world: World, device: torch.device) -> bool:
+    """Whether the plan's encoder's ImageNet weights are on the machine of every process (each looks on its own
+    disk, and all agree), so that a node without them never leaves the others waiting in a collective: then no
+    process takes the encoder, and the log says why."""
+    here = encoder_available(PLAN_ENCODER)
+    if world.size == 1:
+        return here
+    missing = int(world.sum(torch.tensor([0 if here else 1], device=device)).item())
+    if missing:
+        logger.warning("warning: the %s weights are missing on %d of %d processes' machines: the plan keeps the "
+                       "plain U-Net (pip install 'unetseg[pretrained]' on every node to have them)", PLAN_ENCODER,
+                       missing, world.size)
+    return missing == 0
 
 
 def size_for(aspect: float, scale: float, native: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -199,7 +214,7 @@ Worst = dict[tuple[int, int], tuple[float, int]]  # training size -> (Dice, clas
 def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int], device: torch.device,
               dtype: torch.dtype | None, layout: torch.memory_format, keep: set[str], started: float,
               processes: int = 1, ceiling: Callable[[list[tuple[int, int]]], np.ndarray] | None = None,
-              num_labels: int = 2, uniform: bool = False) -> RunConfig:
+              num_labels: int = 2, uniform: bool = False, encoder_here: bool | None = None) -> RunConfig:
     """The run's settings for a budget run (``cfg.train.budget``): a copy of ``cfg`` in which every setting not named
     in ``keep`` (dotted names such as ``"model.base_channels"``) may be chosen; the choices, measurements and
     reasons go to its ``train.plan``. The steps, each a function of its own: the batch, the candidates
@@ -215,6 +230,8 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
             (:func:`unetseg.data.ceiling.dataset_ceiling`); None: sizes are chosen by speed alone.
         num_labels: the number of classes (2 for binary masks).
         uniform: the images all have the size ``native``: full-resolution patches are candidates too.
+        encoder_here: whether the plan's encoder's weights are on every process's machine
+            (:func:`encoder_everywhere`); None: on this one.
     """
     cfg = RunConfig.from_dict(cfg.to_dict())
     budget = parse_duration(cfg.train.budget)
@@ -234,7 +251,8 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     # 5 minutes); binary masks keep the plain U-Net (Carvana, DRIVE, membrane: 0.003-0.012 Dice below it at 3 minutes)
     # the encoder is the plan's only where nobody named one (a "unet" given by any route is kept)
     if m.encoder == "" and "model.encoder" not in keep and not {"model.base_channels", "model.encoder_weights"} & keep:
-        if num_labels > 2 and not thin and encoder_available(PLAN_ENCODER):
+        if num_labels > 2 and not thin and (encoder_available(PLAN_ENCODER) if encoder_here is None
+                                            else encoder_here):
             m.encoder, m.encoder_weights = PLAN_ENCODER, "imagenet"
             chosen += ["encoder", "encoder_weights"]
         else:

@@ -25,7 +25,7 @@ from unetseg.data.node_cache import load_node_cache
 from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.split import describe_split, split_pairs
 from unetseg.train.distributed import World
-from unetseg.train.plan import SEED_PIXELS, make_plan, planned_batch, size_for
+from unetseg.train.plan import SEED_PIXELS, encoder_everywhere, make_plan, planned_batch, size_for
 from unetseg.train.run_dir import process_cache
 
 logger = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ def plan_before_decode(pairing: Pairing, cfg: RunConfig, keep: set[str], budget:
     if budget is not None:  # a fresh run plans afresh, also from a budget run's config.json
         train_idx, val_idx = split_pairs(pairing.pairs, cfg.data)
         planned_batch(cfg, keep, len(train_idx), device, world.size)  # every process refuses alike, before the plan
+        here = encoder_everywhere(world, device)  # every process looks and all agree, before rank 0 plans
         if world.is_main:
             masks = [] if cfg.data.snap_masks else [pairing.pairs[i].mask for i in train_idx]  # JPEG masks:
             try:                                                                                # stray values
@@ -171,7 +172,7 @@ def plan_before_decode(pairing: Pairing, cfg: RunConfig, keep: set[str], budget:
             uniform = "data.image_size" not in keep and _one_size(pairing, native)
             plan = make_plan(cfg, len(train_idx), len(val_idx), native, device, dtype, layout, keep, started,
                              world.size, lambda sizes: dataset_ceiling(masks, sizes, cfg.data.ignore_index)[0],
-                             max(2, found), uniform).to_dict()
+                             max(2, found), uniform, here).to_dict()
         planned = RunConfig.from_dict(world.broadcast_object(plan if world.is_main else None))  # one plan for all
         cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
     elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
