@@ -227,3 +227,36 @@ def test_behind_a_proxy_the_download_is_tried_not_a_direct_connection(monkeypatc
     assert weights._reachable(url)  # the download goes through the proxy, as urllib does
     monkeypatch.setenv("NO_PROXY", "download.pytorch.org")
     assert not weights._reachable(url)  # a host the proxy is bypassed for is probed directly again
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "resnet18"])
+@pytest.mark.parametrize("bn", ["train", "frozen", "fold"])
+def test_a_grey_image_under_imagenet_normalisation_gives_the_stem_of_the_rgb_model(tmp_path: Path, name: str,
+                                                                                   bn: str) -> None:
+    """34.8: the per-channel means and stds are folded into the grey kernel and the stem batch norm."""
+    from unetseg.model.encoders import normalisation
+
+    torch.manual_seed(0)
+    rgb = build_encoder(name, 3)
+    with torch.no_grad():  # running statistics of their own, so that the fold into them is seen
+        for m in rgb.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    file = tmp_path / "w.pth"
+    torch.save(rgb.state_dict(), file)
+    kw = dict(encoder=name, encoder_weights=str(file), num_classes=2, encoder_bn=bn)
+    state, _ = encoder_state(UNetConfig(**kw))
+    three = UNet(UNetConfig(in_channels=3, **kw), encoder_state=state).eval()
+    one = UNet(UNetConfig(in_channels=1, **kw), encoder_state=state).eval()
+    (mean, std), ((m1,), (s1,)) = normalisation(name, 3), normalisation(name, 1)
+    g = torch.rand(2, 1, 48, 64)
+    x_rgb = (g - torch.tensor(mean).reshape(1, 3, 1, 1)) / torch.tensor(std).reshape(1, 3, 1, 1)
+    y = (g - m1) / s1
+
+    def stem(model: UNet, x: torch.Tensor) -> torch.Tensor:
+        parent, conv, bn_name = model.encoder.conv_bn_pairs()[0]
+        return getattr(parent, bn_name)(getattr(parent, conv)(x))[..., 2:-2, 2:-2]  # away from the padding
+
+    with torch.no_grad():
+        torch.testing.assert_close(stem(one, y), stem(three, x_rgb), rtol=1e-4, atol=1e-4)

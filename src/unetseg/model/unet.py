@@ -52,7 +52,7 @@ class UNet(nn.Module):
 
             if encoder_state is not None:
                 self.encoder.load_state_dict(for_channels(encoder_state, self.encoder.state_dict(),
-                                                          config.in_channels, config.encoder))
+                                                          config.in_channels, config.encoder, self._stem_bn()))
             if config.encoder_bn == "fold":
                 fold_batch_norms(self.encoder)
             self.decoder = Decoder(self.encoder.channels, config.decoder_channels, config.decoder_upsample)
@@ -63,6 +63,16 @@ class UNet(nn.Module):
         self.downs = nn.ModuleList(Down(widths[i], widths[i + 1]) for i in range(config.depth))
         self.ups = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(config.depth)))
         self.head = nn.Conv2d(widths[0], config.num_classes, kernel_size=1)
+
+    def _stem_bn(self) -> str:
+        """The state-dict prefix of the batch norm after the encoder's first convolution ("" where there is none)."""
+        pairs = self.encoder.conv_bn_pairs() if hasattr(self.encoder, "conv_bn_pairs") and \
+            not self.config.encoder.startswith("timm:") else []
+        if not pairs:
+            return ""
+        parent, _, bn = pairs[0]
+        names = {id(m): n for n, m in self.encoder.named_modules()}
+        return names.get(id(getattr(parent, bn)), "")
 
     def train(self, mode: bool = True) -> UNet:
         """As nn.Module's; a pretrained encoder with ``encoder_bn="frozen"`` keeps its batch norms in eval mode."""

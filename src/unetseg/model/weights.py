@@ -195,10 +195,17 @@ def _mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor])
 
 
 def for_channels(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], in_channels: int,
-                 name: str = "") -> dict[str, torch.Tensor]:
+                 name: str = "", stem_bn: str = "") -> dict[str, torch.Tensor]:
     """An RGB encoder's ``state`` for ``in_channels`` inputs: the first convolution (the weight whose input channels
     are 3 in ``state`` and ``in_channels`` in ``target``, the encoder's own state dict) adapted
-    (:func:`adapt_first_conv`, logged); unchanged for three channels."""
+    (:func:`adapt_first_conv`, logged); unchanged for three channels.
+
+    For one channel the encoder's RGB normalisation is folded in: a grey image normalised with the averaged mean and
+    std (what the run uses for grey images, :func:`unetseg.model.encoders.normalisation`) then gives the stem the
+    response the RGB weights give to that image repeated in three channels and normalised per channel, under every
+    ``--encoder-bn``: the kernel is ``s' * sum_c W_c / s_c`` and the constant ``sum_c sum(W_c) (m' - m_c) / s_c``
+    per filter is taken off the running mean of the batch norm after it (``stem_bn``, its state-dict prefix), away
+    from the image's border (the zero padding there is of other values)."""
     if in_channels == 3:
         return state
     firsts = [k for k, w in state.items() if k in target and w.dim() == 4 and w.shape[1] == 3
@@ -207,9 +214,24 @@ def for_channels(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
         raise WeightsError(f"{name}: cannot tell the first convolution to adapt to {in_channels} channel(s) "
                            f"(candidates: {firsts or 'none'})")
     first_conv, weight = firsts[0], state[firsts[0]]
+    out = dict(state)
+    running = f"{stem_bn}.running_mean"
+    if in_channels == 1 and name and running in state:
+        from unetseg.model.encoders import normalisation
+
+        (mean, std), ((grey_mean,), (grey_std,)) = normalisation(name, 3), normalisation(name, 1)
+        s = torch.tensor(std, dtype=weight.dtype).reshape(1, 3, 1, 1)
+        m = torch.tensor(mean, dtype=weight.dtype).reshape(1, 3, 1, 1)
+        out[first_conv] = grey_std * (weight / s).sum(dim=1, keepdim=True)
+        shift = (weight.sum(dim=(2, 3), keepdim=True) * (grey_mean - m) / s).sum(dim=(1, 2, 3))
+        out[running] = state[running] - shift.to(state[running].dtype)
+        how = "RGB normalisation folded in"
+    else:
+        out[first_conv] = adapt_first_conv(weight, in_channels)
+        how = "summed" if in_channels == 1 else "cycled and scaled by 3/C"
     logger.info("%s: the first convolution's RGB kernels adapted to %d input channel(s) (%s)", name or "encoder",
-                in_channels, "summed" if in_channels == 1 else "cycled and scaled by 3/C")
-    return {**state, first_conv: adapt_first_conv(weight, in_channels)}
+                in_channels, how)
+    return out
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
