@@ -3,6 +3,7 @@ none."""
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from unetseg.score import mean_interval, paired, pooled_interval
 
@@ -62,3 +63,21 @@ def test_no_interval_where_some_resamples_have_no_value_or_too_few_images():
     assert iou.value == pytest.approx(10 / 13) and np.isnan(iou.low) and np.isnan(iou.high)
     two, _ = mean_interval(np.array([0.5, 0.9]))
     assert two.value == pytest.approx(0.7) and np.isnan(two.low)
+
+
+def test_the_signed_rank_test_counts_only_images_that_differ():
+    """34.14: 8 images, 3 equal and 5 higher: exact p = 2 / 2**5 (SciPy < 1.15 gave about 0.043 with zeros), and the
+    floor is the 5 images' (the verdict is no difference)."""
+    from unetseg.score.compare import Comparison, format_comparison
+    from unetseg.score.intervals import Interval, paired, signed_rank_p
+
+    a = np.array([0.5, 0.6, 0.7, 0.5, 0.6, 0.7, 0.8, 0.9])
+    b = a + np.array([0, 0, 0, 0.01, 0.02, 0.03, 0.04, 0.05])
+    result = paired(a, b)
+    assert result.p_value == 0.0625 and (result.better, result.equal) == (5, 3)
+    text = format_comparison(Comparison("A", "B", "dice", Interval(0.66, 0.5, 0.8), Interval(0.68, 0.5, 0.8), result))
+    assert "no difference these images can show (on 5 image(s) that differ, 3 equal, the signed-rank test's " \
+           "smallest p is 0.0625)" in text
+    rng = np.random.default_rng(1)  # exact, with tied magnitudes too, as SciPy's exact method where it has one
+    for d in (rng.normal(0.2, 1, 12), np.array([1, 1, 2, -2, 3, 3, 4, -1.0])):
+        assert abs(signed_rank_p(d) - stats.wilcoxon(d).pvalue) < 1e-9

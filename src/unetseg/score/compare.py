@@ -66,8 +66,10 @@ def format_comparison(c: Comparison) -> str:
         verdict = "nothing to compare: no image has the score in both"
     elif p.p_value >= 0.05 or np.isnan(d.low) or d.low <= 0 <= d.high:
         verdict = "no difference these images can show"
-        if p.images < 6:  # all one way still leaves p = 2 / 2**n
-            verdict += f" (on {p.images} images the signed-rank test's smallest p is {2 / 2 ** p.images:.3g})"
+        moved = p.images - p.equal  # equal images carry no sign: the test counts the others
+        if moved < 6:  # all one way still leaves p = 2 / 2**n
+            verdict += (f" (on {moved} image(s) that differ" + (f", {p.equal} equal" if p.equal else "")
+                        + f", the signed-rank test's smallest p is {2 / 2 ** moved:.3g})")
     else:
         verdict = f"{c.other if (d.value > 0) == (better == 'higher') else c.baseline} is better"
     return (f"{c.metric} ({better} is better) on the {p.images} images where both have it:\n"
