@@ -81,3 +81,20 @@ def test_the_signed_rank_test_counts_only_images_that_differ():
     rng = np.random.default_rng(1)  # exact, with tied magnitudes too, as SciPy's exact method where it has one
     for d in (rng.normal(0.2, 1, 12), np.array([1, 1, 2, -2, 3, 3, 4, -1.0])):
         assert abs(signed_rank_p(d) - stats.wilcoxon(d).pvalue) < 1e-9
+
+
+def test_resamples_without_a_rare_class_do_not_average_fewer_classes():
+    """34.16: a class in one image of ten: the pooled mean over classes keeps the full sample's class set, so a
+    resample without it has no value (and there is no interval), rather than a mean over the other classes."""
+    from unetseg.score.summary import _pooled
+
+    confusions = np.zeros((10, 3, 3))
+    confusions[:, 0, 0], confusions[:, 1, 1], confusions[:, 1, 0] = 100, 50, 50  # class 1: IoU 0.5 in every image
+    confusions[0, 2, 2] = 10  # class 2 only in the first image, found perfectly
+    full = confusions.sum(0)
+    score = _pooled("iou", [0, 1, 2], full)
+    assert score(full) == pytest.approx((1000 / 1500 + 0.5 + 1.0) / 3)
+    assert np.isnan(score(confusions[1:].sum(0)))  # the class is in the set, the resample lacks it
+    assert pooled_interval(confusions, score).low != pooled_interval(confusions, score).low  # NaN: no interval
+    legacy = _pooled("iou", [0, 1, 2])
+    assert legacy(confusions[1:].sum(0)) == pytest.approx((900 / 1350 + 0.5) / 2)  # what it averaged before

@@ -20,12 +20,22 @@ def _class_mean(values: np.ndarray, scored: list[int]) -> np.ndarray:
     return np.where(counted.any(-1), np.nansum(chosen, -1) / np.maximum(1, counted.sum(-1)), math.nan)
 
 
-def _pooled(name: str, scored: list[int]):
-    """Summed confusion matrices (..., K, K) -> the pooled score ``name`` averaged over the scored classes."""
+def _pooled(name: str, scored: list[int], full: np.ndarray | None = None):
+    """Summed confusion matrices (..., K, K) -> the pooled score ``name`` averaged over the scored classes. With
+    ``full`` (the whole set's summed matrix) the classes averaged are fixed from it, those with a value there: a
+    resample without one of them has no value (as a class's own score), rather than a mean over fewer classes."""
+    fixed = None
+    if full is not None and name != "pixel_accuracy":
+        values = overlap_scores(full)[name]
+        fixed = [k for k in scored if not math.isnan(values[k])]
+
     def score(matrices: np.ndarray) -> np.ndarray:
         if name == "pixel_accuracy":
             return np.trace(matrices, axis1=-2, axis2=-1) / matrices.sum((-2, -1))
-        return _class_mean(overlap_scores(matrices)[name], scored)
+        values = overlap_scores(matrices)[name]
+        if fixed is None:
+            return _class_mean(values, scored)
+        return values[..., fixed].mean(-1) if fixed else np.full(values.shape[:-1], math.nan)
     return score
 
 
@@ -56,11 +66,13 @@ def summarise(images: list[ImageScores], settings: ScoreSettings, scored: list[i
         metrics[name] = {**interval.as_dict(), "nan": nan}
     confusions = np.stack([s.confusion for s in images])
     pooled: dict[str, Any] = {}
+    full = confusions.sum(0)
     for name in ("dice", "iou", "precision", "recall", "specificity", "pixel_accuracy"):
-        pooled[name] = pooled_interval(confusions, _pooled(name, scored), resamples, seed).as_dict()
+        pooled[name] = pooled_interval(confusions, _pooled(name, scored, full), resamples, seed).as_dict()
     labels = confusions.shape[-1]
     if labels > 2:  # the CamVid / Cityscapes mIoU: every class, pooled
-        pooled["miou"] = pooled_interval(confusions, _pooled("iou", list(range(labels))), resamples, seed).as_dict()
+        pooled["miou"] = pooled_interval(confusions, _pooled("iou", list(range(labels)), full), resamples,
+                                         seed).as_dict()
     if probs:
         hists = np.stack([s.histogram for s in images])
         for name in ("auc", "ap", "best_f1"):
