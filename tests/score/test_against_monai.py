@@ -1,7 +1,7 @@
 """HD95, average symmetric surface distance and normalised surface Dice against MONAI's implementations on random
 masks. The definitions agree (a surface is the mask XOR its 4-connected erosion, distances exact Euclidean between
 surface pixels, HD95 the larger directed 95th percentile, NSD the share within the tolerance): the values agree to
-1e-6. Where they differ, by convention only: MONAI gives inf or NaN for an empty side, we NaN for HD95 and ASSD and 0
+1e-6. Where they differ, by convention only: MONAI gives inf or NaN for an empty side, we the image diagonal for HD95 and ASSD and 0
 for NSD (a test below); MONAI's surface Dice with ``use_subvoxels`` weighs surface elements by area, we count
 pixels (its default). MONAI returns float32, so "agree" is to 1e-6 relative."""
 
@@ -61,5 +61,6 @@ def test_an_empty_prediction_where_monai_gives_inf_or_nan():
     pred = np.zeros_like(target)
     hd95, _, nsd = _monai(pred, target, 2.0, None)
     assert math.isinf(hd95) or math.isnan(hd95)
-    ours = surface_scores(pred, target)
-    assert math.isnan(ours["hd95"]) and math.isnan(ours["assd"]) and ours["nsd"] == 0 == nsd
+    ours = surface_scores(pred, target)  # the worst case, the image's diagonal (34.15), not NaN
+    assert ours["hd95"] == ours["assd"] == math.hypot(30, 30) and ours["nsd"] == 0 == nsd
+    assert surface_scores(pred, target, spacing=(2.0, 0.5))["hd95"] == math.hypot(30 * 0.5, 30 * 2.0)

@@ -98,3 +98,20 @@ def test_resamples_without_a_rare_class_do_not_average_fewer_classes():
     assert pooled_interval(confusions, score).low != pooled_interval(confusions, score).low  # NaN: no interval
     legacy = _pooled("iou", [0, 1, 2])
     assert legacy(confusions[1:].sum(0)) == pytest.approx((900 / 1350 + 0.5) / 2)  # what it averaged before
+
+
+def test_compare_says_when_the_two_sets_lack_a_score_on_different_images(tmp_path):
+    """34.15: the sets' missing values differ: compare says so (an empty prediction scores the diagonal, so this is
+    left for the scores that stay NaN, such as precision where nothing is predicted)."""
+    import csv
+
+    from unetseg.score.compare import compare, format_comparison
+
+    for name, values in (("a", [0.5, 0.6, 0.7, 0.8]), ("b", [0.6, float("nan"), 0.8, 0.9])):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "per_image.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["image", "precision"])
+            writer.writerows([f"{k}.png", v] for k, v in enumerate(values))
+    text = format_comparison(compare([tmp_path / "a", tmp_path / "b"], metric="precision")[0])
+    assert "lacks precision on 0 image(s)" in text and "on 1; those images are left out" in text

@@ -109,10 +109,11 @@ def test_empty_masks_follow_the_stated_conventions():
     assert both["specificity"] == 1.0 and both["accuracy"] == 1.0
     missed = score_image(empty.astype(np.uint8), square.astype(np.uint8), 2, [1]).row  # nothing predicted
     assert missed["dice"] == 0 and missed["nsd"] == 0 and missed["boundary_iou"] == 0 and missed["cldice"] == 0
-    assert math.isnan(missed["hd95"]) and math.isnan(missed["assd"]) and math.isnan(missed["precision"])
+    # the worst case, the image's diagonal (34.15): predicting nothing never escapes the distances
+    assert missed["hd95"] == missed["assd"] == math.hypot(20, 20) and math.isnan(missed["precision"])
     assert missed["recall"] == 0
     extra = score_image(square.astype(np.uint8), empty.astype(np.uint8), 2, [1]).row  # nothing to find
-    assert extra["dice"] == 0 and math.isnan(extra["hd95"]) and math.isnan(extra["recall"])
+    assert extra["dice"] == 0 and extra["hd95"] == math.hypot(20, 20) and math.isnan(extra["recall"])
     assert extra["precision"] == 0
 
 

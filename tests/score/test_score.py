@@ -207,12 +207,12 @@ def test_probability_pngs_must_be_8_bit_grey(tmp_path, capsys):
 
 def test_compare_of_a_score_no_image_has_says_so(tmp_path, capsys):
     masks, pred = _binary_set(tmp_path, count=4)
-    for p in pred.iterdir():  # nothing predicted anywhere: no HD95 on any image
+    for p in pred.iterdir():  # nothing predicted anywhere: no precision on any image
         Image.fromarray(np.zeros((30, 40), np.uint8)).save(p)
     assert main(["score", "--pred", str(pred), "--masks", str(masks), "--out", str(tmp_path / "s"),
                  *TINY_SCORES]) == 0
     assert "(4 image(s) without it: NaN)" in capsys.readouterr().out
-    assert main(["compare", str(tmp_path / "s"), str(tmp_path / "s"), "--metric", "hd95"]) == 0
+    assert main(["compare", str(tmp_path / "s"), str(tmp_path / "s"), "--metric", "precision"]) == 0
     assert "nothing to compare" in capsys.readouterr().out
 
 

@@ -23,6 +23,7 @@ class Comparison:
     baseline_mean: Interval
     other_mean: Interval
     paired: Paired
+    missing: tuple[int, int] = (0, 0)  # images without the score: the baseline's, the other's
 
 
 def compare(sets: list[str | Path], metric: str = "dice", resamples: int = RESAMPLES, seed: int = 0
@@ -54,7 +55,8 @@ def compare(sets: list[str | Path], metric: str = "dice", resamples: int = RESAM
         b = np.array([other[i][metric] for i in images])
         both = ~(np.isnan(a) | np.isnan(b))  # the images where both have the score: the difference's too
         out.append(Comparison(str(sets[0]), str(name), metric, mean_interval(a[both], resamples, seed)[0],
-                              mean_interval(b[both], resamples, seed)[0], paired(a, b, resamples, seed)))
+                              mean_interval(b[both], resamples, seed)[0], paired(a, b, resamples, seed),
+                              (int(np.isnan(a).sum()), int(np.isnan(b).sum()))))
     return out
 
 
@@ -72,8 +74,12 @@ def format_comparison(c: Comparison) -> str:
                         + f", the signed-rank test's smallest p is {2 / 2 ** moved:.3g})")
     else:
         verdict = f"{c.other if (d.value > 0) == (better == 'higher') else c.baseline} is better"
+    missing = ""
+    if c.missing[0] != c.missing[1]:  # the images left out are not the same for both: the comparison skips them
+        missing = (f"\n  note: {c.baseline} lacks {c.metric} on {c.missing[0]} image(s), {c.other} on "
+                   f"{c.missing[1]}; those images are left out of the comparison")
     return (f"{c.metric} ({better} is better) on the {p.images} images where both have it:\n"
             f"  {c.baseline}: {c.baseline_mean}\n"
             f"  {c.other}: {c.other_mean}\n"
             f"  difference (second - first): {d}; Wilcoxon signed-rank p = {p.p_value:.3g}; "
-            f"higher on {p.better}, equal on {p.equal}, lower on {p.worse}: {verdict}")
+            f"higher on {p.better}, equal on {p.equal}, lower on {p.worse}: {verdict}{missing}")

@@ -8,8 +8,10 @@ in the units of ``spacing``), HD95 is the larger of the two directed 95th percen
 directions' distances together, and NSD the share of both surfaces within ``tolerance`` of the other. Boundary IoU is
 Cheng et al. (2021)'s: the IoU of the two masks' inner bands of pixels within ``d`` (chessboard) of their outside.
 
-Empty masks: with both empty every metric is NaN (nothing to measure); with one side empty HD95 and ASSD are NaN
-(no distance exists; callers count these images), NSD and boundary IoU 0 (nothing of the other found).
+Empty masks: with both empty every metric is NaN (nothing to measure); with one side empty HD95 and ASSD are the
+worst case, the image's diagonal (in pixels or ``spacing`` units; Metrics Reloaded's and BraTS's convention: a model
+that predicts nothing where there is something to find must not come out level by having no distance), NSD and
+boundary IoU 0 (nothing of the other found).
 """
 
 from __future__ import annotations
@@ -67,8 +69,10 @@ def surface_scores(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float
     """HD95, ASSD and NSD at ``tolerance`` of two boolean masks (H, W); see the module's conventions."""
     if not pred.any() and not target.any():
         return {"hd95": math.nan, "assd": math.nan, "nsd": math.nan}
-    if not pred.any() or not target.any():
-        return {"hd95": math.nan, "assd": math.nan, "nsd": 0.0}
+    if not pred.any() or not target.any():  # the worst case: the image's diagonal
+        sy, sx = (1.0, 1.0) if spacing is None else (float(spacing[1]), float(spacing[0]))
+        diagonal = math.hypot(pred.shape[0] * sy, pred.shape[1] * sx)
+        return {"hd95": diagonal, "assd": diagonal, "nsd": 0.0}
     d_pt, d_tp = surface_distances(pred, target, spacing)
     both = np.concatenate([d_pt, d_tp])
     return {"hd95": float(max(np.percentile(d_pt, 95), np.percentile(d_tp, 95))),
