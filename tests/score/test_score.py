@@ -232,3 +232,16 @@ def test_score_with_a_run_reads_its_encoding_names_and_background(tmp_path, caps
     assert summary["scored_classes"] == ["disc", "box", "line"]  # the run's background left out, as evaluate does
     assert main([*base, "--background", "none"]) == 0
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["scored_classes"][0] == "ground"
+
+
+def test_predictions_saved_as_gif_are_scored_as_png_ones(tmp_path, capsys):
+    """34.18: score reads every mask extension (GIF too), as predict and the data loader do."""
+    masks, pred = _binary_set(tmp_path)
+    gif = tmp_path / "gif"
+    gif.mkdir()
+    for p in pred.iterdir():
+        Image.open(p).save(gif / f"{p.stem}.gif")
+    assert main(["score", "--pred", str(pred), "--masks", str(masks), *TINY_SCORES]) == 0
+    png = capsys.readouterr().out.replace(str(pred), "PRED")
+    assert main(["score", "--pred", str(gif), "--masks", str(masks), *TINY_SCORES]) == 0
+    assert capsys.readouterr().out.replace(str(gif), "PRED") == png and "5 prediction" in png

@@ -140,7 +140,7 @@ def _from_csv(csv_path: Path, base: Path) -> tuple[list[tuple[Path, Path]], list
     return rows, problems
 
 
-def pair_files(cfg: DataConfig) -> Pairing:
+def pair_files(cfg: DataConfig, image_extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Pairing:
     """Pair the images and masks that ``cfg`` points at (``data`` folder, or ``images`` / ``masks`` folders, with
     optional ``image_pattern`` / ``mask_pattern``, or ``pairs_csv``), collecting every problem rather than stopping.
     The pairs of validation folders (``val_data`` or ``val_images`` / ``val_masks``, the same rules) follow, marked
@@ -149,7 +149,7 @@ def pair_files(cfg: DataConfig) -> Pairing:
     Raises:
         DataError: when a folder is missing or holds no images (the validation folders: no pairs either).
     """
-    pairing = _pair_files(cfg)
+    pairing = _pair_files(cfg, image_extensions)
     if cfg.has_val_folders():
         where = "--val-data " + cfg.val_data if cfg.val_data else f"--val-images {cfg.val_images}"
         if cfg.ignore_masks and not cfg.val_ignore_masks:  # never a training image's field of view
@@ -170,7 +170,7 @@ def pair_files(cfg: DataConfig) -> Pairing:
     return pairing
 
 
-def _pair_files(cfg: DataConfig) -> Pairing:
+def _pair_files(cfg: DataConfig, image_extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Pairing:
     problems: list[str] = []
     if cfg.pairs_csv:
         csv_path = Path(cfg.pairs_csv)
@@ -191,10 +191,10 @@ def _pair_files(cfg: DataConfig) -> Pairing:
             image_dir, mask_dir = Path(cfg.images), Path(cfg.masks)
         else:
             image_dir, mask_dir = find_folders(cfg.data)
-        images = _ids(list_files(image_dir, IMAGE_EXTENSIONS), cfg.image_pattern or None, problems, "image")
+        images = _ids(list_files(image_dir, image_extensions), cfg.image_pattern or None, problems, "image")
         masks = _ids(list_files(mask_dir, MASK_EXTENSIONS), cfg.mask_pattern or None, problems, "mask")
         if not images and not problems:
-            raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise DataError(f"{image_dir}: no images ({', '.join(image_extensions)})")
         pairs, rules, used = [], set(), set()
         for key, found in sorted(images.items()):
             if len(found) > 1:
@@ -249,8 +249,9 @@ def _attach_ignore(pairs: list[Pair], cfg: DataConfig, problems: list[str]) -> l
     return [dataclasses.replace(p, ignore=ignore) for p, ignore in zip(pairs, ignores) if ignore is not None]
 
 
-def find_pairs(data: str | Path | DataConfig) -> list[Pair]:
-    """Pair every image with its mask: a dataset folder by its layout, or everything a :class:`DataConfig` names.
+def find_pairs(data: str | Path | DataConfig, image_extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Pair]:
+    """Pair every image with its mask: a dataset folder by its layout, or everything a :class:`DataConfig` names
+    (``image_extensions``: the files that count as images; ``unetseg score`` pairs predicted masks, any mask's).
 
     Returns:
         The pairs sorted by image id.
@@ -258,6 +259,6 @@ def find_pairs(data: str | Path | DataConfig) -> list[Pair]:
     Raises:
         DataError: listing every unpaired, duplicate or ambiguous file, the first one in front.
     """
-    pairing = pair_files(data if isinstance(data, DataConfig) else DataConfig(data=str(data)))
+    pairing = pair_files(data if isinstance(data, DataConfig) else DataConfig(data=str(data)), image_extensions)
     pairing.raise_problems()
     return pairing.pairs

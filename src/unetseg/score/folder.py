@@ -17,7 +17,7 @@ from unetseg.data.classes import read_classes_file
 from unetseg.data.encoding import IGNORE, MaskEncoding, detect_encoding
 from unetseg.data.errors import DataError
 from unetseg.data.io import read_mask
-from unetseg.data.pairing import find_pairs
+from unetseg.data.pairing import MASK_EXTENSIONS, find_pairs
 from unetseg.metrics import check_background, scored_classes
 from unetseg.score.files import write_scores
 from unetseg.score.image import ImageScores, ScoreSettings, score_image
@@ -122,7 +122,8 @@ def score_folder(pred: str | Path, data: DataConfig, out_dir: str | Path | None 
             that differ, values outside the classes, probabilities outside [0, 1].
     """
     try:
-        pairs = find_pairs(dataclasses.replace(data, data="", images=str(pred), pairs_csv=""))
+        pairs = find_pairs(dataclasses.replace(data, data="", images=str(pred), pairs_csv=""),
+                           image_extensions=MASK_EXTENSIONS)  # predictions are masks: GIF, PNG, TIFF, ...
     except DataError as err:  # the pairing's words are of images: here they are predictions
         raise DataError(str(err).replace("mask without an image in", "mask without a prediction in")
                         .replace(": no images (", ": no predictions (")) from None
