@@ -58,6 +58,14 @@ def link_fold(source: Path, hold: str, out: Path) -> tuple[Path, Path]:
     return train, held
 
 
+def steps_run(run_dir: Path, folds: int) -> int:
+    """The optimiser steps a run took (its last metrics line: the budget's clock may have changed the plan's), or the
+    sum over a cross-validation run's ``folds``."""
+    if folds:
+        return sum(json.loads((run_dir / f"fold_{k}" / "finished.json").read_text())["steps"] for k in range(folds))
+    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=str(ROOT / ".." / "shared" / "data"))
@@ -93,9 +101,7 @@ def main() -> None:
                    "worst": worst, "worst_iou": iou[worst], "iou": iou,
                    "image_size": config["data"]["image_size"], "crop": config["data"].get("crop"),
                    "scale_limit": config["data"]["scale_limit"], "steps": config["train"]["max_steps"],
-                   "samples_seen": (sum(json.loads((run_dir / f"fold_{k}" / "finished.json").read_text())["steps"]
-                                        for k in range(folds)) if cv else config["train"]["max_steps"])
-                   * config["train"]["batch_size"],
+                   "samples_seen": steps_run(run_dir, folds if cv else 0) * config["train"]["batch_size"],
                    "folds": folds, "cv_miou": json.loads((run_dir / "cv" / "summary.json").read_text())["miou"]
                    if cv else None,
                    "class_weights": config["train"]["class_weights"], "rule": plan.get("rule")}
