@@ -335,6 +335,9 @@ class DataConfig(_JsonDataclass):
         if self.fold is not None and (self.folds < 2 or not 0 <= self.fold < self.folds):
             raise ValueError(f"--fold {self.fold}: " + (f"0 to {self.folds - 1} (--folds {self.folds})"
                                                         if self.folds > 1 else "only with --folds K"))
+        if self.folds > 1 and self.train_on_val:
+            raise ValueError(f"--folds {self.folds} with --train-on-val: each fold's held-out fold would train too, "
+                             f"and the out-of-fold scores would be on trained images")
         if self.folds > 1 and self.has_val_folders():
             raise ValueError(f"--folds {self.folds} with --val-data: cross-validation folds split the training pairs; "
                              f"give one or the other (the validation folder can train too: --train-on-val)")

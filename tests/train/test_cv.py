@@ -50,7 +50,9 @@ def test_the_folds_partition_the_pairs_by_group_evenly_and_repeat_with_the_seed(
     (["--folds", "3", "--fold", "3"], "--fold 3: 0 to 2 (--folds 3)"),
     (["--fold", "1"], "--fold 1: only with --folds K"),
     (["--folds", "2", "--val-data", "VAL"], "--folds 2 with --val-data"),
-], ids=["more-folds-than-images", "fold-out-of-range", "fold-without-folds", "folds-with-val-folder"])
+    (["--folds", "2", "--train-on-val"], "--folds 2 with --train-on-val: each fold's held-out fold would train"),
+], ids=["more-folds-than-images", "fold-out-of-range", "fold-without-folds", "folds-with-val-folder",
+        "folds-with-train-on-val"])
 def test_bad_fold_flags_are_one_line_and_train_nothing(synthetic_dir, tmp_path, capsys, flags, message):
     flags = [str(synthetic_dir) if f == "VAL" else f for f in flags]
     assert main(["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "run"), *FLAGS, *flags]) == 2
@@ -187,3 +189,22 @@ def test_a_budget_covers_all_folds_planned_once(synthetic_dir, tmp_path, caplog)
     steps = [json.loads((run / f"fold_{k}" / "metrics.jsonl").read_text().splitlines()[-1])["step"] for k in (0, 1)]
     assert steps[0] == steps[1] == second.train.max_steps  # the steps the planned fold ran
     assert caplog.text.count("budget 20s: plan on") == 1
+
+
+def test_a_fold_on_changed_data_is_refused_and_a_fold_folder_resumes_as_its_fold(tmp_path, capsys):
+    import shutil
+
+    from unetseg.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "d", count=8, size=(64, 48), seed=2)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--folds", "2", "--fold", "0", *FLAGS]) == 0
+    assert main(["train", "--resume", str(run / "fold_0")]) == 0  # a fold's folder: that fold of its run
+    assert "fold 0 of 2: finished earlier" in capsys.readouterr().err
+    image = next((data / "images").iterdir())
+    shutil.copy(image, data / "images" / f"extra{image.suffix}")
+    mask = next(p for p in (data / "masks").iterdir() if p.stem == image.stem)
+    shutil.copy(mask, data / "masks" / f"extra{mask.suffix}")
+    assert main(["train", "--data", str(data), "--out", str(run), "--folds", "2", "--fold", "1", *FLAGS]) == 2
+    assert "the data changed since the folds were split (1 new, e.g. extra" in capsys.readouterr().err
+    assert not (run / "fold_1").exists()

@@ -320,7 +320,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.data.split import pairs_of_split
     from unetseg.infer import Predictor, evaluate_pairs
 
-    if args.tune_threshold and is_cv_run(args.model) and args.split is None:
+    if args.tune_threshold and is_cv_run(args.model):
+        given = [f"--{f.replace('_', '-')}" for f in _PAIRING if getattr(args, f) is not None]
+        given += ["--split"] * (args.split is not None) + ["--tta"] * args.tta + ["--folds"] * bool(args.folds) \
+            + ["--weights best"] * (args.weights != "final")
+        if given:
+            raise ValueError(f"--tune-threshold of a cross-validation run reads its out-of-fold probabilities "
+                             f"(every training image once, no TTA, final weights): {', '.join(given)} do not apply")
         return _tune_cv_threshold(args)
     predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
                                    weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,

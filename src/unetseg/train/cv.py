@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from unetseg.data.split import kfold
 logger = logging.getLogger(__name__)
 
 CV_DIR = "cv"  # RUN/cv: the out-of-fold predictions and the CV scores
+DONE_FILE = "done.json"  # RUN/cv/done.json: the CV scores and the postprocessing were written, last
+_CV_FILES = {CONFIG_FILE, FOLDS_FILE, "train.log", CV_DIR}  # what a CV run's folder holds beside its folds
 
 
 def _folds_record(cfg: RunConfig) -> dict:
@@ -78,28 +81,42 @@ def fit_cv(cfg: RunConfig, out_dir: str | Path, fit_one: Callable[..., Path], *,
     """
     out, k, only = Path(out_dir), cfg.data.folds, cfg.data.fold
     keep = set(keep or ())  # fit passes the given settings
+    if out.name.startswith("fold_") and (out.parent / FOLDS_FILE).is_file() and out.name[5:].isdigit():
+        # a fold's own folder (train --resume RUN/fold_1): the fold of its cross-validation run
+        out, only = out.parent, int(out.name[5:])
+        cfg.data.fold = only
     if out.exists() and overwrite and not resume and only is None:
         shutil.rmtree(out)
-    if (out / FOLDS_FILE).is_file():
+    stored = RunConfig.load(out / CONFIG_FILE) if (out / FOLDS_FILE).is_file() else None
+    if stored is not None:
         _check_same_split(out, cfg)
         if not resume and only is None:
             raise CheckpointError(f"{out}: folder is not empty (a cross-validation run); pass --resume to continue "
                                   f"it, --fold N to train one of its folds, or --overwrite to replace it")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name not in _CV_FILES and not p.name.startswith("fold_") for p in out.iterdir()):
         raise CheckpointError(f"{out}: " + (f"a run of one split, not a cross-validation run: --folds {k} cannot "
                                             f"resume it" if resume else "folder is not empty; pass --overwrite to "
                                             "replace it, or give another --out"))
     elif resume:
         raise CheckpointError(f"{out / FOLDS_FILE}: not found, nothing to resume")
-    else:
+    if stored is None:
         record = _folds_record(cfg)  # the folds are split once, here, and kept
         out.mkdir(parents=True, exist_ok=True)
-        top = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=None))
-        top.save(out / CONFIG_FILE)
-        atomic_write_text(out / FOLDS_FILE, json.dumps(record, indent=1) + "\n")
-        logger.info("cross-validation: %d folds of %s pairs (%s); %s", k,
-                    "/".join(str(len(n)) for n in record["images"]), "by blocks of frames" if cfg.data.split ==
-                    "blocks" else "by group", "each fold a run in " + str(out / "fold_N"))
+        if _create_once(out / FOLDS_FILE, json.dumps(record, indent=1) + "\n"):  # a process beside us may race
+            top = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=None))
+            top.save(out / CONFIG_FILE)
+            logger.info("cross-validation: %d folds of %s pairs (%s); %s", k,
+                        "/".join(str(len(n)) for n in record["images"]), "by blocks of frames" if cfg.data.split
+                        == "blocks" else "by group", "each fold a run in " + str(out / "fold_N"))
+        _check_same_split(out, cfg)
+    _check_same_images(out, cfg)
+    if only is not None and cfg.train.budget and not finished_folds(out):
+        logger.warning("warning: --fold %d with --budget: this fold plans its own share; folds planned apart may "
+                       "choose different sizes, which cannot be averaged (train one fold first, then the others "
+                       "follow its plan)", only)
+    # the lengths changed from the run's own (a resume asked for more epochs or steps): finished folds train on
+    longer = {key for key in keep & {"train.epochs", "train.max_steps"} if stored is not None
+              and getattr(cfg.train, key[6:]) != getattr(stored.train, key[6:])}
     todo = [only] if only is not None else list(range(k))
     budget = parse_duration(cfg.train.budget) if cfg.train.budget else None
     if budget is not None:
@@ -111,8 +128,7 @@ def fit_cv(cfg: RunConfig, out_dir: str | Path, fit_one: Callable[..., Path], *,
     trained = False
     for fold in todo:
         run = fold_dir(out, fold)
-        if (run / FINISHED_FILE).is_file() and not overwrite and not (resume and keep & {"train.epochs",
-                                                                                           "train.max_steps"}):
+        if (run / FINISHED_FILE).is_file() and not overwrite and not (resume and longer):
             if not resume:
                 raise CheckpointError(f"{run}: fold {fold} has finished training; pass --overwrite to train it "
                                       f"again")
@@ -121,7 +137,7 @@ def fit_cv(cfg: RunConfig, out_dir: str | Path, fit_one: Callable[..., Path], *,
         started = time.monotonic()
         handler = _fold_log(run)
         try:
-            planned = _train_fold(cfg, out, fold, run, fit_one, resume, overwrite, keep, planned, budget)
+            planned = _train_fold(cfg, out, fold, run, fit_one, resume, overwrite, keep, longer, planned, budget)
         finally:
             logging.getLogger("unetseg").removeHandler(handler)
             handler.close()
@@ -134,10 +150,10 @@ def fit_cv(cfg: RunConfig, out_dir: str | Path, fit_one: Callable[..., Path], *,
         logger.info("cross-validation: folds %s of %d finished; the CV scores come when all have (unetseg train "
                     "--resume %s, or --fold N for the others)", ", ".join(map(str, done)) or "none", k, out)
         return out
-    if not trained and (out / CV_DIR / "summary.json").is_file():
+    if not trained and (out / CV_DIR / DONE_FILE).is_file():
         logger.info("cross-validation: every fold finished earlier; the CV scores are in %s", out / CV_DIR)
         return out
-    write_cv_scores(out, progress=cfg.train.progress)
+    write_cv_scores(out, cfg, progress=cfg.train.progress)
     return out
 
 
@@ -152,17 +168,17 @@ def _fold_log(run: Path) -> logging.Handler:
 
 
 def _train_fold(cfg: RunConfig, out: Path, fold: int, run: Path, fit_one: Callable[..., Path], resume: bool,
-                overwrite: bool, keep: set[str], planned: Path | None, budget: float | None) -> Path | None:
-    """Train (or resume) one fold; returns the fold whose plan later folds follow."""
+                overwrite: bool, keep: set[str], longer: set[str], planned: Path | None, budget: float | None
+                ) -> Path | None:
+    """Train (or resume) one fold; returns the fold whose plan later folds follow (a planning fold resumed is it)."""
     k = cfg.data.folds
     if resume and (run / STATE_FILE).is_file():
-        fold_cfg = RunConfig.load(run / CONFIG_FILE)
-        for key in keep & {"train.epochs", "train.max_steps"}:  # a longer run, as for one split
-            section, name = key.split(".")
-            setattr(getattr(fold_cfg, section), name, getattr(getattr(cfg, section), name))
+        fold_cfg = _here(RunConfig.load(run / CONFIG_FILE), cfg)
+        for key in longer:  # a longer run, as for one split
+            setattr(fold_cfg.train, key[6:], getattr(cfg.train, key[6:]))
         logger.info("fold %d of %d: resuming %s", fold, k, run)
-        fit_one(fold_cfg, run, resume=True, keep=keep & {"train.epochs", "train.max_steps"})
-        return planned
+        fit_one(fold_cfg, run, resume=True, keep=longer)
+        return run if budget is not None and planned is None and fold_cfg.train.plan else planned
     fold_cfg, fold_keep = _fold_config(cfg, fold, planned, budget, keep)
     logger.info("fold %d of %d: training in %s%s", fold, k, run,
                 f", following {planned.name}'s plan" if planned is not None else "")
@@ -180,7 +196,7 @@ def _fold_config(cfg: RunConfig, fold: int, planned: Path | None, budget: float 
         if budget is not None:
             fold_cfg.train.budget = _seconds_text(budget / cfg.data.folds)
         return fold_cfg, keep | {"data.fold", "data.folds"}
-    fold_cfg = RunConfig.load(planned / CONFIG_FILE)
+    fold_cfg = _here(RunConfig.load(planned / CONFIG_FILE), cfg)
     fold_cfg.data.fold = fold
     fold_cfg.train.budget = ""  # planned already: the same size, recipe and steps
     fold_cfg.train.max_steps = _steps_run(planned)
@@ -191,14 +207,59 @@ def _fold_config(cfg: RunConfig, fold: int, planned: Path | None, budget: float 
     return fold_cfg, changed_settings(fold_cfg) | {"data.image_size"}  # every setting stays as planned
 
 
+#: What a fold's stored config takes from this session: where the data is, where it is cached, the device.
+_LOCAL = {"data": ("data", "images", "masks", "pairs_csv", "ignore_masks", "cache", "cache_dir"),
+          "train": ("device", "progress", "checkpoint_minutes", "dist_timeout_minutes")}
+
+
+def _here(fold_cfg: RunConfig, cfg: RunConfig) -> RunConfig:
+    """A fold's stored config with this session's data location, cache and device (another machine's paths)."""
+    for section, names in _LOCAL.items():
+        for name in names:
+            setattr(getattr(fold_cfg, section), name, getattr(getattr(cfg, section), name))
+    return fold_cfg
+
+
+def _create_once(path: Path, text: str) -> bool:
+    """Write ``path`` only if it does not exist (atomically, for processes starting side by side); True if written."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return True
+
+
+def _check_same_images(out: Path, cfg: RunConfig) -> None:
+    """The pairs are those the folds were split from (``folds.json``): a fold re-derives its split from the data,
+    so data that changed would give folds that overlap or miss images."""
+    stored = json.loads((out / FOLDS_FILE).read_text())
+    now = _folds_record(cfg)
+    if now["images"] != stored["images"]:
+        before, after = {n for f in stored["images"] for n in f}, {n for f in now["images"] for n in f}
+        added, gone = sorted(after - before), sorted(before - after)
+        raise CheckpointError(f"{out / FOLDS_FILE}: the data changed since the folds were split ("
+                              + ", ".join(p for p in (f"{len(added)} new, e.g. {added[0]}" if added else "",
+                                                      f"{len(gone)} gone, e.g. {gone[0]}" if gone else "") if p)
+                              + "): give the data the folds were split from, or start a new run (--overwrite)")
+
+
 def _seconds_text(seconds: float) -> str:
     return f"{max(1, round(seconds))}s"
 
 
-def write_cv_scores(run: str | Path, progress: bool = False) -> dict:
+def write_cv_scores(run: str | Path, cfg: RunConfig | None = None, progress: bool = False) -> dict | None:
     """Predict each fold's held-out pairs with that fold's final weights and score them: ``RUN/cv/fold_N`` per
     fold, ``RUN/cv`` pooled over every image (per image, per class, with intervals), the predictions in
-    ``RUN/cv/predictions`` (the masks; a binary model's probabilities too). Returns the pooled summary."""
+    ``RUN/cv/predictions`` (the masks; a binary model's probabilities too), then the postprocessing; ``cv/done.json``
+    last. The data is found where ``cfg`` (this session's) says, else where the folds were trained. One process
+    writes (``cv/.lock``): another finishing beside it leaves them to it. Returns the pooled summary (None when
+    another process writes).
+
+    Raises:
+        CheckpointError: when the folds' held-out pairs are not the folds of ``folds.json`` (each image once).
+    """
     from unetseg.checkpoint import read_split
     from unetseg.data import find_pairs
     from unetseg.data.split import pairs_of_split
@@ -206,13 +267,35 @@ def write_cv_scores(run: str | Path, progress: bool = False) -> dict:
     from unetseg.infer.predict import Predictor
 
     run = Path(run)
-    folds = []
-    for fold in finished_folds(run):
-        predictor = Predictor.from_run(fold_dir(run, fold), device=RunConfig.load(run / CONFIG_FILE).train.device)
-        pairs = pairs_of_split(find_pairs(predictor.config.data), "val", read_split(fold_dir(run, fold), "val"))
-        folds.append((predictor, pairs))
-    summary = evaluate_folds(folds, run / CV_DIR, progress=progress)
-    choose_postprocessing(run, [p for _, pairs in folds for p in pairs], folds[0][0])
+    cfg = cfg or RunConfig.load(run / CONFIG_FILE)
+    (run / CV_DIR).mkdir(exist_ok=True)
+    lock = run / CV_DIR / ".lock"
+    if not _create_once(lock, f"{os.getpid()}\n"):
+        logger.info("cross-validation: another process is writing the CV scores (%s; delete it if none is)", lock)
+        return None
+    try:
+        (run / CV_DIR / DONE_FILE).unlink(missing_ok=True)
+        stored = json.loads((run / FOLDS_FILE).read_text())["images"]
+        folds = []
+        for fold in finished_folds(run):
+            names = read_split(fold_dir(run, fold), "val")
+            if sorted(names) != sorted(stored[fold]):  # each image once, by the fold that did not train on it
+                raise CheckpointError(f"{fold_dir(run, fold) / 'split.json'}: its validation images are not fold "
+                                      f"{fold} of {run / FOLDS_FILE}: the data changed while the folds trained")
+            predictor = Predictor.from_run(fold_dir(run, fold), device=cfg.train.device)
+            data = dataclasses.replace(predictor.config.data, **{n: getattr(cfg.data, n) for n in _LOCAL["data"]})
+            folds.append((predictor, pairs_of_split(find_pairs(data), "val", names)))
+        sizes = {tuple(p.config.data.image_size) for p, _ in folds}
+        if len(sizes) > 1:
+            logger.warning("warning: the folds trained at different sizes (%s; planned apart): their scores are "
+                           "pooled here, but predict cannot average them", ", ".join(f"{w}x{h}" for w, h in sizes))
+        summary = evaluate_folds(folds, run / CV_DIR, progress=progress)
+        choose_postprocessing(run, [p for _, pairs in folds for p in pairs], folds[0][0])
+        atomic_write_text(run / CV_DIR / DONE_FILE, json.dumps({"folds": len(folds), "images": summary["images"],
+                                                                "written": time.strftime("%Y-%m-%d %H:%M:%S %z")})
+                          + "\n")
+    finally:
+        lock.unlink(missing_ok=True)
     multi = summary.get("miou") is not None and len(summary.get("per_class", [])) > 2
     logger.info("cross-validation: %d folds, %d images predicted out of fold: mean Dice %.4f%s (%s)", len(folds),
                 summary["images"], summary["mean_dice"], f", mIoU {summary['miou']:.4f}" if multi else "",
