@@ -64,9 +64,12 @@ def auto_batch(config: RunConfig, device: torch.device, tile: tuple[int, int] | 
 
     width, height = tile or config.data.image_size
     model = getattr(model, "models", [model])[0]  # a fold ensemble runs its folds one after another
-    if not isinstance(model, torch.nn.Module):  # an ONNX graph: the config's network
-        model = UNet(config.model)
-    per_image = INFERENCE_BYTES * activation_elements(model, (config.model.in_channels, 64, 64)) * width * height
+    if not config.model.pretrained():  # the plain U-Net's: 24 bytes per pixel and base channel
+        elements = 24 * config.model.base_channels / INFERENCE_BYTES
+    else:  # counted on the built model (an ONNX graph: the config's network)
+        elements = activation_elements(model if isinstance(model, torch.nn.Module) else UNet(config.model),
+                                       (config.model.in_channels, 64, 64))
+    per_image = INFERENCE_BYTES * elements * width * height
     # the enlargement of the batch before runs beside the forward pass (the pipeline): its bytes are not the model's
     return max(1, min(64, max(0, free_memory(device) - RESIZE_BYTES) // 2 // per_image))
 

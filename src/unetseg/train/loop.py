@@ -87,7 +87,11 @@ def auto_micro_batch(cfg: RunConfig, device: torch.device, model: torch.nn.Modul
     the model that is built (``model``, else one built from ``cfg.model``): its activations per pixel, so an
     encoder's width counts, not ``base_channels``."""
     width, height = cfg.data.patch or cfg.data.crop or cfg.data.image_size  # a patch or crop run trains on crops
-    elements = activation_elements(model if model is not None else UNet(cfg.model), (cfg.model.in_channels, 64, 64))
+    if cfg.model.pretrained():  # counted on the built model (a forward pass on a small input)
+        elements = activation_elements(model if model is not None else UNet(cfg.model),
+                                       (cfg.model.in_channels, 64, 64))
+    else:  # the plain U-Net's, measured: 90 bytes per pixel and base channel
+        elements = 90 * cfg.model.base_channels / ACTIVATION_BYTES
     per_image = ACTIVATION_BYTES * elements * width * height
     return max(1, min(cfg.train.batch_size, int(0.75 * free_memory(device) // per_image)))
 
