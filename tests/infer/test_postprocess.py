@@ -38,10 +38,13 @@ def test_the_largest_component_is_kept_where_it_removes_false_blobs():
 
 def test_the_largest_component_is_refused_where_it_removes_a_true_second_object():
     pairs = _binary_cases(spurious=False, second_object=True)
+    for pred, _ in pairs:
+        _square(pred, 2, 55, 3, 1)  # a small false blob too: the largest component would remove it, and the object
     rules = determine_postprocessing(pairs, 2, 0, smallest_components((t for _, t in pairs), [1]))
-    assert not rules.active()  # already perfect: nothing may rise
     tried = {t["rule"]: t for t in rules.scores["tried"]}
-    assert not tried["largest_component"]["kept"] and tried["largest_component"]["mean_dice"] < 1.0
+    assert not tried["largest_component"]["kept"] and not rules.rules.get(1, ClassRule()).largest_component
+    assert tried["largest_component"]["mean_dice"] < rules.scores["mean_dice_before"] == 2 * 464 / (473 + 464)
+    assert rules.rules[1].min_size == 32 and rules.scores["mean_dice_after"] == 1.0  # half the 8x8 object: the blob
 
 
 def test_a_rule_that_helps_one_class_but_hurts_another_is_refused():
