@@ -14,14 +14,14 @@ import torch
 from PIL import Image
 
 from unetseg.data.classes import class_names
-from unetseg.data.encoding import IGNORE
 from unetseg.data.errors import DataError
-from unetseg.data.io import read_image, read_mask
+from unetseg.data.io import read_image
 from unetseg.data.pairing import Pair
 from unetseg.drawing.overlays import display_size, error_overlay, shrink_classes
 from unetseg.infer.predict import Predictor
 from unetseg.metrics import check_background, nan_mean, scored_classes, threshold_dice
 from unetseg.score.files import write_scores
+from unetseg.score.folder import true_classes
 from unetseg.score.image import ImageScores, ScoreSettings, score_image
 from unetseg.score.intervals import RESAMPLES
 from unetseg.score.summary import rows_and_summary
@@ -113,13 +113,7 @@ def _scored_pairs(predictor: Predictor, pairs: list[Pair], progress: bool, label
     with closing(scored_paths):  # a bad mask stops the model's thread at once
         for path, logits in scored_paths:
             pair = by_image[path]
-            classes = predictor.encoding.to_classes(read_mask(pair.mask).values, pair.mask, snap)
-            if pair.ignore is not None:  # pixels outside the ignore mask are not scored
-                keep = read_mask(pair.ignore).values
-                if keep.shape != classes.shape:
-                    raise DataError(f"{pair.ignore}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the mask "
-                                    f"{pair.mask.name} is {classes.shape[1]}x{classes.shape[0]}")
-                classes[keep == 0] = IGNORE
+            classes = true_classes(pair, predictor.encoding, snap)  # outside the ignore mask: not scored
             pred = predictor.classes(logits).cpu()
             if pred.shape != classes.shape:
                 raise DataError(f"{pair.mask}: mask is {classes.shape[1]}x{classes.shape[0]} (WxH) but the image is "

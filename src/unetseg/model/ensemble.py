@@ -23,7 +23,6 @@ class FoldEnsemble(nn.Module):
         if not models:
             raise ValueError("FoldEnsemble: no models")
         self.models = nn.ModuleList(models)
-        self.config = getattr(models[0], "config", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.models[0](x).float()

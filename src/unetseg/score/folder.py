@@ -17,7 +17,7 @@ from unetseg.data.classes import read_classes_file
 from unetseg.data.encoding import IGNORE, MaskEncoding, detect_encoding
 from unetseg.data.errors import DataError
 from unetseg.data.io import read_mask
-from unetseg.data.pairing import MASK_EXTENSIONS, find_pairs
+from unetseg.data.pairing import MASK_EXTENSIONS, Pair, find_pairs
 from unetseg.metrics import check_background, scored_classes
 from unetseg.score.files import write_scores
 from unetseg.score.image import ImageScores, ScoreSettings, score_image
@@ -100,6 +100,23 @@ def read_probabilities(folder: Path, stem: str, shape: tuple[int, int]) -> np.nd
     return probs
 
 
+def true_classes(pair: Pair, encoding: MaskEncoding, snap: bool = False) -> np.ndarray:
+    """A pair's true class map at the mask's size, pixels outside its ignore mask (where it has one) IGNORE: what
+    evaluate, score and the out-of-fold choices score against.
+
+    Raises:
+        DataError: naming the ignore mask when its size is not the mask's.
+    """
+    target = encoding.to_classes(read_mask(pair.mask).values, pair.mask, snap)
+    if pair.ignore is not None:
+        keep = read_mask(pair.ignore).values
+        if keep.shape != target.shape:
+            raise DataError(f"{pair.ignore}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the mask "
+                            f"{pair.mask.name} is {target.shape[1]}x{target.shape[0]}")
+        target[keep == 0] = IGNORE
+    return target
+
+
 def score_folder(pred: str | Path, data: DataConfig, out_dir: str | Path | None = None, probs: str | Path | None = None,
                  settings: ScoreSettings = ScoreSettings(), background: int | None = None,
                  resamples: int = RESAMPLES, seed: int = 0, progress: bool = False) -> dict[str, Any]:
@@ -137,17 +154,11 @@ def score_folder(pred: str | Path, data: DataConfig, out_dir: str | Path | None 
         raise ValueError("--probs: only for binary masks (the ranking scores of one foreground)")
     named: list[tuple[str, ImageScores]] = []
     for pair in tqdm(pairs, desc="score", unit="img", disable=None if progress else True, leave=False):
-        target = encoding.to_classes(read_mask(pair.mask).values, pair.mask, data.snap_masks)
+        target = true_classes(pair, encoding, data.snap_masks)
         predicted = predicted_classes(read_mask(pair.image).values, pair.image, encoding)
         if predicted.shape != target.shape:
             raise DataError(f"{pair.image}: prediction is {predicted.shape[1]}x{predicted.shape[0]} but the mask "
                             f"{pair.mask.name} is {target.shape[1]}x{target.shape[0]}")
-        if pair.ignore is not None:
-            keep = read_mask(pair.ignore).values
-            if keep.shape != target.shape:
-                raise DataError(f"{pair.ignore}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the mask "
-                                f"{pair.mask.name} is {target.shape[1]}x{target.shape[0]}")
-            target[keep == 0] = IGNORE
         p = None if probs is None else read_probabilities(Path(probs), pair.image.stem, target.shape)
         named.append((pair.image.name, score_image(predicted, target, labels, scored, settings, p)))
     rows, summary = rows_and_summary(named, settings, scored, names, resamples, seed)

@@ -99,17 +99,20 @@ def fit_cv(cfg: RunConfig, out_dir: str | Path, fit_one: Callable[..., Path], *,
                                             "replace it, or give another --out"))
     elif resume:
         raise CheckpointError(f"{out / FOLDS_FILE}: not found, nothing to resume")
+    created = False
     if stored is None:
         record = _folds_record(cfg)  # the folds are split once, here, and kept
         out.mkdir(parents=True, exist_ok=True)
-        if _create_once(out / FOLDS_FILE, json.dumps(record, indent=1) + "\n"):  # a process beside us may race
+        created = _create_once(out / FOLDS_FILE, json.dumps(record, indent=1) + "\n")  # a process beside may race
+        if created:
             top = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=None))
             top.save(out / CONFIG_FILE)
             logger.info("cross-validation: %d folds of %s pairs (%s); %s", k,
                         "/".join(str(len(n)) for n in record["images"]), "by blocks of frames" if cfg.data.split
                         == "blocks" else "by group", "each fold a run in " + str(out / "fold_N"))
         _check_same_split(out, cfg)
-    _check_same_images(out, cfg)
+    if not created:  # split earlier, or by a process beside this one: from the same data?
+        _check_same_images(out, cfg)
     if only is not None and cfg.train.budget and not finished_folds(out):
         logger.warning("warning: --fold %d with --budget: this fold plans its own share; folds planned apart may "
                        "choose different sizes, which cannot be averaged (train one fold first, then the others "
@@ -319,9 +322,8 @@ def tune_cv_threshold(run: str | Path, thresholds: list[float]) -> dict[float, f
 
     from unetseg.data import find_pairs
     from unetseg.data.check import encoding_of
-    from unetseg.data.encoding import IGNORE
-    from unetseg.data.io import read_mask
     from unetseg.metrics import threshold_dice
+    from unetseg.score.folder import true_classes
 
     run = Path(run)
     probs = run / CV_DIR / "predictions" / "probs"
@@ -338,9 +340,7 @@ def tune_cv_threshold(run: str | Path, thresholds: list[float]) -> dict[float, f
         if not path.is_file():
             raise CheckpointError(f"{path}: no out-of-fold probabilities for {pair.image.name}")
         p = np.asarray(Image.open(path), dtype=np.float64) / 255.0
-        target = encoding.to_classes(read_mask(pair.mask).values, pair.mask, config.data.snap_masks)
-        if pair.ignore is not None:
-            target[read_mask(pair.ignore).values == 0] = IGNORE
+        target = true_classes(pair, encoding, config.data.snap_masks)
         logits = torch.from_numpy(np.log(np.clip(p, 1e-9, 1) / np.clip(1 - p, 1e-9, 1)))
         for t, d in zip(thresholds, threshold_dice(logits, torch.from_numpy(target), thresholds)):
             dices[t].append(1.0 if d != d else d)
@@ -357,9 +357,9 @@ def choose_postprocessing(run: str | Path, pairs: list, predictor) -> None:
     import torch
 
     from unetseg._device import free_memory
-    from unetseg.data.encoding import IGNORE
     from unetseg.data.io import read_mask
     from unetseg.infer.postprocess import POSTPROCESSING_FILE, determine_postprocessing, smallest_components
+    from unetseg.score.folder import true_classes
 
     run = Path(run)
     config = predictor.config
@@ -378,9 +378,7 @@ def choose_postprocessing(run: str | Path, pairs: list, predictor) -> None:
                     step, len(pairs))
     maps = []
     for pair in chosen:
-        target = predictor.encoding.to_classes(read_mask(pair.mask).values, pair.mask, config.data.snap_masks)
-        if pair.ignore is not None:
-            target[read_mask(pair.ignore).values == 0] = IGNORE
+        target = true_classes(pair, predictor.encoding, config.data.snap_masks)
         pred = predictor.encoding.to_classes(read_mask(masks / f"{pair.image.stem}.png").values, pair.mask)
         maps.append((pred, target))
     foreground = [c for c in range(labels) if c != background]
