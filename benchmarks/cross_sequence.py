@@ -33,6 +33,12 @@ ARMS = {
     "crop-sqrt": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt"],
     # the same, the validation pairs training too (the final model's protocol)
     "crop-sqrt-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val"],
+    # the quick check: whole frames at 304x224, zoom 0.67-1.5, many more of them (square-root weights, train + val)
+    "small-sqrt-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val",
+                       "--image-size", "304x224", "--crop", "none", "--scale-limit", "0.5"],
+    # the README's command with the narrower decoder (128-64-32-16-16: 0.79x a step, so more steps in the budget)
+    "narrow-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val",
+                   "--decoder-channels", "128", "64", "32", "16", "16"],
     "scratch": ["--encoder", "unet"],
     # 5-fold cross-validation at the same budget (each fold a fifth of it; the folds by blocks of frames, the
     # validation folder not used), scored as the ensemble of the 5 folds
