@@ -451,8 +451,11 @@ def _print_scores(result: dict) -> None:
     """The scores' table: each mean over images and each pooled score with its interval; per class for
     multi-class masks."""
     level, resamples = int(round(100 * result["interval"]["level"])), result["interval"]["resamples"]
-    print(f"means over images, {level}% bootstrap intervals over images ({resamples} resamples):" if resamples
-          else "means over images (no intervals: --resamples 0):")
+    interval = result["interval"]
+    kind = "Student's t" if interval["method"].startswith("Student") else f"bootstrap, {resamples} resamples"
+    none = not resamples or ("level_used" in interval and interval["level_used"] is None)  # older files: no key
+    print("means over images (no intervals: --resamples 0 or fewer than 3 images):" if none
+          else f"means over images, {level}% intervals over images ({kind}):")
     for name, entry in result["metrics"].items():
         left = f"  ({entry['nan']} image(s) without it: NaN)" if entry["nan"] else ""
         print(f"  {name:<16}{_interval(entry)}{left}")

@@ -1,9 +1,11 @@
 """How sure a mean over images is: bootstrap intervals over images, and paired comparisons of two sets of scores.
 
 Intervals are SciPy's bias-corrected and accelerated (BCa) bootstrap over images (``scipy.stats.bootstrap``),
-expanded for small samples (:func:`expanded_level`): the images are resampled with replacement, seeded, and every
-statistic (a mean over images, or a score pooled from the
-resampled images' counts) is computed on each resample. Comparisons take the per-image differences, their mean with
+expanded for small samples (:func:`expanded_level`, Hesterberg's ``CI.bca(expand = TRUE)`` of the R package
+``resample``): the images are resampled with replacement, seeded, and every statistic (a mean over images, or a score
+pooled from the resampled images' counts) is computed on each resample. Below ``T_BELOW`` images no bootstrap covers
+what it claims (its interval never leaves the sample's range), so there the interval is Student's t around the
+statistic with the jackknife's standard error (for a mean that is the textbook ``t s / sqrt(n)``). Comparisons take the per-image differences, their mean with
 its interval, and the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``).
 """
 
@@ -14,6 +16,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -24,6 +27,10 @@ RESAMPLES = 2000
 LEVEL = 0.95
 #: The most values one batch of resamples may hold (bounds the memory of pooled statistics).
 BATCH_VALUES = 1 << 23
+#: Fewer images than this get Student's t interval (jackknife standard error) instead of the bootstrap; under 3, none.
+#: Measured (600-sample simulations, means of Beta(8, 2) scores, 95%): the expanded BCa covered 72% at 3 images, 83%
+#: at 4, 93% at 5, 92% from 6 to 10 and 94% at 15-20; Student's t 92%, 92%, 96%, then 92-93%.
+T_BELOW = 6
 #: SciPy 1.15 named the bootstrap's generator ``rng`` (``random_state`` before).
 _SEED = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 
@@ -60,11 +67,37 @@ class Interval:
         return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
 
 
+def interval_method(n: int, resamples: int = RESAMPLES, level: float = LEVEL) -> dict[str, Any]:
+    """What the intervals of ``n`` images are, as summary.json records it: the method, the level asked for and the
+    level of the quantiles actually taken (the expansion's, for the bootstrap)."""
+    if n < 3 or resamples < 1:
+        return {"method": "none (fewer than 3 images, or --resamples 0)", "level": level, "level_used": None}
+    if n < T_BELOW:
+        return {"method": f"Student's t with the jackknife standard error (fewer than {T_BELOW} images: a bootstrap "
+                          "interval cannot leave the sample's range)", "level": level, "level_used": level}
+    return {"method": "BCa bootstrap over images (scipy.stats.bootstrap), expanded for small samples (Hesterberg "
+                      "2015; resample's CI.bca(expand = TRUE))", "level": level, "level_used": expanded_level(n, level)}
+
+
+def t_interval(statistic: Callable[[np.ndarray], np.ndarray], n: int, level: float = LEVEL) -> Interval:
+    """Student's t interval (n - 1 degrees of freedom) of ``statistic`` over ``n`` images, its standard error the
+    jackknife's (the n leave-one-out values); none (NaN) where a leave-one-out value is missing."""
+    value = float(statistic(np.arange(n)))
+    keep = ~np.eye(n, dtype=bool)
+    loo = np.asarray(statistic(np.broadcast_to(np.arange(n), (n, n))[keep].reshape(n, n - 1)), dtype=np.float64)
+    if math.isnan(value) or np.isnan(loo).any():
+        return Interval(value, math.nan, math.nan)
+    se = math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum()))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * se
+    return Interval(value, value - half, value + half)
+
+
 def bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, resamples: int = RESAMPLES, seed: int = 0,
               values_per_image: int = 1) -> Interval:
-    """The interval of ``statistic`` over ``n`` images resampled with replacement. There is none (NaN) for fewer
-    than 3 images, and where some resamples have no value (a class present in one image only: a resample without
-    it has no IoU) rather than an interval over the resamples that happen to have one.
+    """The interval of ``statistic`` over ``n`` images resampled with replacement (:func:`t_interval` below
+    ``T_BELOW`` images). There is none (NaN) for fewer than 3 images, and where some resamples have no value (a
+    class present in one image only: a resample without it has no IoU) rather than an interval over the resamples
+    that happen to have one.
 
     Args:
         statistic: the images' indices (..., n) -> the statistic (...), vectorised over the leading axes.
@@ -76,6 +109,8 @@ def bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, resamples: 
         value = float(statistic(np.arange(n)))
         if n < 3 or math.isnan(value) or resamples < 1:  # no interval: too few images, no value, none asked for
             return Interval(value, math.nan, math.nan)
+        if n < T_BELOW:
+            return t_interval(statistic, n)
         batch = max(1, BATCH_VALUES // max(1, n * values_per_image))
         result = stats.bootstrap((np.arange(n),), lambda idx, axis=-1: statistic(idx), n_resamples=resamples,
                                  confidence_level=expanded_level(n), method="BCa", vectorized=True, batch=batch,

@@ -10,7 +10,7 @@ import numpy as np
 
 from unetseg.score import ranking
 from unetseg.score.image import ImageScores, ScoreSettings, overlap_scores
-from unetseg.score.intervals import LEVEL, RESAMPLES, mean_interval, pooled_interval
+from unetseg.score.intervals import RESAMPLES, interval_method, mean_interval, pooled_interval
 
 
 def _class_mean(values: np.ndarray, scored: list[int]) -> np.ndarray:
@@ -94,9 +94,7 @@ def summarise(images: list[ImageScores], settings: ScoreSettings, scored: list[i
     return {"metrics": metrics, "pooled": pooled, "per_class": per_class,
             "settings": {"spacing": settings.spacing, "distance_units": units, "tolerance": settings.tolerance,
                          "boundary_ratio": settings.boundary_ratio},
-            "interval": {"method": "BCa bootstrap over images (scipy.stats.bootstrap), expanded for small samples "
-                                   "(Hesterberg 2015)", "resamples": resamples,
-                         "seed": seed, "level": LEVEL}}
+            "interval": {**interval_method(len(images), resamples), "resamples": resamples, "seed": seed}}
 
 
 def _nanmean(values: list[float]) -> float:
