@@ -157,3 +157,20 @@ def test_an_explicit_plain_unet_is_kept_by_any_route(monkeypatch):
     assert "model.encoder" in settings_for_new_run(stored, replan=True)[1]
     chose = planned(_cfg(), set()).to_dict()  # a config.json whose encoder the plan chose: chosen afresh
     assert "model.encoder" not in settings_for_new_run(chose, replan=True)[1]
+
+
+def test_encoder_runs_plan_sizes_in_whole_strides_of_32(monkeypatch):
+    """An encoder pads every side to 32: the plan's sizes are multiples of 32 then (224x176 ran as 224x192, 9% of
+    the compute on padding), the plain U-Net's multiples of its 16."""
+    monkeypatch.setattr(plan, "measure_step", lambda trial, *a, **k: 1e-6 * trial.data.image_size[0]
+                        * trial.data.image_size[1])
+    monkeypatch.setattr(plan, "encoder_available", lambda name: True)
+    cfg = _cfg(budget="30m")
+    planned = plan.make_plan(cfg, 300, 100, (480, 360), torch.device("cpu"), None, torch.contiguous_format, set(),
+                             time.monotonic(), ceiling=lambda sizes: __import__("numpy").full((len(sizes), 11), 0.97),
+                             num_labels=11)
+    assert planned.model.encoder == plan.PLAN_ENCODER
+    sizes = [tuple(c["image_size"]) for c in planned.train.plan["candidates"]]
+    assert sizes and all(w % 32 == 0 and h % 32 == 0 for w, h in sizes), sizes
+    assert (448, 352) in sizes and all(w % 32 == 0 and h % 32 == 0 for w, h in [planned.data.crop])
+    assert plan.size_for(4 / 3, 0.25, multiple=32) == (224, 160) and plan.size_for(4 / 3, 0.25) == (224, 176)

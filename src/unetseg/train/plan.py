@@ -125,15 +125,24 @@ def encoder_everywhere(world: World, device: torch.device) -> bool:
     return missing == 0
 
 
-def size_for(aspect: float, scale: float, native: tuple[int, int] | None = None) -> tuple[int, int]:
-    """(width, height), multiples of 16, with about ``scale`` x 480x320 pixels and the given width/height ratio;
-    never larger than ``native`` (the images' own size) where given."""
+def size_for(aspect: float, scale: float, native: tuple[int, int] | None = None,
+             multiple: int = 16) -> tuple[int, int]:
+    """(width, height), multiples of ``multiple`` (the model's stride: 16 for the seed's U-Net, 32 for an encoder,
+    so that no pixel is padding), with about ``scale`` x 480x320 pixels and the given width/height ratio; never larger
+    than ``native`` (the images' own size) where given."""
     height = math.sqrt(scale * SEED_PIXELS / aspect)
     width = aspect * height
-    width, height = max(32, 16 * round(width / 16)), max(32, 16 * round(height / 16))
+    low = max(32, multiple)
+    width, height = max(low, multiple * round(width / multiple)), max(low, multiple * round(height / multiple))
     if native is not None:
-        width, height = min(width, max(32, native[0] // 16 * 16)), min(height, max(32, native[1] // 16 * 16))
+        width = min(width, max(low, native[0] // multiple * multiple))
+        height = min(height, max(low, native[1] // multiple * multiple))
     return width, height
+
+
+def model_stride(cfg: RunConfig) -> int:
+    """The factor every side of the model's input is padded to: an encoder's 32, the plain U-Net's 2 ** depth."""
+    return ENCODER_STRIDE if cfg.model.pretrained() else 2 ** cfg.model.depth
 
 
 def crop_for(size: tuple[int, int], multiple: int = 16) -> tuple[int, int]:
@@ -242,8 +251,9 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
         chosen.append("batch_size")
     given_patch = "data.patch" in keep and cfg.data.patch is not None
     score, worst = ({}, {}) if ceiling is None or given_patch else \
-        ceiling_scores(ceiling, sorted({_resized(cfg, keep, native, scale) for _, scale in LADDER + FINE_LADDER}
-                                       - {native}), native, num_labels, cfg.data.background)
+        ceiling_scores(ceiling, sorted({_resized(cfg, keep, native, scale, k) for _, scale in LADDER + FINE_LADDER
+                                        for k in {model_stride(cfg), ENCODER_STRIDE}} - {native}),
+                       native, num_labels, cfg.data.background)  # both strides: the encoder is chosen below
     # where the ladder's sizes destroy the structures scored, full-resolution patches (and finer sizes) join it
     thin = "data.image_size" not in keep and bool(score) and any(
         score[_resized(cfg, keep, native, scale)] < CEILING_FLOOR for _, scale in LADDER)
@@ -264,7 +274,7 @@ def make_plan(cfg: RunConfig, n_train: int, n_val: int, native: tuple[int, int],
     ladder = [c for c in candidates(cfg, keep, native, thin, uniform)
               if given_crop is None or (c[1][0] >= given_crop[0] and c[1][1] >= given_crop[1])] or \
         candidates(cfg, keep, native, thin, uniform)[-1:]
-    stride = ENCODER_STRIDE if m.pretrained() else 2 ** m.depth  # a crop of whole strides: no padding in the model
+    stride = model_stride(cfg)  # a crop of whole strides: no padding in the model
     crop_of = (lambda size: given_crop) if given_crop else (lambda size: crop_for(size, stride)) \
         if scene and "data.crop" not in keep else (lambda size: None)  # --crop none: whole frames
     choices, probe_spent = measure(ladder, cfg, device, dtype, layout, keep, processes, 0.03 * budget, crop_of)
@@ -312,11 +322,14 @@ def planned_batch(cfg: RunConfig, keep: set[str], n_train: int, device: torch.de
     return batch
 
 
-def _resized(cfg: RunConfig, keep: set[str], native: tuple[int, int], scale: float) -> tuple[int, int]:
-    """The training size at ``scale`` x the seed's pixels (never more than the images'), or the size given."""
+def _resized(cfg: RunConfig, keep: set[str], native: tuple[int, int], scale: float,
+             multiple: int | None = None) -> tuple[int, int]:
+    """The training size at ``scale`` x the seed's pixels (never more than the images'), in multiples of the model's
+    stride (or ``multiple``), or the size given."""
     if "data.image_size" in keep:
         return tuple(cfg.data.image_size)  # type: ignore[return-value]
-    return size_for(native[0] / native[1], min(scale, native[0] * native[1] / SEED_PIXELS), native)
+    return size_for(native[0] / native[1], min(scale, native[0] * native[1] / SEED_PIXELS), native,
+                    multiple or model_stride(cfg))
 
 
 def ceiling_scores(ceiling: Callable[[list[tuple[int, int]]], np.ndarray], sizes: list[tuple[int, int]],
@@ -360,7 +373,8 @@ def candidates(cfg: RunConfig, keep: set[str], native: tuple[int, int], thin: bo
             add(base, _resized(cfg, keep, native, scale), None)
         if thin and uniform:
             for base, side in PATCH_LADDER:
-                patch = (min(side, native[0] // 16 * 16), min(side, native[1] // 16 * 16))
+                k = model_stride(cfg)
+                patch = (min(side, native[0] // k * k), min(side, native[1] // k * k))
                 if native[0] * native[1] >= 2 * patch[0] * patch[1]:
                     add(base, native, patch)
     ladder.sort(key=lambda c: _flops(c[0], c[2] or c[1]))

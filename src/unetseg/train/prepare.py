@@ -25,7 +25,7 @@ from unetseg.data.node_cache import load_node_cache
 from unetseg.data.pairing import Pairing, pair_files
 from unetseg.data.split import describe_split, split_pairs
 from unetseg.train.distributed import World
-from unetseg.train.plan import SEED_PIXELS, encoder_everywhere, make_plan, planned_batch, size_for
+from unetseg.train.plan import SEED_PIXELS, encoder_everywhere, make_plan, model_stride, planned_batch, size_for
 from unetseg.train.run_dir import process_cache
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def plan_before_decode(pairing: Pairing, cfg: RunConfig, keep: set[str], budget:
         cfg.model, cfg.data, cfg.train = planned.model, planned.data, planned.train
     elif budget is None and "data.image_size" not in keep and native != CARVANA_SIZE:
         cfg.data.image_size = size_for(native[0] / native[1], min(1.0, native[0] * native[1] / SEED_PIXELS),
-                                        native)
+                                        native, model_stride(cfg))
         derived.append(native)
     crop = cfg.data.crop
     if crop is not None and (crop[0] > cfg.data.image_size[0] or crop[1] > cfg.data.image_size[1]):
