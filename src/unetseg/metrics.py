@@ -78,8 +78,9 @@ def pixel_accuracy(matrix: torch.Tensor) -> float:
 
 def class_scores(matrix: torch.Tensor) -> dict[str, Any]:
     """The field's scores of a (K, K) confusion matrix pooled over a dataset (the CamVid / Cityscapes protocol):
-    IoU and Dice per class, the mean IoU over the scored classes (those present in the targets or predicted; the
-    others are NaN and left out), and global pixel accuracy.
+    IoU and Dice per class, the mean IoU over every class of the matrix that is present in the targets or predicted
+    (the others are NaN and left out; a declared ``--background`` counts too, as VOC's mIoU counts its 21 classes:
+    the mean over the scored classes only is the summary's pooled ``iou``), and global pixel accuracy.
 
     Returns:
         ``{"iou": [...], "dice": [...], "miou": float, "pixel_accuracy": float}``.

@@ -191,3 +191,26 @@ def test_float_probabilities_rank_as_scikit_learn_ranks_them():
         found = probs >= threshold
         tp = (found & (target == 1)).sum()
         assert f1 == pytest.approx(2 * tp / (found.sum() + target.sum()), abs=1e-9)
+
+
+def test_the_mean_over_images_and_the_pooled_miou_are_named_apart_and_miou_counts_the_background():
+    """Two images of 3 classes, class 0 declared background: ``image_mean_iou`` is the mean of the images' IoU over
+    the scored classes 1 and 2, ``miou`` the pooled IoU over all three (VOC's convention), pooled ``iou`` over 1 and 2;
+    the old key ``mean_iou`` stays, listed under ``renamed``."""
+    from unetseg.score.summary import rows_and_summary
+
+    target = np.zeros((4, 4), np.uint8)
+    target[:, 2:] = 1
+    target[3, :] = 2
+    pred = target.copy()
+    pred[0, 0] = 1  # a background pixel called class 1
+    settings = ScoreSettings(surface=False, topology=False)
+    named = [("a", score_image(pred, target, 3, [1, 2], settings)), ("b", score_image(target, target, 3, [1, 2],
+                                                                                       settings))]
+    _, summary = rows_and_summary(named, settings, [1, 2], ["bg", "one", "two"], resamples=0)
+    iou_a = np.mean([6 / 7, 1.0])  # class 1: 6 true pixels + 1 false; class 2 exact
+    assert summary["image_mean_iou"] == pytest.approx((iou_a + 1.0) / 2) == summary["mean_iou"]
+    assert summary["renamed"] == {"mean_iou": "image_mean_iou"}
+    pooled = [11 / 12, 12 / 13, 1.0]  # bg: 12 true pixels, 11 kept; class 1: 12 true, 1 false
+    assert summary["miou"] == pytest.approx(np.mean(pooled))
+    assert summary["pooled"]["iou"]["value"] == pytest.approx(np.mean(pooled[1:]))

@@ -361,11 +361,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             seed=args.seed)
     scored = "" if result["scored_images"] == result["images"] else \
         f", {result['images'] - result['scored_images']} with nothing to find and nothing found left out of the means"
-    print(f"mean Dice {result['mean_dice']:.5f}  mean IoU {result['mean_iou']:.5f}  global Dice "
+    print(f"mean Dice {result['mean_dice']:.5f}  mean IoU over images {result['image_mean_iou']:.5f}  global Dice "
           f"{result['global_dice']:.5f}  ({result['images']} images, {args.split}{scored})")
     if predictor.config.model.num_classes > 1:  # the field's multi-class table, from the pooled confusion matrix
         left_out = [n for n in result["classes"] if n not in result["scored_classes"]]
-        print(f"mIoU {result['miou']:.4f} over the scored classes, global pixel accuracy "
+        print(f"mIoU {result['miou']:.4f} (pooled, every class, as VOC and CamVid count it), global pixel accuracy "
               f"{result['pixel_accuracy']:.4f}; mean Dice over {len(result['scored_classes'])} classes"
               + (f" ({', '.join(left_out)} left out: --background)" if left_out else ""))
     _print_scores(result)

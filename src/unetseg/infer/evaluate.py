@@ -70,7 +70,7 @@ def evaluate_pairs(predictor: Predictor, pairs: list[Pair], out_dir: str | Path 
     bootstrap interval (``resamples``, ``seed``): ``unetseg score`` of the masks ``predict`` writes gives the same.
 
     Returns:
-        ``{"images", "mean_dice", "mean_iou", "global_dice", "miou", "pixel_accuracy", "metrics", "pooled",
+        ``{"images", "mean_dice", "image_mean_iou", "global_dice", "miou", "pixel_accuracy", "metrics", "pooled",
         "interval", "per_class": [{"class", "name", "iou", "dice", "pixels", ...}, ...], "per_image": [{"image",
         "dice", "iou", ...}, ...]}`` (:func:`unetseg.score.rows_and_summary`),
         ``"threshold_dice": {threshold: mean Dice}`` where thresholds are given, and with ``out_dir``

@@ -110,7 +110,9 @@ def rows_and_summary(named: list[tuple[str, ImageScores]], settings: ScoreSettin
     Returns:
         (rows: ``{"image", score: value, ...}`` per image, with ``dice_class<k>`` and ``iou_class<k>`` for
         multi-class masks; summary: :func:`summarise`'s keys and ``"images"``, ``"scored_images"``, ``"mean_dice"``,
-        ``"mean_iou"``, ``"global_dice"``, ``"miou"``, ``"pixel_accuracy"``, ``"scored_classes"``, ``"classes"``,
+        ``"image_mean_iou"`` (the mean of the images' IoU; ``"mean_iou"`` its old name, kept one release and listed
+        in ``"renamed"``), ``"global_dice"``, ``"miou"`` (pooled over every pixel, over every class: VOC's and
+        CamVid's mIoU), ``"pixel_accuracy"``, ``"scored_classes"``, ``"classes"``,
         ``"mean_dice_class<k>"``).
     """
     from unetseg.metrics import class_scores
@@ -132,7 +134,9 @@ def rows_and_summary(named: list[tuple[str, ImageScores]], settings: ScoreSettin
         "images": len(rows),
         "scored_images": sum(r["dice"] == r["dice"] for r in rows),  # not NaN
         "mean_dice": summary["metrics"]["dice"]["value"],
-        "mean_iou": summary["metrics"]["iou"]["value"],
+        "image_mean_iou": summary["metrics"]["iou"]["value"],  # the mean over images; "miou" is pooled
+        "mean_iou": summary["metrics"]["iou"]["value"],  # the old name, kept one release (see "renamed")
+        "renamed": {"mean_iou": "image_mean_iou"},
         "global_dice": summary["pooled"]["dice"]["value"],
         "scored_classes": [names[k] for k in scored],
         **{f"mean_dice_class{k}": _nanmean([r[f"dice_class{k}"] for r in rows]) for k in range(labels) if labels > 2},
