@@ -245,3 +245,33 @@ def test_predictions_saved_as_gif_are_scored_as_png_ones(tmp_path, capsys):
     png = capsys.readouterr().out.replace(str(pred), "PRED")
     assert main(["score", "--pred", str(gif), "--masks", str(masks), *TINY_SCORES]) == 0
     assert capsys.readouterr().out.replace(str(gif), "PRED") == png and "5 prediction" in png
+
+
+def test_a_multi_class_models_saved_probabilities_give_each_class_its_auc_and_ap(tmp_path, capsys):
+    """predict --save-probs of a four-class model writes a plane per class; score --probs reads them and gives each
+    class's AUC and AP against the rest, pooled over the images, as scikit-learn counts them from the same 8-bit
+    planes (void pixels not counted); an image's AUC is the mean over its classes'."""
+    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn (the test extra) is the reference")
+    data = make_multiclass_dataset(tmp_path / "d", count=4, size=(64, 48))
+    predictor = _predictor(4)
+    predict_folder(predictor, data / "images", tmp_path / "pred", overlays=False, probs=True)
+    cfg = predictor.config.data
+    masks = DataConfig(masks=str(data / "masks"), mask_values=cfg.mask_values, mask_mode=cfg.mask_mode,
+                       ignore_index=cfg.ignore_index)
+    scored = score_folder(tmp_path / "pred" / "masks", masks, probs=tmp_path / "pred" / "probs", resamples=0)
+    stems = sorted(p.stem for p in (data / "masks").iterdir())
+    target = np.concatenate([np.asarray(Image.open(data / "masks" / f"{s}.png")).ravel() for s in stems])
+    valid = target != 255
+    for k, entry in enumerate(scored["per_class"]):
+        planes = np.concatenate([np.asarray(Image.open(tmp_path / "pred" / "probs" / f"{s}_class{k}.png")).ravel()
+                                 for s in stems])
+        truth = target[valid] == k
+        assert entry["auc"] == pytest.approx(metrics.roc_auc_score(truth, planes[valid]), abs=1e-9)
+        assert entry["ap"] == pytest.approx(metrics.average_precision_score(truth, planes[valid]), abs=1e-9)
+    row = scored["per_image"][0]
+    assert 0 < row["auc"] < 1 and "auc" in scored["pooled"] and not math.isnan(scored["pooled"]["ap"]["value"])
+    (tmp_path / "pred" / "probs" / f"{stems[1]}_class2.png").unlink()
+    args = ["score", "--pred", str(tmp_path / "pred" / "masks"), "--masks", str(data / "masks"), "--probs",
+            str(tmp_path / "pred" / "probs"), "--ignore-index", "255", *TINY_SCORES]
+    assert main(args) == 2
+    assert f"no probabilities of class 2 for {stems[1]}" in capsys.readouterr().err

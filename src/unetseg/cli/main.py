@@ -657,8 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", required=True, metavar="DIR", help="the true masks")
     p.add_argument("--pred-pattern", help="the predictions' file name pattern, e.g. '{id}_training.png' (the "
                    "images' pattern with the predictions' extension)")
-    p.add_argument("--probs", metavar="DIR", help="binary masks: the foreground probabilities, <name>.npy (floats in "
-                   "[0, 1]) or <name>.png (8-bit, predict --save-probs's probs/), for AUC, AP and the best F1")
+    p.add_argument("--probs", metavar="DIR", help="the probabilities, for AUC, AP and the best F1: binary masks the "
+                   "foreground's, <name>.npy (floats in [0, 1]) or <name>.png (8-bit, predict --save-probs's probs/); "
+                   "multi-class masks each class's against the rest, <name>.npy (K, H, W) or <name>_class<k>.png")
     p.add_argument("--model", metavar="RUN", help="read the masks as this run reads them (its encoding, void values "
                    "and class names) instead of finding their encoding")
     p.add_argument("--background", type=_background, metavar="K|none", default=-1,

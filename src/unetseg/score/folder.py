@@ -100,6 +100,43 @@ def read_probabilities(folder: Path, stem: str, shape: tuple[int, int]) -> np.nd
     return probs
 
 
+def read_class_probabilities(folder: Path, stem: str, shape: tuple[int, int], labels: int) -> np.ndarray:
+    """A multi-class prediction's probabilities (K, H, W): ``stem.npy`` of that shape, or the K planes
+    ``stem_class<k>.png`` that ``predict --save-probs`` writes (8-bit, 0-255 for 0-1).
+
+    Raises:
+        DataError: naming the file: missing, of another shape, or outside [0, 1].
+    """
+    npy = folder / f"{stem}.npy"
+    if npy.is_file():
+        try:
+            probs = np.load(npy, allow_pickle=False).astype(np.float64)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{npy}: cannot read probabilities ({err})") from None
+        if probs.shape != (labels, *shape):
+            raise DataError(f"{npy}: probabilities of shape {probs.shape}, but {labels} classes of a "
+                            f"{shape[1]}x{shape[0]} prediction need ({labels}, {shape[0]}, {shape[1]})")
+        if probs.size and (np.isnan(probs).any() or probs.min() < 0 or probs.max() > 1):
+            raise DataError(f"{npy}: probabilities outside [0, 1] (from {np.nanmin(probs):.4g} to "
+                            f"{np.nanmax(probs):.4g})")
+        return probs
+    planes = []
+    for k in range(labels):
+        png = folder / f"{stem}_class{k}.png"
+        if not png.is_file():
+            raise DataError(f"{folder}: no probabilities of class {k} for {stem} (looked for {npy.name} and "
+                            f"{png.name})")
+        read = read_mask(png)
+        if read.mode != "L":
+            raise DataError(f"{png}: probabilities must be an 8-bit greyscale PNG (0-255 for 0-1), not mode "
+                            f"{read.mode}")
+        if read.values.shape != shape:
+            raise DataError(f"{png}: probabilities are {read.values.shape[1]}x{read.values.shape[0]} but the "
+                            f"prediction is {shape[1]}x{shape[0]}")
+        planes.append(read.values.astype(np.float64) / 255.0)
+    return np.stack(planes)
+
+
 def true_classes(pair: Pair, encoding: MaskEncoding, snap: bool = False) -> np.ndarray:
     """A pair's true class map at the mask's size, pixels outside its ignore mask (where it has one) IGNORE: what
     evaluate, score and the out-of-fold choices score against.
@@ -150,8 +187,6 @@ def score_folder(pred: str | Path, data: DataConfig, out_dir: str | Path | None 
     labels = encoding.num_labels
     scored = scored_classes(labels, check_background(background, labels))
     binary = labels == 2
-    if probs is not None and not binary:
-        raise ValueError("--probs: only for binary masks (the ranking scores of one foreground)")
     named: list[tuple[str, ImageScores]] = []
     for pair in tqdm(pairs, desc="score", unit="img", disable=None if progress else True, leave=False):
         target = true_classes(pair, encoding, data.snap_masks)
@@ -159,7 +194,8 @@ def score_folder(pred: str | Path, data: DataConfig, out_dir: str | Path | None 
         if predicted.shape != target.shape:
             raise DataError(f"{pair.image}: prediction is {predicted.shape[1]}x{predicted.shape[0]} but the mask "
                             f"{pair.mask.name} is {target.shape[1]}x{target.shape[0]}")
-        p = None if probs is None else read_probabilities(Path(probs), pair.image.stem, target.shape)
+        p = None if probs is None else read_probabilities(Path(probs), pair.image.stem, target.shape) if binary \
+            else read_class_probabilities(Path(probs), pair.image.stem, target.shape, labels)
         named.append((pair.image.name, score_image(predicted, target, labels, scored, settings, p)))
     rows, summary = rows_and_summary(named, settings, scored, names, resamples, seed)
     summary.update(predictions=str(pred), masks=str(data.masks or data.data), probabilities=str(probs or ""))

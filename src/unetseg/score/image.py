@@ -62,7 +62,8 @@ class ScoreSettings:
 @dataclass
 class ImageScores:
     """One image's scores: ``row`` (the means over scored classes, by score name), ``per_class`` (score -> (K,)
-    values), the confusion matrix (K, K) of counted pixels and, with probabilities, their histogram (2, BINS)."""
+    values), the confusion matrix (K, K) of counted pixels and, with probabilities, their histogram (2, BINS), or
+    for multi-class masks one per class against the rest (K, 2, CLASS_BINS)."""
 
     row: dict[str, float]
     per_class: dict[str, np.ndarray]
@@ -96,7 +97,9 @@ def score_image(pred: np.ndarray, target: np.ndarray, labels: int, scored: list[
         target: (H, W) class indices; values of ``labels`` or more (IGNORE) count nowhere.
         labels: the number of labels (2 for binary masks).
         scored: the classes an image's means run over (:func:`unetseg.metrics.scored_classes`).
-        probs: a binary model's foreground probabilities (H, W) in [0, 1], for the ranking scores.
+        probs: for the ranking scores, a binary model's foreground probabilities (H, W) in [0, 1], or a multi-class
+            model's (K, H, W): each class's AUC, AP and best F1 against the rest, an image's the mean over the
+            scored classes.
     """
     confusion = confusion_matrix(torch.from_numpy(np.ascontiguousarray(pred))[None],
                                  torch.from_numpy(np.ascontiguousarray(target))[None], labels)[0].numpy()
@@ -120,11 +123,17 @@ def score_image(pred: np.ndarray, target: np.ndarray, labels: int, scored: list[
                 per_class["cldice"][k] = cldice(p, t)
     hist = None
     if probs is not None and settings.ranking:
-        hist = ranking.histogram(probs, np.where(valid, target, labels))
-        f1, _ = ranking.best_f1(hist)
-        for name, value in (("auc", ranking.roc_auc(hist)), ("ap", ranking.average_precision(hist)),
-                            ("best_f1", f1)):
-            per_class[name] = np.array([math.nan, value])
+        if labels > 2:  # each class against the rest
+            hist = ranking.class_histograms(probs, target, labels)
+            for name, f in (("auc", ranking.roc_auc), ("ap", ranking.average_precision),
+                            ("best_f1", lambda h: ranking.best_f1(h)[0])):
+                per_class[name] = np.array([f(h) for h in hist])
+        else:
+            hist = ranking.histogram(probs, np.where(valid, target, labels))
+            f1, _ = ranking.best_f1(hist)
+            for name, value in (("auc", ranking.roc_auc(hist)), ("ap", ranking.average_precision(hist)),
+                                ("best_f1", f1)):
+                per_class[name] = np.array([math.nan, value])
     row = {}
     for name, values in per_class.items():
         chosen = values[scored]

@@ -17,26 +17,29 @@ import math
 import numpy as np
 
 BINS = 32768
+#: A multi-class model's per-class histograms (one class against the rest): 8x coarser, so that K of them per image
+#: stay small (11 classes: 360 KB an image); AP then agrees with scikit-learn's to about 1e-3.
+CLASS_BINS = 4096
 LOGIT_RANGE = 17.0
 
 
-def bin_of(probs: np.ndarray) -> np.ndarray:
-    """The bin (0 .. BINS - 1) of each probability in [0, 1]: equal widths of the logit."""
+def bin_of(probs: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """The bin (0 .. bins - 1) of each probability in [0, 1]: equal widths of the logit."""
     p = np.clip(probs.astype(np.float64), 0.0, 1.0)
     with np.errstate(divide="ignore"):
         logit = np.log(p) - np.log1p(-p)  # -inf at 0, +inf at 1: the end bins
-    scaled = (np.clip(logit, -LOGIT_RANGE, LOGIT_RANGE) + LOGIT_RANGE) * (BINS / (2 * LOGIT_RANGE))
-    return np.minimum(scaled.astype(np.int64), BINS - 1)
+    scaled = (np.clip(logit, -LOGIT_RANGE, LOGIT_RANGE) + LOGIT_RANGE) * (bins / (2 * LOGIT_RANGE))
+    return np.minimum(scaled.astype(np.int64), bins - 1)
 
 
-def bin_floor(k: int) -> float:
+def bin_floor(k: int, bins: int = BINS) -> float:
     """The lowest probability of bin ``k`` (a threshold: pixels at or above it are in bin k or higher)."""
     if k <= 0:
         return 0.0
-    return float(1 / (1 + math.exp(-(k * 2 * LOGIT_RANGE / BINS - LOGIT_RANGE))))
+    return float(1 / (1 + math.exp(-(k * 2 * LOGIT_RANGE / bins - LOGIT_RANGE))))
 
 
-def histogram(probs: np.ndarray, target: np.ndarray) -> np.ndarray:
+def histogram(probs: np.ndarray, target: np.ndarray, bins: int = BINS) -> np.ndarray:
     """(2, BINS) int64 counts of the probabilities of negative (row 0) and positive (row 1) pixels; ``target``
     values other than 0 and 1 (ignored pixels) are not counted.
 
@@ -44,9 +47,21 @@ def histogram(probs: np.ndarray, target: np.ndarray) -> np.ndarray:
         (H, W) float in [0, 1], (H, W) class indices -> (2, BINS)
     """
     counted = target <= 1
-    bins = bin_of(probs[counted])
-    counts = np.bincount(bins + BINS * target[counted].astype(np.int64), minlength=2 * BINS).reshape(2, BINS)
+    index = bin_of(probs[counted], bins)
+    counts = np.bincount(index + bins * target[counted].astype(np.int64), minlength=2 * bins).reshape(2, bins)
     return counts.astype(np.int32)  # an image's counts fit; sums are taken in float64 (summary, intervals)
+
+
+def class_histograms(probs: np.ndarray, target: np.ndarray, labels: int) -> np.ndarray:
+    """(K, 2, CLASS_BINS) counts of a multi-class model's probabilities, each class against the rest; ``target``
+    values of ``labels`` or more (void, ignored) are not counted.
+
+    Shape:
+        (K, H, W) float in [0, 1], (H, W) class indices -> (K, 2, CLASS_BINS)
+    """
+    valid = target < labels
+    return np.stack([histogram(probs[k], np.where(valid, (target == k).astype(np.uint8), 2), CLASS_BINS)
+                     for k in range(labels)])
 
 
 def _above(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,4 +100,5 @@ def best_f1(hist: np.ndarray) -> tuple[float, float]:
         return math.nan, math.nan
     f1 = 2 * tp / (tp + fp + positives)
     k = int(np.argmax(f1))
-    return float(f1[k]), bin_floor(BINS - 1 - k)
+    bins = hist.shape[-1]
+    return float(f1[k]), bin_floor(bins - 1 - k, bins)

@@ -39,11 +39,20 @@ def _pooled(name: str, scored: list[int], full: np.ndarray | None = None):
     return score
 
 
-def _ranked(name: str):
+def _ranked(name: str, scored: list[int] | None = None):
+    """Summed histograms (..., 2, B), or per class (..., K, 2, B) with the ``scored`` classes -> the ranking score
+    ``name`` (per class, then their mean)."""
+    f = {"auc": ranking.roc_auc, "ap": ranking.average_precision, "best_f1": lambda h: ranking.best_f1(h)[0]}[name]
+
     def score(hists: np.ndarray) -> np.ndarray:
+        lead = hists.shape[:-3] if scored is not None else hists.shape[:-2]
         flat = hists.reshape(-1, *hists.shape[-2:])
-        f = {"auc": ranking.roc_auc, "ap": ranking.average_precision, "best_f1": lambda h: ranking.best_f1(h)[0]}[name]
-        return np.array([f(h) for h in flat]).reshape(hists.shape[:-2])
+        values = np.array([f(h) for h in flat]).reshape(*lead, -1)
+        if scored is None:
+            return values.reshape(lead)
+        chosen = values[..., scored]
+        counted = ~np.isnan(chosen)
+        return np.where(counted.any(-1), np.nansum(chosen, -1) / np.maximum(1, counted.sum(-1)), math.nan)
     return score
 
 
@@ -76,7 +85,8 @@ def summarise(images: list[ImageScores], settings: ScoreSettings, scored: list[i
     if probs:
         hists = np.stack([s.histogram for s in images])
         for name in ("auc", "ap", "best_f1"):
-            pooled[name] = pooled_interval(hists, _ranked(name), resamples, seed).as_dict()
+            pooled[name] = pooled_interval(hists, _ranked(name, scored if hists.ndim == 4 else None), resamples,
+                                           seed).as_dict()
     per_class = []
     totals = overlap_scores(confusions.sum(0))
     for k in range(labels):
@@ -87,7 +97,10 @@ def summarise(images: list[ImageScores], settings: ScoreSettings, scored: list[i
                 entry.update({name: got.value, f"{name}_low": got.low, f"{name}_high": got.high})
             else:
                 entry.update({name: float(totals[name][k]), f"{name}_low": math.nan, f"{name}_high": math.nan})
-        entry["mean"] = {name: _nanmean([s.per_class[name][k] for s in images]) for name in settings.names()}
+        if probs and labels > 2:  # each class against the rest, pooled over the set
+            summed = hists[:, k].sum(0)
+            entry.update(auc=ranking.roc_auc(summed), ap=ranking.average_precision(summed))
+        entry["mean"] = {name: _nanmean([s.per_class[name][k] for s in images]) for name in settings.names(probs)}
         per_class.append(entry)
     units = "pixels" if settings.spacing is None else f"--spacing units (a pixel {settings.spacing[0]:g} x " \
         f"{settings.spacing[1]:g})"
