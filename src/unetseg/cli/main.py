@@ -542,6 +542,17 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 2 if report.errors else 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from unetseg.labels import import_coco
+
+    result = import_coco(args.src, args.out, images=args.images, link=args.link, overwrite=args.overwrite,
+                         skip_missing=args.skip_missing, progress=_interactive())
+    print(f"{result.out}: {result.images} images, {len(result.classes)} classes with background 0 "
+          f"({result.out / 'classes.csv'}); next: unetseg check-data {result.out} --classes "
+          f"{result.out / 'classes.csv'}")
+    return 0
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from unetseg.data.synthetic import make_multiclass_dataset, make_synthetic_dataset
 
@@ -707,6 +718,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a config.json to start from (flags override it)")
     _add_config_flags(p, sections=("data", "model"))
     p.set_defaults(handler=_cmd_check_data)
+
+    p = sub.add_parser("import", help="a labelling tool's export (COCO JSON) as a folder of image/mask pairs with "
+                       "its classes file, for check-data and train")
+    p.add_argument("format", choices=["coco"], help="coco: an instances JSON (polygons, RLE, iscrowd), also Label "
+                   "Studio's and CVAT's COCO exports")
+    p.add_argument("src", help="the export: the COCO JSON file")
+    p.add_argument("--out", required=True, help="the folder to write: images/, masks/ (palette PNGs of the category "
+                   "ids, 0 background) and classes.csv")
+    p.add_argument("--images", help="the folder the file names are relative to (default: images/ beside the JSON "
+                   "file where it exists, else its folder)")
+    p.add_argument("--link", action="store_true", help="symbolic links to the images (default: copies)")
+    p.add_argument("--skip-missing", action="store_true", help="import the rest where images of the file are "
+                   "missing on disk (each named)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out where it exists")
+    p.set_defaults(handler=_cmd_import)
 
     p = sub.add_parser("demo-data", help="write a synthetic image/mask dataset (no download needed)")
     p.add_argument("--out", required=True, help="dataset folder to write (images/ + masks/)")

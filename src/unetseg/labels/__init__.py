@@ -1,0 +1,7 @@
+"""Labels from labelling tools: their exports read with their own libraries and written as a folder of pairs
+(``images/``, ``masks/`` palette PNGs, ``classes.csv``) that ``check-data`` and ``train`` read as they are."""
+
+from unetseg.labels.coco import import_coco
+from unetseg.labels.write import ImportResult
+
+__all__ = ["ImportResult", "import_coco"]
