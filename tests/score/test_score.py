@@ -270,6 +270,9 @@ def test_a_multi_class_models_saved_probabilities_give_each_class_its_auc_and_ap
         assert entry["ap"] == pytest.approx(metrics.average_precision_score(truth, planes[valid]), abs=1e-9)
     row = scored["per_image"][0]
     assert 0 < row["auc"] < 1 and "auc" in scored["pooled"] and not math.isnan(scored["pooled"]["ap"]["value"])
+    args = ["score", "--pred", str(tmp_path / "pred" / "masks"), "--masks", str(data / "masks"), "--probs",
+            str(tmp_path / "pred" / "probs"), "--ignore-index", "255", *TINY_SCORES]
+    assert main(args) == 0 and "each class against the rest, pooled" in capsys.readouterr().out
     (tmp_path / "pred" / "probs" / f"{stems[1]}_class2.png").unlink()
     args = ["score", "--pred", str(tmp_path / "pred" / "masks"), "--masks", str(data / "masks"), "--probs",
             str(tmp_path / "pred" / "probs"), "--ignore-index", "255", *TINY_SCORES]

@@ -469,6 +469,10 @@ def _print_scores(result: dict) -> None:
             iou = _interval({"value": c["iou"], "low": c["iou_low"], "high": c["iou_high"]})
             dice = _interval({"value": c["dice"], "low": c["dice_low"], "high": c["dice_high"]})
             print(f"{c['name']:<{width}}{iou:>28}{dice:>28}{c['pixels']:>12d}")
+        if "auc" in result["per_class"][0]:  # each class against the rest, pooled over the set
+            print(f"{'class':<{width}}{'AUC':>10}{'AP':>10}{'best F1':>10}  (each class against the rest, pooled)")
+            for c in result["per_class"]:
+                print(f"{c['name']:<{width}}{c['auc']:>10.4f}{c['ap']:>10.4f}{c['best_f1']:>10.4f}")
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

@@ -44,7 +44,8 @@ class ScoreSettings:
         boundary_ratio: boundary IoU's band as a share of the image diagonal.
         surface: compute the boundary scores (HD95, ASSD, NSD, boundary IoU).
         topology: compute clDice.
-        ranking: compute AUC, AP and best F1 where a binary model's probabilities are given.
+        ranking: compute AUC, AP and best F1 where a model's probabilities are given (multi-class: each class's
+            against the rest).
     """
 
     spacing: tuple[float, float] | None = None

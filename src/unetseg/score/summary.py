@@ -39,10 +39,15 @@ def _pooled(name: str, scored: list[int], full: np.ndarray | None = None):
     return score
 
 
-def _ranked(name: str, scored: list[int] | None = None):
+def _ranked(name: str, scored: list[int] | None = None, full: np.ndarray | None = None):
     """Summed histograms (..., 2, B), or per class (..., K, 2, B) with the ``scored`` classes -> the ranking score
-    ``name`` (per class, then their mean)."""
+    ``name`` (per class, then their mean). With ``full`` (the set's summed per-class histograms) the classes averaged
+    are those with a value there: a resample without one of them has no value, as in :func:`_pooled`."""
     f = {"auc": ranking.roc_auc, "ap": ranking.average_precision, "best_f1": lambda h: ranking.best_f1(h)[0]}[name]
+    if scored is not None and full is not None:
+        scored = [k for k in scored if not math.isnan(f(full[k]))]
+        if not scored:
+            return lambda hists: np.full(hists.shape[:-3], math.nan)
 
     def score(hists: np.ndarray) -> np.ndarray:
         lead = hists.shape[:-3] if scored is not None else hists.shape[:-2]
@@ -51,6 +56,8 @@ def _ranked(name: str, scored: list[int] | None = None):
         if scored is None:
             return values.reshape(lead)
         chosen = values[..., scored]
+        if full is not None:
+            return chosen.mean(-1)  # NaN where a resample lacks one of the set's classes
         counted = ~np.isnan(chosen)
         return np.where(counted.any(-1), np.nansum(chosen, -1) / np.maximum(1, counted.sum(-1)), math.nan)
     return score
@@ -72,7 +79,9 @@ def summarise(images: list[ImageScores], settings: ScoreSettings, scored: list[i
     metrics: dict[str, Any] = {}
     for name in settings.names(probs):
         interval, nan = mean_interval(np.array([s.row[name] for s in images]), resamples, seed)
-        metrics[name] = {**interval.as_dict(), "nan": nan}
+        # the interval's method by the images that have the score (a NaN image is left out)
+        metrics[name] = {**interval.as_dict(), "nan": nan,
+                         "method": interval_method(len(images) - nan, resamples)["method"].split(" (")[0]}
     confusions = np.stack([s.confusion for s in images])
     pooled: dict[str, Any] = {}
     full = confusions.sum(0)
@@ -84,9 +93,11 @@ def summarise(images: list[ImageScores], settings: ScoreSettings, scored: list[i
                                          seed).as_dict()
     if probs:
         hists = np.stack([s.histogram for s in images])
+        hists = hists[..., hists.reshape(-1, hists.shape[-1]).any(0)]  # bins no pixel fell in change no score
+        per_class_hists = hists.ndim == 4
         for name in ("auc", "ap", "best_f1"):
-            pooled[name] = pooled_interval(hists, _ranked(name, scored if hists.ndim == 4 else None), resamples,
-                                           seed).as_dict()
+            ranked = _ranked(name, scored, hists.sum(0)) if per_class_hists else _ranked(name)
+            pooled[name] = pooled_interval(hists, ranked, resamples, seed).as_dict()
     per_class = []
     totals = overlap_scores(confusions.sum(0))
     for k in range(labels):
@@ -99,7 +110,8 @@ def summarise(images: list[ImageScores], settings: ScoreSettings, scored: list[i
                 entry.update({name: float(totals[name][k]), f"{name}_low": math.nan, f"{name}_high": math.nan})
         if probs and labels > 2:  # each class against the rest, pooled over the set
             summed = hists[:, k].sum(0)
-            entry.update(auc=ranking.roc_auc(summed), ap=ranking.average_precision(summed))
+            entry.update(auc=ranking.roc_auc(summed), ap=ranking.average_precision(summed),
+                         best_f1=ranking.best_f1(summed)[0])
         entry["mean"] = {name: _nanmean([s.per_class[name][k] for s in images]) for name in settings.names(probs)}
         per_class.append(entry)
     units = "pixels" if settings.spacing is None else f"--spacing units (a pixel {settings.spacing[0]:g} x " \
