@@ -547,10 +547,20 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from unetseg.labels import import_coco
+    from unetseg.labels import import_coco, import_labelme
 
-    result = import_coco(args.src, args.out, images=args.images, link=args.link, overwrite=args.overwrite,
-                         skip_missing=args.skip_missing, progress=_interactive())
+    if args.format == "labelme":
+        unused = [f for f, given in (("--images", args.images), ("--link", args.link),
+                                     ("--skip-missing", args.skip_missing)) if given]
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: only for coco (a LabelMe file names its own image)")
+        result = import_labelme(args.src, args.out, labels=args.labels, overwrite=args.overwrite,
+                                progress=_interactive())
+    else:
+        if args.labels:
+            raise ValueError("--labels: only for labelme (a COCO file lists its categories)")
+        result = import_coco(args.src, args.out, images=args.images, link=args.link, overwrite=args.overwrite,
+                             skip_missing=args.skip_missing, progress=_interactive())
     print(f"{result.out}: {result.images} images, {len(result.classes)} classes with background 0 "
           f"({result.out / 'classes.csv'}); next: unetseg check-data {result.out} --classes "
           f"{result.out / 'classes.csv'}")
@@ -723,11 +733,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, sections=("data", "model"))
     p.set_defaults(handler=_cmd_check_data)
 
-    p = sub.add_parser("import", help="a labelling tool's export (COCO JSON) as a folder of image/mask pairs with "
+    p = sub.add_parser("import", help="a labelling tool's export (COCO, LabelMe) as a folder of image/mask pairs with "
                        "its classes file, for check-data and train")
-    p.add_argument("format", choices=["coco"], help="coco: an instances JSON (polygons, RLE, iscrowd), also Label "
-                   "Studio's and CVAT's COCO exports")
-    p.add_argument("src", help="the export: the COCO JSON file")
+    p.add_argument("format", choices=["coco", "labelme"], help="coco: an instances JSON (polygons, RLE, iscrowd), "
+                   "also Label Studio's and CVAT's COCO exports; labelme: LabelMe's per-image JSON files")
+    p.add_argument("src", help="the export: the COCO JSON file; for labelme a folder of .json files (or one)")
+    p.add_argument("--labels", metavar="FILE", help="labelme: the classes in LabelMe's labels.txt layout (__ignore__ "
+                   "= void 255, _background_ = 0, then one name a line; default: the labels found, sorted)")
     p.add_argument("--out", required=True, help="the folder to write: images/, masks/ (palette PNGs of the category "
                    "ids, 0 background) and classes.csv")
     p.add_argument("--images", help="the folder the file names are relative to (default: images/ beside the JSON "

@@ -2,6 +2,7 @@
 (``images/``, ``masks/`` palette PNGs, ``classes.csv``) that ``check-data`` and ``train`` read as they are."""
 
 from unetseg.labels.coco import import_coco
+from unetseg.labels.labelme import import_labelme
 from unetseg.labels.write import ImportResult
 
-__all__ = ["ImportResult", "import_coco"]
+__all__ = ["ImportResult", "import_coco", "import_labelme"]
