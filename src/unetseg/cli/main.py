@@ -547,9 +547,15 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from unetseg.labels import import_coco, import_labelme
+    from unetseg.labels import import_coco, import_cvat, import_labelme
 
-    if args.format == "labelme":
+    if args.format == "cvat":
+        unused = [f for f, given in (("--labels", args.labels), ("--skip-missing", args.skip_missing)) if given]
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: not for cvat (its labelmap.txt lists the classes)")
+        result = import_cvat(args.src, args.out, images=args.images, link=args.link, overwrite=args.overwrite,
+                             progress=_interactive())
+    elif args.format == "labelme":
         unused = [f for f, given in (("--images", args.images), ("--link", args.link),
                                      ("--skip-missing", args.skip_missing)) if given]
         if unused:
@@ -735,15 +741,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="a labelling tool's export (COCO, LabelMe) as a folder of image/mask pairs with "
                        "its classes file, for check-data and train")
-    p.add_argument("format", choices=["coco", "labelme"], help="coco: an instances JSON (polygons, RLE, iscrowd), "
-                   "also Label Studio's and CVAT's COCO exports; labelme: LabelMe's per-image JSON files")
-    p.add_argument("src", help="the export: the COCO JSON file; for labelme a folder of .json files (or one)")
+    p.add_argument("format", choices=["coco", "labelme", "cvat"], help="coco: an instances JSON (polygons, RLE, "
+                   "iscrowd), also Label Studio's and CVAT's COCO exports; labelme: LabelMe's per-image JSON files; "
+                   "cvat: CVAT's 'Segmentation mask 1.1' export folder (labelmap.txt + SegmentationClass/), or "
+                   "Pascal VOC's (palette PNGs, 255 void)")
+    p.add_argument("src", help="the export: the COCO JSON file; for labelme a folder of .json files (or one); for "
+                   "cvat the export's folder")
     p.add_argument("--labels", metavar="FILE", help="labelme: the classes in LabelMe's labels.txt layout (__ignore__ "
                    "= void 255, _background_ = 0, then one name a line; default: the labels found, sorted)")
     p.add_argument("--out", required=True, help="the folder to write: images/, masks/ (palette PNGs of the category "
                    "ids, 0 background) and classes.csv")
-    p.add_argument("--images", help="the folder the file names are relative to (default: images/ beside the JSON "
-                   "file where it exists, else its folder)")
+    p.add_argument("--images", help="coco: the folder the file names are relative to (default: images/ beside the "
+                   "JSON file where it exists, else its folder); cvat: the images' folder (default: JPEGImages/)")
     p.add_argument("--link", action="store_true", help="symbolic links to the images (default: copies)")
     p.add_argument("--skip-missing", action="store_true", help="import the rest where images of the file are "
                    "missing on disk (each named)")

@@ -34,11 +34,12 @@ def colour_of(value: int) -> tuple[int, int, int]:
     return (0, 0, 0) if value == 0 else _DEFAULT_COLOURS[(value - 1) % len(_DEFAULT_COLOURS)]
 
 
-def palette_for(classes: dict[int, str]) -> list[int]:
-    """A 256-entry PNG palette with each class's colour at its value (void 255 white)."""
+def palette_for(classes: dict[int, str], colours: dict[int, tuple[int, int, int]] | None = None) -> list[int]:
+    """A 256-entry PNG palette with each class's colour (``colours``, else the defaults) at its value (void 255
+    white)."""
     palette = [0] * 768
     for value in classes:
-        palette[3 * value:3 * value + 3] = colour_of(value)
+        palette[3 * value:3 * value + 3] = (colours or {}).get(value) or colour_of(value)
     palette[765:768] = (255, 255, 255)
     return palette
 
@@ -50,13 +51,13 @@ def save_mask(mask: np.ndarray, path: Path, palette: list[int]) -> None:
     image.save(path)
 
 
-def write_classes(classes: dict[int, str], path: Path) -> None:
+def write_classes(classes: dict[int, str], path: Path, colours: dict[int, tuple[int, int, int]] | None = None) -> None:
     """``value,name,colour`` rows, as the toolkit's classes files read (configs/camvid_classes.csv)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["value", "name", "colour"])
         for value, name in sorted(classes.items()):
-            writer.writerow([value, name, "#%02x%02x%02x" % colour_of(value)])
+            writer.writerow([value, name, "#%02x%02x%02x" % ((colours or {}).get(value) or colour_of(value))])
 
 
 def place_image(source: Path, target: Path, link: bool) -> None:
