@@ -435,6 +435,10 @@ class TrainConfig(_JsonDataclass):
             process's share.
         dist_timeout_minutes: under torchrun, how long a process waits for the others in a collective before it
             gives up (a lost peer stops the job instead of hanging it; torchrun --max-restarts then restarts it).
+        log: experiment trackers that get the run's config, metrics and curves: tensorboard, mlflow, wandb
+            (optional extras, pip install 'unetseg[tensorboard]' and so on); a tracker that fails costs a
+            warning, never the training.
+        log_dir: TensorBoard's event folder (default: RUN/tensorboard).
         plan: what a budget run chose and measured (written by the plan; read-only).
     """
 
@@ -468,6 +472,8 @@ class TrainConfig(_JsonDataclass):
     sync_every: int = 0
     sync_bn: bool = False
     dist_timeout_minutes: float = 30.0
+    log: tuple[str, ...] = ()
+    log_dir: str = ""
     plan: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -475,6 +481,9 @@ class TrainConfig(_JsonDataclass):
             parse_duration(self.budget)
         if self.schedule not in ("restarts", "cosine"):
             raise ValueError(f"TrainConfig.schedule must be restarts or cosine, got {self.schedule!r}")
+        unknown = [name for name in self.log if name not in ("tensorboard", "mlflow", "wandb")]
+        if unknown:
+            raise ValueError(f"--log {' '.join(unknown)}: tensorboard, mlflow or wandb")
         if self.loss not in ("ce", "dice", "dice_ce"):
             raise ValueError(f"TrainConfig.loss must be ce, dice or dice_ce, got {self.loss!r}")
         if isinstance(self.class_weights, (list, tuple)):  # [1, 4, 8] in a config.json

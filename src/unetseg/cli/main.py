@@ -113,7 +113,8 @@ TRAIN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "train.seed")),
     ("device and speed", ("train.device", "train.amp", "train.memory_format", "train.micro_batch", "train.compile",
                           "train.progress")),
-    ("output and resume", ("config", "overwrite", "train.checkpoint_steps", "train.checkpoint_minutes")),
+    ("output and resume", ("config", "overwrite", "train.checkpoint_steps", "train.checkpoint_minutes", "train.log",
+                           "train.log_dir")),
     ("several processes (torchrun)", ("train.sync_every", "train.sync_bn", "train.dist_timeout_minutes")),
 )
 
@@ -146,6 +147,8 @@ def _add_config_flag(group: Any, section: str, f: dataclasses.Field, hint: Any, 
         kwargs.update(type=str, nargs="+", metavar="auto|sqrt|W")
     elif f.name in ("background", "fold"):
         kwargs.update(type=int, metavar="K" if f.name == "background" else "N")
+    elif f.name == "log":
+        kwargs.update(type=str, nargs="+", choices=("tensorboard", "mlflow", "wandb"), metavar="TRACKER")
     elif f.name == "decoder_channels":
         kwargs.update(type=int, nargs=5, metavar="C")
     elif typing.get_origin(hint) is tuple:
@@ -283,20 +286,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predictor(args: argparse.Namespace):
+    """The predictor of predict / evaluate / submit: one run, or several runs' ensemble (--model A --model B)."""
+    from unetseg.infer import Predictor
+
+    return Predictor.from_runs(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
+                               weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
+                               tile=args.tile, overlap=args.overlap, folds=args.folds, postprocess=args.postprocess)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor, predict_folder
 
-    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                                   tile=args.tile, overlap=args.overlap, folds=args.folds,
-                                   postprocess=args.postprocess)
+    predictor = _predictor(args)
     ignore = None
     if args.ignore_masks:  # the run's patterns, unless given
         ignore = dataclasses.replace(predictor.config.data, ignore_masks=args.ignore_masks)
         ignore.ignore_pattern = args.ignore_pattern if args.ignore_pattern is not None else ignore.ignore_pattern
     written = predict_folder(predictor, args.input, args.out, overlays=args.overlay, progress=_interactive(),
-                             ignore=ignore, probs=args.save_probs)
-    print(f"{len(written)} masks written to {Path(args.out) / 'masks'}")
+                             ignore=ignore, probs=args.save_probs, fmt=args.format)
+    if args.format == "coco":
+        print(f"COCO predictions written to {written[0]}")
+    elif args.format == "cvat":
+        print(f"{len(written)} masks written in CVAT's Segmentation mask 1.1 layout to {args.out}")
+    else:
+        print(f"{len(written)} masks written to {Path(args.out) / 'masks'}")
     return 0
 
 
@@ -304,10 +318,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from unetseg.infer import Predictor
     from unetseg.infer.submit import write_submission
 
-    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                                   tile=args.tile, overlap=args.overlap, folds=args.folds,
-                                   postprocess=args.postprocess)
+    predictor = _predictor(args)
     out = write_submission(predictor, args.images, args.out, progress=_interactive())
     print(f"submission written to {out}")
     return 0
@@ -318,20 +329,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from unetseg.data import find_pairs
     from unetseg.checkpoint import is_cv_run, read_split
     from unetseg.data.split import pairs_of_split
-    from unetseg.infer import Predictor, evaluate_pairs
+    from unetseg.infer import evaluate_pairs
 
-    if args.tune_threshold and is_cv_run(args.model):
+    runs = args.model
+    model = runs[0]
+    if len(runs) > 1:
+        one = ["--tune-threshold"] * args.tune_threshold + [f"--split {args.split}"] * (args.split not in (None, "all"))
+        if one:
+            raise ValueError(f"{' and '.join(one)}: for one run (its threshold, its split); an ensemble of {len(runs)} "
+                             f"runs is evaluated on --split all of the data given (--data, or {model}'s)")
+    if args.tune_threshold and is_cv_run(model):
         given = [f"--{f.replace('_', '-')}" for f in _PAIRING if getattr(args, f) is not None]
         given += ["--split"] * (args.split is not None) + ["--tta"] * args.tta + ["--folds"] * bool(args.folds) \
             + ["--weights best"] * (args.weights != "final")
         if given:
             raise ValueError(f"--tune-threshold of a cross-validation run reads its out-of-fold probabilities "
                              f"(every training image once, no TTA, final weights): {', '.join(given)} do not apply")
-        return _tune_cv_threshold(args)
-    predictor = Predictor.from_run(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
-                                   weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                                   tile=args.tile, overlap=args.overlap, folds=args.folds,
-                                   postprocess=args.postprocess)
+        return _tune_cv_threshold(model)
+    predictor = _predictor(args)
     data = dataclasses.replace(predictor.config.data)  # the run's pairing rules, patterns and ignore masks ...
     given = {f: getattr(args, f) for f in _PAIRING if getattr(args, f) is not None}
     if given.keys() & _LOCATION:  # ... unless the data is elsewhere: then only what the flags say
@@ -342,19 +357,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split is None:  # a threshold is tuned on the images the model did not train on
         args.split = "val" if args.tune_threshold and not given.keys() & _LOCATION else "all"
     pairs = find_pairs(data)
-    if args.split != "all" and is_cv_run(args.model):
-        raise ValueError(f"--split {args.split}: {args.model} is a cross-validation run, whose folds together "
-                         f"trained on every pair; its out-of-fold scores are in {Path(args.model) / 'cv'} (one "
-                         f"fold's split: --model {Path(args.model) / 'fold_0'} --split {args.split})")
+    if args.split != "all" and is_cv_run(model):
+        raise ValueError(f"--split {args.split}: {model} is a cross-validation run, whose folds together "
+                         f"trained on every pair; its out-of-fold scores are in {Path(model) / 'cv'} (one "
+                         f"fold's split: --model {Path(model) / 'fold_0'} --split {args.split})")
     if args.split != "all":
-        pairs = pairs_of_split(pairs, args.split, read_split(args.model, args.split))
+        pairs = pairs_of_split(pairs, args.split, read_split(model, args.split))
     if args.tune_threshold and predictor.config.model.num_classes != 1:
         raise ValueError("--tune-threshold: only for binary models (a multi-class model takes the argmax)")
     if args.tune_threshold and args.split == "train":
         raise ValueError("--tune-threshold --split train: a threshold tuned on the training images flatters the "
                          "model; use --split val (the default) or pairs it never saw")
     thresholds = [round(0.05 * k, 2) for k in range(1, 20)] if args.tune_threshold else []
-    meta = {"model": str(args.model), "split": args.split, "weights": args.weights, "tta": args.tta,
+    meta = {"model": " + ".join(map(str, runs)), "split": args.split, "weights": args.weights, "tta": args.tta,
             "threshold": predictor.threshold}
     result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds, meta=meta,
                             background=args.background, settings=_score_settings(args), resamples=args.resamples,
@@ -372,29 +387,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.tune_threshold:
         scores = result["threshold_dice"]
         best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))  # ties: the one nearest 0.5
-        (Path(args.model) / THRESHOLD_FILE).write_text(json.dumps(
+        (Path(model) / THRESHOLD_FILE).write_text(json.dumps(
             {"threshold": best, "mean_dice": scores[best], "mean_dice_at_0.5": scores[0.5], "split": args.split,
              "images": result["images"], "weights": args.weights, "tta": args.tta}, indent=2) + "\n")
         print(f"threshold {best:.2f}: mean Dice {scores[best]:.5f} (0.50: {scores[0.5]:.5f}); stored in "
-              f"{Path(args.model) / THRESHOLD_FILE}, used by predict, evaluate and submit from now on")
+              f"{Path(model) / THRESHOLD_FILE}, used by predict, evaluate and submit from now on")
     if args.out:
         print(f"per-image scores and the error overlays of the worst and best images in {args.out}")
     return 0
 
 
-def _tune_cv_threshold(args: argparse.Namespace) -> int:
+def _tune_cv_threshold(model: str) -> int:
     """``evaluate --tune-threshold`` of a cross-validation run: on its out-of-fold probabilities, never on images a
     model trained on; stored in the run for predict, evaluate and submit (of the fold ensemble)."""
     from unetseg.infer.predict import THRESHOLD_FILE
     from unetseg.train.cv import tune_cv_threshold
 
-    scores = tune_cv_threshold(args.model, [round(0.05 * k, 2) for k in range(1, 20)])
+    scores = tune_cv_threshold(model, [round(0.05 * k, 2) for k in range(1, 20)])
     best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))  # ties: the one nearest 0.5
-    (Path(args.model) / THRESHOLD_FILE).write_text(json.dumps(
+    (Path(model) / THRESHOLD_FILE).write_text(json.dumps(
         {"threshold": best, "mean_dice": scores[best], "mean_dice_at_0.5": scores[0.5], "split": "out of fold",
          "weights": "final", "tta": False}, indent=2) + "\n")
     print(f"threshold {best:.2f}: out-of-fold mean Dice {scores[best]:.5f} (0.50: {scores[0.5]:.5f}); stored in "
-          f"{Path(args.model) / THRESHOLD_FILE}, used by predict, evaluate and submit of the fold ensemble")
+          f"{Path(model) / THRESHOLD_FILE}, used by predict, evaluate and submit of the fold ensemble")
     return 0
 
 
@@ -506,10 +521,23 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from unetseg.score.compare import compare, format_comparison
+    from unetseg.score.compare import compare, format_comparison, format_ranking
 
-    for comparison in compare(args.sets, args.metric, args.resamples, args.seed):
+    sets = list(args.sets)
+    if args.pairs:
+        from itertools import combinations
+
+        from unetseg.train.cv import ensemble_scores
+
+        if len(sets) < 2:
+            raise ValueError("--pairs: name at least two cross-validation runs")
+        out = Path(args.pairs_out) if args.pairs_out else Path(sets[0]) / "cv" / "ensembles"
+        for a, b in combinations(args.sets, 2):
+            sets.append(str(ensemble_scores([a, b], out, progress=_interactive())))
+    for comparison in compare(sets, args.metric, args.resamples, args.seed):
         print(format_comparison(comparison))
+    if args.pairs:
+        print(format_ranking(sets, args.metric))
     return 0
 
 
@@ -621,7 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "topology scores, with intervals"),
                            ("submit", "a Carvana submission: img,rle_mask per image (restartable, gzip)")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--model", required=True, metavar="RUN", help="a run folder written by unetseg train")
+        p.add_argument("--model", required=True, metavar="RUN", action="extend", nargs="+",
+                       help="a run folder written by unetseg train; several (--model A --model B): their ensemble, "
+                       "the mean of their probabilities")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         p.add_argument("--batch-size", type=int, default=0,
                        help="images per forward pass (0: from the GPU's free memory; 4 on CPUs)")
@@ -656,6 +686,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--ignore-pattern", help="their file name pattern (default: the run's)")
             p.add_argument("--save-probs", action="store_true", help="also write probs/<name>.png: the probabilities "
                            "at the image's size, 8-bit (one PNG per class for multi-class models)")
+            p.add_argument("--format", choices=("masks", "coco", "cvat"), default="masks",
+                           help="masks: masks/<name>.png in the training masks' encoding; coco: one COCO file, "
+                           "predictions.coco.json (RLE per image and class, its mean probability as score); cvat: "
+                           "CVAT's Segmentation mask 1.1 layout. coco and cvat import into the labelling tools as "
+                           "pre-annotations, and back with unetseg import")
             p.set_defaults(handler=_cmd_predict)
         elif name == "submit":
             p.add_argument("--images", required=True, help="the test photos (a folder, e.g. Carvana's test/)")
@@ -713,6 +748,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "column of per_image.csv: iou, hd95, cldice, ...)")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default: %(default)s)")
+    p.add_argument("--pairs", action="store_true", help="cross-validation runs split alike: also score each pair's "
+                   "ensemble out of fold (fold N with fold N, the mean of their probabilities) and rank the runs "
+                   "and pairs (nnU-Net's find_best_configuration)")
+    p.add_argument("--pairs-out", metavar="DIR", help="where the pairs' out-of-fold scores go (default: "
+                   "FIRST_RUN/cv/ensembles/A+B; scored once, read again while the runs are unchanged)")
     p.set_defaults(handler=_cmd_compare)
 
     p = sub.add_parser("report", help="one self-contained HTML file about one or several runs: scores, curves, "

@@ -63,7 +63,8 @@ def auto_batch(config: RunConfig, device: torch.device, tile: tuple[int, int] | 
     from unetseg.model.flops import activation_elements
 
     width, height = tile or config.data.image_size
-    model = getattr(model, "models", [model])[0]  # a fold ensemble runs its folds one after another
+    while hasattr(model, "models"):  # an ensemble runs its members (folds, runs) one after another
+        model = model.models[0]
     if not config.model.pretrained():  # the plain U-Net's: 24 bytes per pixel and base channel
         elements = 24 * config.model.base_channels / INFERENCE_BYTES
     else:  # counted on the built model (an ONNX graph: the config's network)
@@ -204,6 +205,78 @@ class Predictor:
                 logger.info("postprocessing from %s: %s", rules, predictor.postprocess.describe())
         predictor.source = f"{Path(run_dir).resolve()}:{weights}:{backend}" + (
             f":folds {' '.join(map(str, folds))}" if folds is not None else "")
+        return predictor
+
+    @classmethod
+    def from_runs(cls, run_dirs: Sequence[str | Path], device: str = "auto", batch_size: int = 0,
+                  backend: Literal["torch", "onnxruntime"] = "torch",
+                  weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool = False,
+                  threshold: float | None = None, tile: tuple[int, int] | None = None,
+                  overlap: float = 0.5, folds: list[int] | None = None, postprocess: bool = True) -> Predictor:
+        """Several runs as one predictor: the mean of their probabilities (:class:`~unetseg.model.ensemble.
+        RunEnsemble`; nnU-Net's ensembles of configurations), a cross-validation run among them by the mean of its
+        folds' logits first. One run: :meth:`from_run`. The runs must segment alike (the same classes, mask
+        encoding and input channels; patch runs the same patch and scale); they may differ in recipe, encoder,
+        input size and normalisation: the input is decoded at the largest run's size and resized for the others.
+        A stored threshold or postprocessing belongs to its run: the ensemble uses ``threshold`` (default 0.5) and
+        no postprocessing (each with a warning where a run has one).
+
+        Raises:
+            CheckpointError: naming the run that does not segment as the first does.
+        """
+        from unetseg.checkpoint import CheckpointError
+        from unetseg.model.ensemble import RunEnsemble
+
+        if len(run_dirs) == 1:
+            return cls.from_run(run_dirs[0], device, batch_size, backend, weights, amp, tta, threshold, tile,
+                                overlap, folds, postprocess)
+        names = [str(r) for r in run_dirs]
+        if len({Path(r).resolve() for r in run_dirs}) < len(run_dirs):
+            raise CheckpointError(f"--model {' '.join(names)}: a run is named twice")
+        if backend != "torch":
+            raise ValueError("--backend onnxruntime runs one run's model.onnx; an ensemble of runs needs the torch "
+                             "backend")
+        if folds is not None:
+            raise ValueError("--folds picks the folds of one cross-validation run; with several --model runs, name "
+                             "each run (a fold's folder RUN/fold_N is a run of its own)")
+        loaded = [load_model(r, weights=weights) for r in run_dirs]
+        first = loaded[0][1]
+        for run, (_, cfg) in zip(run_dirs[1:], loaded[1:]):
+            for what, a, b in (("classes", first.model.num_classes, cfg.model.num_classes),
+                               ("input channels", first.model.in_channels, cfg.model.in_channels),
+                               ("mask encoding", encoding_of(first.data), encoding_of(cfg.data)),
+                               ("class names", first.data.class_names, cfg.data.class_names),
+                               ("patch", (first.data.patch, first.data.patch_scale if first.data.patch else None),
+                                (cfg.data.patch, cfg.data.patch_scale if cfg.data.patch else None))):
+                if a != b:
+                    raise CheckpointError(f"{run}: its {what} ({b}) differ from {run_dirs[0]}'s ({a}): runs that "
+                                          f"segment differently cannot be averaged")
+        # the input at the largest run's size, resized for the others; a patch run's windows are the patch
+        big = max(range(len(loaded)), key=lambda k: loaded[k][1].data.image_size[0] * loaded[k][1].data.image_size[1])
+        config = RunConfig.from_dict(loaded[big][1].to_dict())
+        config.data.fold = None
+        config.data.hflip_p = min(cfg.data.hflip_p for _, cfg in loaded)  # TTA: the flips every run trained with
+        config.data.vflip_p = min(cfg.data.vflip_p for _, cfg in loaded)
+        width, height = config.data.image_size
+        scales = [(1.0, 1.0) if config.data.patch else (cfg.data.image_size[0] / width, cfg.data.image_size[1] / height)
+                  for _, cfg in loaded]
+        model = RunEnsemble([m for m, _ in loaded], [(cfg.data.mean, cfg.data.std) for _, cfg in loaded], scales,
+                            config.data.mean, config.data.std)
+        own = [str(r) for r in run_dirs if (Path(r) / THRESHOLD_FILE).is_file()]
+        if threshold is None and own and config.model.num_classes == 1:
+            logger.warning("warning: the thresholds stored in %s are their own; the ensemble uses 0.5 (--threshold "
+                           "to set one)", ", ".join(own))
+        rules = [str(r) for r in run_dirs if (Path(r) / POSTPROCESSING_FILE).is_file()
+                 and Postprocessing.load(Path(r) / POSTPROCESSING_FILE).active()]
+        if rules and postprocess:
+            logger.warning("warning: the postprocessing of %s was chosen for that run alone; the ensemble applies "
+                           "none", ", ".join(rules))
+        predictor = cls(model, config, device, batch_size, amp, tta, 0.5 if threshold is None else threshold, tile,
+                        overlap)
+        predictor.source = " + ".join(f"{Path(r).resolve()}:{weights}" for r in run_dirs)
+        logger.info("ensemble of %d runs (the mean of their probabilities) at %dx%d: %s", len(run_dirs), width,
+                    height, ", ".join(f"{r} {c.data.image_size[0]}x{c.data.image_size[1]}" for r, (_, c)
+                                      in zip(names, loaded)))
         return predictor
 
     @torch.inference_mode()
@@ -347,7 +420,8 @@ def overlay(image: np.ndarray, classes: np.ndarray, encoding: MaskEncoding, alph
 
 
 def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path, overlays: bool = True,
-                   progress: bool = False, ignore: DataConfig | None = None, probs: bool = False) -> list[Path]:
+                   progress: bool = False, ignore: DataConfig | None = None, probs: bool = False,
+                   fmt: Literal["masks", "coco", "cvat"] = "masks") -> list[Path]:
     """Segment an image file or a folder of images; write ``out_dir/masks/<stem>.png`` in the training masks'
     encoding (palette PNG for palette masks), with ``overlays`` ``out_dir/overlays/<stem>.jpg``, and with
     ``probs`` the probabilities at the image's size as 8-bit PNGs (0-255 for 0-1): ``out_dir/probs/<stem>.png``
@@ -356,10 +430,24 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
     Args:
         ignore: a DataConfig whose ``ignore_masks`` (and ``ignore_pattern`` / ``image_pattern``) name an ignore mask
             per image (DRIVE's field of view): pixels outside it are written as background.
+        fmt: "masks"; "coco": instead of the masks one COCO file ``out_dir/predictions.coco.json`` (compressed RLE
+            per image and class, ``score`` the class's mean probability); "cvat": instead of the masks CVAT's
+            "Segmentation mask 1.1" layout in ``out_dir`` (:mod:`unetseg.labels.export`), for correcting in a
+            labelling tool.
 
     Returns:
-        The mask files written.
+        The mask files written (the COCO file; CVAT's class masks).
     """
+    from unetseg.data.classes import class_names
+    from unetseg.labels.export import COCO_FILE, CVAT_MASKS, CocoWriter, CvatWriter, has_background
+
+    if fmt not in ("masks", "coco", "cvat"):
+        raise ValueError(f"--format {fmt}: masks, coco or cvat")
+    config = predictor.config
+    names = class_names(config.data.class_names, max(2, config.model.num_classes))
+    background = has_background(config.model.num_classes, config.data.background, names)
+    coco = CocoWriter(names, background) if fmt == "coco" else None
+    cvat = CvatWriter(Path(out_dir), names, background, config.data.class_colours) if fmt == "cvat" else None
     paths = list_images(inputs)
     ignores: dict[Path, Path | None] = {}
     if ignore is not None and ignore.ignore_masks:
@@ -367,29 +455,35 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
         ignores = dict(zip(paths, ignore_masks_for(paths, ignore, problems)))
         raise_problems(problems)
     out = Path(out_dir)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    for folder, wanted in (("overlays", overlays), ("probs", probs)):
+    out.mkdir(parents=True, exist_ok=True)
+    for folder, wanted in (("masks", fmt == "masks"), ("overlays", overlays), ("probs", probs)):
         if wanted:
             (out / folder).mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     logger.info("predict: %d images; decoding on %d threads, the model %d batches of %d ahead", len(paths),
                 DECODE_THREADS, MODEL_AHEAD, predictor.batch_size)
 
-    def write(path: Path, classes: np.ndarray, maps: np.ndarray | None) -> None:
+    def write(path: Path, classes: np.ndarray, maps: np.ndarray | None, scores: dict[int, float] | None) -> None:
         """Encode and write one image's files (on a thread, beside the model); an overlay decodes the image whole."""
         if maps is not None:
             for k, plane in enumerate(maps):
                 name = f"{path.stem}.png" if len(maps) == 1 else f"{path.stem}_class{k}.png"
                 Image.fromarray(plane).save(out / "probs" / name, compress_level=PNG_LEVEL)
-        predictor.encoding.to_image(classes).save(out / "masks" / f"{path.stem}.png", compress_level=PNG_LEVEL)
+        if coco is not None:
+            coco.add(path, classes, scores or {})
+        elif cvat is not None:
+            cvat.add(path, classes)
+        else:
+            predictor.encoding.to_image(classes).save(out / "masks" / f"{path.stem}.png", compress_level=PNG_LEVEL)
         if overlays:
             image = read_image(path, None, predictor.config.model.in_channels)
             overlay(image, classes, predictor.encoding, colours=predictor.config.data.class_colours).save(
                 out / "overlays" / f"{path.stem}.jpg", quality=90)
 
-    what = "mask" + " + probabilities" * probs + " + overlay" * overlays
+    what = {"masks": "mask", "coco": "COCO RLE", "cvat": "CVAT masks"}[fmt] + " + probabilities" * probs + \
+        " + overlay" * overlays
     with sized_writers(predictor.decode_times.median, DECODE_THREADS, WRITE_BOUND, "predict", what) as writers:
-        if probs:  # the scores at full size are needed too: one image at a time
+        if probs or coco is not None:  # the scores at full size are needed too: one image at a time
             results = ((path, predictor.finish(predictor.classes(logits).to(torch.uint8).cpu().numpy()), logits)
                        for path, logits in predictor.predict_paths(paths, progress))
         else:
@@ -403,14 +497,40 @@ def predict_folder(predictor: Predictor, inputs: str | Path, out_dir: str | Path
                         raise DataError(f"{ignores[path]}: ignore mask is {keep.shape[1]}x{keep.shape[0]} but the "
                                         f"image {path.name} is {classes.shape[1]}x{classes.shape[0]}")
                     classes[keep == 0] = 0
-                maps = None
+                maps = scores = None
                 if probs:
                     maps = (predictor.probabilities(logits) * 255).round().to(torch.uint8).cpu().numpy()
                     if keep is not None:  # outside the field of view: certain background, as the mask says
                         maps[:, keep == 0] = 0
                         if len(maps) > 1:
                             maps[0, keep == 0] = 255
-                writers.submit(write, path, classes, maps)  # bounded: a few images in flight, whatever the folder
-                written.append(out / "masks" / f"{path.stem}.png")
-    logger.info("wrote %d masks to %s", len(written), out / "masks")
+                if coco is not None:  # each present class's mean probability over its pixels
+                    scores = class_scores(predictor.probabilities(logits), classes)
+                writers.submit(write, path, classes, maps, scores)  # bounded: a few in flight, whatever the folder
+                written.append(out / (CVAT_MASKS if cvat else "masks") / f"{path.stem}.png")
+    if coco is not None:
+        written = [coco.write(out / COCO_FILE, predictor.source or "a unetseg run")]
+        logger.info("wrote %d annotations of %d images to %s (COCO, compressed RLE)", len(coco.annotations),
+                    len(coco.images), written[0])
+    elif cvat is not None:
+        cvat.write()
+        logger.info("wrote %d masks in CVAT's Segmentation mask 1.1 layout to %s", len(written), out)
+    else:
+        logger.info("wrote %d masks to %s", len(written), out / "masks")
     return written
+
+
+def class_scores(probabilities: torch.Tensor, classes: np.ndarray) -> dict[int, float]:
+    """Each present class's mean probability over the pixels it was given: a binary model's foreground (class 1)
+    from its one plane, a multi-class model's class k from plane k."""
+    index = torch.from_numpy(classes.astype(np.int64)).to(probabilities.device)
+    scores = {}
+    for k in torch.unique(index).tolist():
+        if probabilities.shape[0] == 1:
+            if k == 0:
+                continue
+            plane = probabilities[0]
+        else:
+            plane = probabilities[k]
+        scores[int(k)] = float(plane[index == k].float().mean())
+    return scores

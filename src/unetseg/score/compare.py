@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +85,28 @@ def format_comparison(c: Comparison) -> str:
             f"  {c.other}: {c.other_mean}\n"
             f"  difference (second - first): {d}; Wilcoxon signed-rank p = {p.p_value:.3g}; "
             f"higher on {p.better}, equal on {p.equal}, lower on {p.worse}: {verdict}{missing}")
+
+
+def format_ranking(sets: list[str | Path], metric: str = "dice") -> str:
+    """The sets ranked by their mean ``metric`` over the images (each set's images with the score), best first, with
+    the pooled figure of its summary.json where there is one (mIoU for multi-class sets, else global Dice): how
+    nnU-Net's ``find_best_configuration`` picks among single configurations and their ensembles."""
+    lower = metric in LOWER_IS_BETTER
+    rows = []
+    for name in sets:
+        file, table = read_per_image(name)
+        values = np.array([row[metric] for row in table.values() if metric in row], dtype=float)
+        pooled = ""
+        try:
+            summary = json.loads((file.parent / "summary.json").read_text())
+            key = "miou" if summary.get("miou") is not None and len(summary.get("per_class", [])) > 2 else "global_dice"
+            if summary.get(key) is not None:
+                pooled = f", pooled {key} {summary[key]:.4f}"
+        except (OSError, ValueError):
+            pass
+        rows.append((float(np.nanmean(values)) if np.isfinite(values).any() else math.nan, str(name), pooled))
+    rows.sort(key=lambda r: (math.isnan(r[0]), r[0] if lower else -r[0]))
+    lines = [f"ranked by mean {metric} ({'lower' if lower else 'higher'} is better):"]
+    lines += [f"  {k}. {name}: {mean:.4f}{pooled}" for k, (mean, name, pooled) in enumerate(rows, 1)]
+    lines.append(f"best: {rows[0][1]}")
+    return "\n".join(lines)

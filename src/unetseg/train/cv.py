@@ -306,6 +306,82 @@ def write_cv_scores(run: str | Path, cfg: RunConfig | None = None, progress: boo
     return summary
 
 
+def score_cv_ensemble(runs: list[str | Path], out_dir: str | Path, progress: bool = False) -> dict:
+    """The out-of-fold scores of an ensemble of cross-validation runs split alike (the same ``folds.json`` images):
+    fold N of each run together (the mean of their probabilities, :meth:`unetseg.infer.Predictor.from_runs`)
+    predicts fold N's held-out pairs, so every training image is predicted once by models that did not train on it
+    (nnU-Net's ``find_best_configuration``, which scores the pairs of configurations out of fold, before
+    postprocessing). Written as :func:`write_cv_scores` writes a run's (``out_dir/per_image.csv``, summary.json,
+    each fold in ``out_dir/fold_N``), for :func:`unetseg.score.compare`. Returns the pooled summary.
+
+    Raises:
+        CheckpointError: when a run is not a finished cross-validation run or the runs' folds hold other images.
+    """
+    from unetseg.checkpoint import cv_folds, is_cv_run, read_split
+    from unetseg.data import find_pairs
+    from unetseg.data.split import pairs_of_split
+    from unetseg.infer.evaluate import evaluate_folds
+    from unetseg.infer.predict import Predictor
+
+    runs = [Path(r) for r in runs]
+    folds_of = {}
+    for run in runs:
+        if not is_cv_run(run):
+            raise CheckpointError(f"{run}: not a cross-validation run (no {FOLDS_FILE}); an ensemble is scored out "
+                                  f"of fold only for runs trained with --folds K")
+        done = finished_folds(run)
+        if len(done) < cv_folds(run):
+            raise CheckpointError(f"{run}: folds {', '.join(map(str, sorted(set(range(cv_folds(run))) - set(done))))} "
+                                  f"have not finished (unetseg train --resume {run})")
+        folds_of[run] = [sorted(f) for f in json.loads((run / FOLDS_FILE).read_text())["images"]]
+    for run in runs[1:]:
+        if folds_of[run] != folds_of[runs[0]]:
+            raise CheckpointError(f"{run / FOLDS_FILE}: its folds hold other images than {runs[0] / FOLDS_FILE}'s: "
+                                  f"an ensemble is scored out of fold only on runs split alike (the same data, "
+                                  f"--folds, --split and --split-seed)")
+    logger.info("scoring the ensemble of %s out of fold, fold by fold, into %s", " + ".join(map(str, runs)), out_dir)
+    folds = []
+    for fold, names in enumerate(folds_of[runs[0]]):
+        predictor = Predictor.from_runs([fold_dir(run, fold) for run in runs], postprocess=False)
+        stored = RunConfig.load(fold_dir(runs[0], fold) / CONFIG_FILE)
+        if sorted(read_split(fold_dir(runs[0], fold), "val")) != names:
+            raise CheckpointError(f"{fold_dir(runs[0], fold) / 'split.json'}: its validation images are not fold "
+                                  f"{fold} of {runs[0] / FOLDS_FILE}")
+        folds.append((predictor, pairs_of_split(find_pairs(stored.data), "val", names)))
+    summary = evaluate_folds(folds, out_dir, progress=progress)
+    atomic_write_text(Path(out_dir) / "ensemble.json", json.dumps(
+        {"runs": [str(r.resolve()) for r in runs], "combined": "mean of probabilities (each run's folds: of logits)",
+         "images": summary["images"], "written": time.strftime("%Y-%m-%d %H:%M:%S %z")}, indent=2) + "\n")
+    return summary
+
+
+def ensemble_scores(runs: list[str | Path], out_root: str | Path, progress: bool = False) -> Path:
+    """The folder of the out-of-fold scores of ``runs``' ensemble (:func:`score_cv_ensemble`), in
+    ``out_root/A+B``: scored there once, and read again while every fold's weights are those it was scored with."""
+    runs = [Path(r) for r in runs]
+    names = [r.resolve().name for r in runs]
+    if len(set(names)) < len(names):  # runs of one name in different folders
+        names = [f"{r.resolve().parent.name}_{r.resolve().name}" for r in runs]
+    out = Path(out_root) / "+".join(names)
+    stamp = {str(r.resolve()): [_mtime(fold_dir(r, k) / "model.safetensors") for k in finished_folds(r)]
+             for r in runs if (r / FOLDS_FILE).is_file()}
+    record = out / "ensemble.json"
+    try:
+        if json.loads(record.read_text()).get("weights") == stamp and (out / "per_image.csv").is_file():
+            logger.info("compare: the ensemble of %s was scored out of fold before: %s", " + ".join(map(str, runs)),
+                        out)
+            return out
+    except (OSError, ValueError):
+        pass
+    score_cv_ensemble(runs, out, progress)
+    record.write_text(json.dumps({**json.loads(record.read_text()), "weights": stamp}, indent=2) + "\n")
+    return out
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns if path.is_file() else 0
+
+
 def tune_cv_threshold(run: str | Path, thresholds: list[float]) -> dict[float, float]:
     """A binary cross-validation run's mean Dice at each threshold, from its out-of-fold probabilities
     (``RUN/cv/predictions/probs``, 8-bit: a pixel is decided as at ``round(255 p)``): every training image counts

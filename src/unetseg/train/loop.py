@@ -40,7 +40,8 @@ from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, METRICS_FILE, STATE_FILE
 from unetseg.config import RunConfig, ignored_settings, parse_duration
 from unetseg.data.classes import class_names
 from unetseg.data.transforms import augment
-from unetseg.drawing.curves import CurvesPainter
+from unetseg.drawing.curves import CURVES_FILE, CurvesPainter
+from unetseg.train.trackers import backends, open_trackers
 from unetseg.metrics import check_background
 from unetseg.model import UNet
 from unetseg.model.flops import activation_elements
@@ -146,6 +147,7 @@ def _fit_split(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, ove
     """:func:`fit` of one split (a run, or a fold of a cross-validation run)."""
     started = time.monotonic()
     keep = set(keep) if keep is not None else changed_settings(cfg)
+    backends(cfg.train.log, cfg.train.log_dir)  # a tracker's missing library is one line, before anything is written
     # the encoder's weights are found and checked before the run folder is made: a bad name or file writes nothing
     pretrained = (None, "none") if resume else encoder_state(cfg.model)
     if cfg.model.pretrained() and not cfg.model.encoder_weights:
@@ -384,10 +386,17 @@ class _Training:
                 if self.cfg.model.pretrained() and not self.resumed else None  # a resume keeps the first's
             record_session(self.out, self.data.check, self.data.ceiling, self.device, self.dtype, self.layout,
                            self.world.size, self.n_params, self.pos, encoder)
-        with StopOnSignal() as stop:
-            while self.pos.epoch < self.epochs_planned():
-                seconds, seen = self._epoch(self.pos.epoch, stop)
-                self._end_epoch(self.pos.epoch, seconds, seen)
+        self.trackers = open_trackers(self.out, self.cfg.train.log, self.cfg.to_dict(), self.resumed,
+                                      self.pos.epoch * self.steps + self.pos.step, self.cfg.train.log_dir,
+                                      self.world.is_main)
+        try:
+            with StopOnSignal() as stop:
+                while self.pos.epoch < self.epochs_planned():
+                    seconds, seen = self._epoch(self.pos.epoch, stop)
+                    self._end_epoch(self.pos.epoch, seconds, seen)
+            self.trackers.files([self.out / CONFIG_FILE, self.out / CURVES_FILE])
+        finally:
+            self.trackers.close()
         if self.clock is not None and self.world.is_main:  # a resumed run's sessions are not one clock
             elapsed = time.monotonic() - self.started
             logger.info("budget %s: ran %s in all (%.1f%% of the budget)", self.cfg.train.budget,
@@ -551,6 +560,7 @@ class _Training:
         if world.is_main:
             with open(self.out / METRICS_FILE, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+            self.trackers.log(record)
             self.curves(final=last_epoch)
         pos.epoch, pos.step, pos.loss_sum = epoch + 1, 0, 0.0
         self._decided = 0
