@@ -1,0 +1,101 @@
+"""Commands that cannot rot: every ``unetseg ...`` command in the README and the guides parses with the CLI's own
+parser (a flag renamed or removed fails here, nothing trains), and every relative link and anchor resolves."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from unetseg.cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+
+def commands(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, argv after ``unetseg``) of each unetseg command in the shell blocks of ``path``."""
+    text = path.read_text()
+    found = []
+    for block in FENCE.finditer(text):
+        if block.group(1) not in ("", "bash", "sh", "console"):
+            continue
+        first = text.count("\n", 0, block.start(2)) + 1
+        lines = block.group(2).split("\n")
+        joined, start = "", 0
+        for k, line in enumerate(lines):
+            if not joined:
+                start = first + k
+            joined += line.rstrip()
+            if joined.endswith("\\"):
+                joined = joined[:-1] + " "
+                continue
+            line_text, joined = joined, ""
+            if not re.search(r"(^|[\s;&|(])unetseg\s", line_text):
+                continue
+            if not block.group(1) and not re.match(r"\s*(\$ )?([A-Z_]+=\S+ )*unetseg\s", line_text):
+                continue  # an untagged block's other lines are output, not commands
+            lexer = shlex.shlex(line_text, posix=True, punctuation_chars=";&|")
+            lexer.whitespace_split, lexer.commenters = True, "#"
+            try:
+                tokens = list(lexer)
+            except ValueError as err:
+                raise AssertionError(f"{path.name}:{start}: not a shell line ({err}): {line_text}") from None
+            while "unetseg" in tokens:
+                i = tokens.index("unetseg")
+                rest = tokens[i + 1:]
+                end = next((j for j, t in enumerate(rest) if t and set(t) <= set(";&|")), len(rest))
+                if rest[:1] != ["=="] and not (i and tokens[i - 1] in ("pip", "install")):
+                    found.append((start, rest[:end]))
+                tokens = rest[end:]
+    return found
+
+
+ALL = [(path, line, argv) for path in DOCS for line, argv in commands(path)]
+
+
+def test_the_docs_hold_the_commands():
+    readme = [argv for path, _, argv in ALL if path.name == "README.md"]
+    assert len(readme) >= 30 and any(argv[:1] == ["train"] for argv in readme)
+
+
+@pytest.mark.parametrize("path, line, argv", ALL, ids=[f"{p.relative_to(ROOT)}:{n}" for p, n, _ in ALL])
+def test_every_documented_command_parses(path, line, argv, capsys):
+    if argv and argv[0] in ("-h", "--help") or "--help" in argv or "-h" in argv:
+        return  # help exits on purpose
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{path.relative_to(ROOT)}:{line}: unetseg {shlex.join(argv)}: "
+                    f"{capsys.readouterr().err.strip().splitlines()[-1]}")
+    assert args.handler is not None
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of the headings of ``path``."""
+    anchors = set()
+    inside = False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        if not inside and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"\s", "-", re.sub(r"[^\w\- ]", "", title)))
+    return anchors
+
+
+def test_every_relative_link_and_anchor_resolves():
+    broken = []
+    for path in DOCS:
+        text = FENCE.sub("", path.read_text())
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://|mailto:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            resolved = (path.parent / file).resolve() if file else path
+            if not resolved.exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target}: no such file")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+                broken.append(f"{path.relative_to(ROOT)}: {target}: no such heading")
+    assert not broken, "\n".join(broken)
