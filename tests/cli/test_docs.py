@@ -24,6 +24,7 @@ def commands(path: Path) -> list[tuple[int, list[str]]]:
         first = text.count("\n", 0, block.start(2)) + 1
         lines = block.group(2).split("\n")
         joined, start = "", 0
+        variables: dict[str, list[str]] = {}  # NAME="--a x --b y" lines: $NAME stands for its words
         for k, line in enumerate(lines):
             if not joined:
                 start = first + k
@@ -32,6 +33,17 @@ def commands(path: Path) -> list[tuple[int, list[str]]]:
                 joined = joined[:-1] + " "
                 continue
             line_text, joined = joined, ""
+            words = []
+            if "unetseg" not in line_text and re.match(r"\s*[A-Za-z_]\w*=", line_text):
+                try:
+                    words = shlex.split(line_text, comments=True)
+                except ValueError:
+                    words = []
+            if words and all(re.fullmatch(r"[A-Za-z_]\w*=.*", w) for w in words):  # D=... V="..." (no command)
+                for word in words:
+                    name, _, value = word.partition("=")
+                    variables[name] = value.split()  # $NAME unquoted: split into words, as the shell does
+                continue
             if not re.search(r"(^|[\s;&|(])unetseg\s", line_text):
                 continue
             if not block.group(1) and not re.match(r"\s*(\$ )?([A-Z_]+=\S+ )*unetseg\s", line_text):
@@ -42,6 +54,8 @@ def commands(path: Path) -> list[tuple[int, list[str]]]:
                 tokens = list(lexer)
             except ValueError as err:
                 raise AssertionError(f"{path.name}:{start}: not a shell line ({err}): {line_text}") from None
+            tokens = [word for t in tokens
+                      for word in (variables[t[1:]] if t[:1] == "$" and t[1:] in variables else [t])]
             while "unetseg" in tokens:
                 i = tokens.index("unetseg")
                 rest = tokens[i + 1:]

@@ -96,10 +96,22 @@ def test_predict_format_cvat_imports_back_to_the_predicted_classes(runs, kind, t
     labels = [line.split(":")[0] for line in (out / "labelmap.txt").read_text().splitlines()[1:]]
     assert labels == names
     assert main(["import", "cvat", str(out), "--images", str(images), "--out", str(tmp_path / "back")]) == 0
+    from unetseg.labels.export import VOC_COLOURS
+
+    inverse = {tuple(c): n for n, c in enumerate(VOC_COLOURS.tolist())}
     seen = set()
     for path in sorted(images.iterdir()):
         classes = predictor.predict_image(path)
         seen |= set(np.unique(classes).tolist())
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "back" / "masks" / f"{path.stem}.png")),
                                       classes)
+        # the object masks in VOC's instance colours (as CVAT reads them): each object is one class's pixels, class 0
+        # an object too where it is not the background
+        rgb = np.asarray(Image.open(out / "SegmentationObject" / f"{path.stem}.png").convert("RGB"))
+        objects = np.vectorize(lambda packed: inverse[((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)])(
+            (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2])
+        objects_of = [k for k in np.unique(classes).tolist() if k > 0 or kind == "three"]
+        for n, k in enumerate(objects_of, 1):
+            np.testing.assert_array_equal(objects == n, classes == k)
+        assert objects.max() == len(objects_of)
     assert len(seen) >= 2

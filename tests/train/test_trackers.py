@@ -37,9 +37,16 @@ def test_tensorboard_holds_the_metrics_at_their_steps_and_a_resume_continues_the
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    import shutil
+
     run = tmp_path / "run"
-    assert main(["train", "--data", str(synthetic_dir), "--out", str(run), "--epochs", "2", "--log", "tensorboard",
+    assert main(["train", "--data", str(synthetic_dir), "--out", str(run), "--epochs", "1", "--log", "tensorboard",
                  *FLAGS]) == 0
+    shutil.copy(run / "last.pt", tmp_path / "epoch1.pt")
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0
+    # a crash after epoch 3 was logged but whose last checkpoint was epoch 1's: the resume logs epochs 2-3 again,
+    # and the events keep each step once
+    shutil.copy(tmp_path / "epoch1.pt", run / "last.pt")
     assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()

@@ -271,6 +271,9 @@ class Predictor:
         if rules and postprocess:
             logger.warning("warning: the postprocessing of %s was chosen for that run alone; the ensemble applies "
                            "none", ", ".join(rules))
+        if not batch_size:  # the members run one after another: the batch that fits the most demanding of them
+            here = resolve_device(device)
+            batch_size = min(auto_batch(cfg, here, tile or cfg.data.patch, m) for m, cfg in loaded)
         predictor = cls(model, config, device, batch_size, amp, tta, 0.5 if threshold is None else threshold, tile,
                         overlap)
         predictor.source = " + ".join(f"{Path(r).resolve()}:{weights}" for r in run_dirs)

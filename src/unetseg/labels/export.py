@@ -89,10 +89,27 @@ class CocoWriter:
         return path
 
 
+def voc_colours(count: int = 256) -> np.ndarray:
+    """Pascal VOC's colour map (index -> RGB by the bits of the index, 1 -> (128, 0, 0)), which VOC and CVAT use for
+    the object (instance) masks."""
+    table = np.zeros((count, 3), np.uint8)
+    for index in range(count):
+        value, rgb = index, [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << (7 - bit)
+            value >>= 3
+        table[index] = rgb
+    return table
+
+
+VOC_COLOURS = voc_colours()
+
+
 class CvatWriter:
     """CVAT's "Segmentation mask 1.1" layout in ``out``: ``labelmap.txt`` (the classes in order, with their colours),
     ``SegmentationClass/<stem>.png`` (RGB, each class in its colour), ``SegmentationObject/<stem>.png`` (each
-    present class one object) and ``ImageSets/Segmentation/default.txt``.
+    present class one object, in VOC's instance colours) and ``ImageSets/Segmentation/default.txt``.
 
     Args:
         colours: ``#rrggbb`` per class (a classes file's), else the toolkit's colours (class 0 black when it is the
@@ -108,7 +125,7 @@ class CvatWriter:
         if len(set(table)) < len(table):  # CVAT tells classes apart by colour
             table = [colour_of(k if background else k + 1) for k in range(len(names))]
         self.colours = np.array(table, dtype=np.uint8)
-        self.names = names
+        self.names, self.background = names, background
         for sub in (CVAT_MASKS, CVAT_OBJECTS):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.stems: list[str] = []
@@ -116,11 +133,13 @@ class CvatWriter:
 
     def add(self, path: Path, classes: np.ndarray) -> None:
         Image.fromarray(self.colours[classes]).save(self.out / CVAT_MASKS / f"{path.stem}.png")
-        objects = np.zeros(classes.shape, np.uint8)  # one object per present class, numbered in class order
-        for n, k in enumerate(np.unique(classes[classes > 0]).tolist(), 1):
+        # one object per present class (class 0 too where it is an object), numbered in class order and painted in
+        # VOC's instance colours, which CVAT's reader (Datumaro's VocInstColormap) maps back to the numbers
+        objects = np.zeros(classes.shape, np.uint8)
+        present = np.unique(classes).tolist()
+        for n, k in enumerate([k for k in present if k > 0 or not self.background], 1):
             objects[classes == k] = n
-        Image.fromarray(self.colours[objects] if objects.max() < len(self.colours) else
-                        np.stack([objects] * 3, -1)).save(self.out / CVAT_OBJECTS / f"{path.stem}.png")
+        Image.fromarray(VOC_COLOURS[objects]).save(self.out / CVAT_OBJECTS / f"{path.stem}.png")
         with self._lock:
             self.stems.append(path.stem)
 

@@ -75,7 +75,7 @@ class RunEnsemble(nn.Module):
             sx, sy = self.scales[k]
             size = (max(1, round(height * sy)), max(1, round(width * sx)))
             if size != (height, width):
-                xk = F.interpolate(xk, size=size, mode="bilinear", align_corners=False, antialias=sx * sy < 1)
+                xk = F.interpolate(xk, size=size, mode="bilinear", align_corners=False, antialias=sx < 1 or sy < 1)
             out = model(xk.to(x.dtype).contiguous(memory_format=_layout(x))).float()
             if out.shape[-2:] != (height, width):  # scores enlarged as a single run's are, then probabilities
                 out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)

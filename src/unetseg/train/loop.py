@@ -389,14 +389,16 @@ class _Training:
         self.trackers = open_trackers(self.out, self.cfg.train.log, self.cfg.to_dict(), self.resumed,
                                       self.pos.epoch * self.steps + self.pos.step, self.cfg.train.log_dir,
                                       self.world.is_main)
+        ok = False
         try:
             with StopOnSignal() as stop:
                 while self.pos.epoch < self.epochs_planned():
                     seconds, seen = self._epoch(self.pos.epoch, stop)
                     self._end_epoch(self.pos.epoch, seconds, seen)
             self.trackers.files([self.out / CONFIG_FILE, self.out / CURVES_FILE])
+            ok = True
         finally:
-            self.trackers.close()
+            self.trackers.close(ok)  # a run stopped or failed is marked so (a resume continues it)
         if self.clock is not None and self.world.is_main:  # a resumed run's sessions are not one clock
             elapsed = time.monotonic() - self.started
             logger.info("budget %s: ran %s in all (%.1f%% of the budget)", self.cfg.train.budget,

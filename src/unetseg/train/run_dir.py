@@ -20,6 +20,7 @@ from unetseg.checkpoint import (BEST_FILE, CONFIG_FILE, FOLDS_FILE, METRICS_FILE
 from unetseg.config import RunConfig
 from unetseg.data.node_cache import cache_prefix
 from unetseg.drawing.curves import CURVES_FILE
+from unetseg.train.trackers import TRACKER_FILES
 from unetseg.train._state import Position
 from unetseg.train.distributed import World
 
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 #: Files a run writes before its first last.pt (config, split, log, and the weights and curves of a first validation
 #: killed before the state); a folder holding nothing else never started training.
 _PRE_START_FILES = {CONFIG_FILE, SPLIT_FILE, "train.log", METRICS_FILE, RUN_INFO_FILE, WEIGHTS_FILE, BEST_FILE,
-                    CURVES_FILE}
+                    CURVES_FILE, *TRACKER_FILES}
 
 
 class RunLog(logging.FileHandler):
@@ -93,7 +94,10 @@ def prepare_run_dir(out_dir: str | Path, resume: bool, overwrite: bool, world: W
         out.mkdir(parents=True, exist_ok=True)
         if restart:  # the log stays, and tells both attempts
             for name in _PRE_START_FILES - {"train.log"}:
-                (out / name).unlink(missing_ok=True)
+                if (out / name).is_dir():  # a tracker's folder (tensorboard/, mlruns/, wandb/)
+                    shutil.rmtree(out / name)
+                else:
+                    (out / name).unlink(missing_ok=True)
             logger.info("%s: a run that stopped before its first checkpoint; starting afresh", out)
         for stale in out.glob(".*.tmp"):  # left by a kill during an atomic write
             stale.unlink()

@@ -3,9 +3,10 @@
 
 A tracker is an extra, never required: it is opened once by the main process (rank 0), and a resumed run continues
 the same tracker run (MLflow's and W&B's ids are kept in ``RUN/trackers.json``; TensorBoard's event files drop the
-steps after the checkpoint, ``purge_step``). Calls go to a background thread through a bounded queue, so a slow or
-unreachable tracker never holds a step; a tracker that fails costs one warning and is dropped, and
-``metrics.jsonl`` stays the record.
+steps after the checkpoint, ``purge_step``; MLflow keeps the values it was given after the checkpoint beside the
+ones logged again, W&B ignores steps below its last one). The trackers are started, fed and finished on a thread
+of their own through a bounded queue, so a slow or unreachable tracker never holds a step; a tracker that fails
+costs one warning and is dropped, and ``metrics.jsonl`` stays the record.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 IDS_FILE = "trackers.json"
 TENSORBOARD_DIR = "tensorboard"
+#: What the trackers write in a run folder (a run that stopped before its first checkpoint may start afresh there).
+TRACKER_FILES = (IDS_FILE, TENSORBOARD_DIR, "mlruns", "wandb")
 #: Calls waiting for the tracker thread at most; beyond it a call is dropped (and counted), never waited for.
 QUEUE_BOUND = 256
 #: Seconds ``close`` waits for the calls still queued.
@@ -86,7 +90,7 @@ class _Backend:
     def files(self, paths: list[Path]) -> None:
         raise NotImplementedError
 
-    def finish(self) -> None:
+    def finish(self, ok: bool = True) -> None:
         raise NotImplementedError
 
 
@@ -111,7 +115,9 @@ class TensorBoard(_Backend):
         self.module = _require("torch.utils.tensorboard", "tensorboard")
 
     def start(self, run: Path, config: dict[str, Any], resume_id: str | None, step: int) -> str | None:
-        folder = Path(self.log_dir) if self.log_dir else run / TENSORBOARD_DIR
+        # a --log-dir shared by runs (and folds) holds one folder per run: RUN's name, CV_RUN/fold_N for a fold
+        name = f"{run.resolve().parent.name}/{run.name}" if run.name.startswith("fold_") else run.resolve().name
+        folder = Path(self.log_dir) / name if self.log_dir else run / TENSORBOARD_DIR
         # a resumed run drops what was logged after its checkpoint (at step ``step``; the record of that step was
         # logged before it): the steps to come are logged again
         self.writer = self.module.SummaryWriter(str(folder), purge_step=step + 1 if resume_id else None)
@@ -135,7 +141,7 @@ class TensorBoard(_Backend):
                 self.writer.add_text(path.stem, "```\n" + path.read_text() + "\n```")
         self.writer.flush()
 
-    def finish(self) -> None:
+    def finish(self, ok: bool = True) -> None:
         self.writer.close()
 
 
@@ -174,15 +180,20 @@ class MLflow(_Backend):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        # MLflow's metric names take letters, digits and _-./ and spaces
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        self.client.log_batch(self.run_id, metrics=[Metric(mlflow_name(k), v, now, step) for k, v in values.items()])
 
     def files(self, paths: list[Path]) -> None:
         for path in paths:
             self.client.log_artifact(self.run_id, str(path))
 
-    def finish(self) -> None:
-        self.client.set_terminated(self.run_id)
+    def finish(self, ok: bool = True) -> None:
+        self.client.set_terminated(self.run_id, status="FINISHED" if ok else "FAILED")
+
+
+def mlflow_name(key: str) -> str:
+    """A metric name MLflow takes (letters, digits, ``_-./`` and spaces): a class named ``car (parked)`` is logged
+    as ``val_iou/car _parked_``."""
+    return re.sub(r"[^/\w.\- ]", "_", key)
 
 
 class WandB(_Backend):
@@ -207,8 +218,8 @@ class WandB(_Backend):
         for path in paths:
             self.run.save(str(path), base_path=str(path.parent), policy="now")
 
-    def finish(self) -> None:
-        self.run.finish()
+    def finish(self, ok: bool = True) -> None:
+        self.run.finish(exit_code=0 if ok else 1)
 
 
 def backends(names: Iterable[str], log_dir: str = "") -> list[_Backend]:
@@ -241,7 +252,12 @@ class Trackers:
         self._thread: threading.Thread | None = None
         if not self.live:
             return
-        ids = self._ids() if resume else {}
+        # started on the tracker thread too: a server that does not answer (MLflow retries for minutes) holds nothing
+        self._queue.put(("start", (config, self._ids() if resume else {}, resume, step)))
+        self._thread = threading.Thread(target=self._work, name="unetseg-trackers", daemon=True)
+        self._thread.start()
+
+    def _start(self, config: dict[str, Any], ids: dict[str, str], resume: bool, step: int) -> None:
         for backend in list(self.live):
             try:
                 ids[backend.name] = backend.start(self.run, config, ids.get(backend.name), step)
@@ -250,8 +266,6 @@ class Trackers:
             except Exception as err:  # noqa: BLE001 - a tracker never stops the training
                 self._fail(backend, err)
         atomic_write_text(self.run / IDS_FILE, json.dumps(ids, indent=1) + "\n")
-        self._thread = threading.Thread(target=self._work, name="unetseg-trackers", daemon=True)
-        self._thread.start()
 
     def _ids(self) -> dict[str, str]:
         try:
@@ -280,6 +294,10 @@ class Trackers:
             if what == "stop":
                 self._queue.task_done()
                 return
+            if what == "start":
+                self._start(*args)
+                self._queue.task_done()
+                continue
             for backend in list(self.live):
                 try:
                     getattr(backend, what)(*args)
@@ -295,12 +313,13 @@ class Trackers:
         """Files to keep with the tracker's run (those that exist)."""
         self._call("files", [Path(p) for p in paths if Path(p).is_file()])
 
-    def close(self) -> None:
-        """Finish every tracker's run, waiting at most CLOSE_SECONDS for the calls still queued."""
+    def close(self, ok: bool = True) -> None:
+        """Finish every tracker's run (``ok`` False: marked failed), waiting at most CLOSE_SECONDS for the calls
+        still queued."""
         if self._thread is None:
             return
-        self._call("finish")
         try:
+            self._queue.put(("finish", (ok,)), timeout=CLOSE_SECONDS)
             self._queue.put(("stop", ()), timeout=CLOSE_SECONDS)
         except queue.Full:
             pass
