@@ -110,7 +110,7 @@ class TensorBoard(_Backend):
     name = "tensorboard"
 
     def __init__(self, log_dir: str = "") -> None:
-        self.log_dir = log_dir
+        self.log_dir, self.step = log_dir, 0
         _require("tensorboard", "tensorboard")
         self.module = _require("torch.utils.tensorboard", "tensorboard")
 
@@ -129,6 +129,7 @@ class TensorBoard(_Backend):
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
         self.writer.flush()
+        self.step = step
 
     def files(self, paths: list[Path]) -> None:
         import numpy as np
@@ -136,9 +137,10 @@ class TensorBoard(_Backend):
 
         for path in paths:
             if path.suffix == ".png":
-                self.writer.add_image(path.stem, np.asarray(Image.open(path).convert("RGB")), dataformats="HWC")
+                self.writer.add_image(path.stem, np.asarray(Image.open(path).convert("RGB")), self.step,
+                                      dataformats="HWC")
             elif path.suffix == ".json":
-                self.writer.add_text(path.stem, "```\n" + path.read_text() + "\n```")
+                self.writer.add_text(path.stem, "```\n" + path.read_text() + "\n```", self.step)
         self.writer.flush()
 
     def finish(self, ok: bool = True) -> None:
