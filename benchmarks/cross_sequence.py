@@ -39,6 +39,8 @@ ARMS = {
     # the README's command with the narrower decoder (128-64-32-16-16: 0.79x a step, so more steps in the budget)
     "narrow-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val",
                    "--decoder-channels", "128", "64", "32", "16", "16"],
+    # the README's command with an exponential moving average of the weights as the final model
+    "ema-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val", "--ema-decay", "0.998"],
     "scratch": ["--encoder", "unet"],
     # 5-fold cross-validation at the same budget (each fold a fifth of it; the folds by blocks of frames, the
     # validation folder not used), scored as the ensemble of the 5 folds
