@@ -1,6 +1,7 @@
 """Commands that cannot rot: every ``unetseg ...`` command in the README and the guides parses with the CLI's own
 parser (a flag renamed or removed fails here, nothing trains), and every relative link and anchor resolves."""
 
+import argparse
 import re
 import shlex
 from pathlib import Path
@@ -71,7 +72,7 @@ ALL = [(path, line, argv) for path in DOCS for line, argv in commands(path)]
 
 def test_the_docs_hold_the_commands():
     readme = [argv for path, _, argv in ALL if path.name == "README.md"]
-    assert len(readme) >= 30 and any(argv[:1] == ["train"] for argv in readme)
+    assert len(ALL) >= 50 and {"check-data", "train", "evaluate", "predict", "report"} <= {a[0] for a in readme}
 
 
 @pytest.mark.parametrize("path, line, argv", ALL, ids=[f"{p.relative_to(ROOT)}:{n}" for p, n, _ in ALL])
@@ -113,3 +114,35 @@ def test_every_relative_link_and_anchor_resolves():
             elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
                 broken.append(f"{path.relative_to(ROOT)}: {target}: no such heading")
     assert not broken, "\n".join(broken)
+
+
+def test_every_train_flag_is_documented_in_a_guide():
+    """Each flag of ``unetseg train --help`` appears in the README or a guide (``--X`` or its ``--no-X``)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {o for a in sub.choices["train"]._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
+    text = "\n".join(path.read_text() for path in DOCS)
+    documented = {f for f in flags if re.search(re.escape(f) + r"(?![\w-])", text)}
+    negated = {f for f in flags if f.startswith("--no-") and f"--{f[5:]}" in documented}
+    positive = {f for f in flags if f"--no-{f[2:]}" in documented}
+    assert sorted(flags - documented - negated - positive) == []
+
+
+def test_the_top_help_gives_each_command_one_line_and_names_the_guides(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # a terminal's usual width
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in sub.choices:
+        lines = [line for line in out.splitlines() if line.strip().startswith(name + " ")]
+        assert len(lines) == 1, name
+        following = out.splitlines()[out.splitlines().index(lines[0]) + 1]
+        assert not following.startswith(" " * 24), f"{name}'s help runs over one line"
+    from unetseg.cli.main import GUIDES
+
+    assert "guides by task" in out
+    guides = {p.stem for p in (ROOT / "docs").glob("*.md")}
+    named = set(re.findall(r"[a-z-]+", GUIDES.split("lists them):")[1].split("unetseg COMMAND")[0]))
+    assert guides <= named, guides - named

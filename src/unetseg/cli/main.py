@@ -618,10 +618,22 @@ def _interactive() -> bool:
     return sys.stderr.isatty()
 
 
+#: One line per subcommand in ``unetseg --help`` (each command's own --help has the longer description).
+_SHORT = {'evaluate': "predict and score at each image's size, intervals", 'submit': 'a Carvana submission: img,rle_mask (restartable)',
+          'score': "score any tool's masks: Dice, IoU, HD95, AUC, ...", 'compare': 'compare scored sets image by image (Wilcoxon)',
+          'report': 'one self-contained HTML page about one or several runs',
+          'export': "the run's model as ONNX, checked against PyTorch", 'check-data': 'check a dataset before training (exit 0: it can train)',
+          'import': 'a COCO, LabelMe or CVAT export as a folder of pairs',
+          'demo-data': 'write a synthetic image/mask dataset (no download)'}
+GUIDES = ("guides by task in the repository's docs/ (README.md lists them): data, training, multi-class, pretrained, "
+          "cross-validation, predictions, scoring, speed, distributed, runs, api. unetseg COMMAND --help gives a "
+          "command's flags.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``unetseg`` argument parser."""
     parser = _Parser(prog="unetseg", description="U-Net semantic segmentation: train, predict, "
-                                     "evaluate.")
+                                     "evaluate.", epilog=GUIDES)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
@@ -648,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
                            ("evaluate", "predict and score at original resolution: Dice, IoU, boundary and "
                             "topology scores, with intervals"),
                            ("submit", "a Carvana submission: img,rle_mask per image (restartable, gzip)")):
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, help=_SHORT.get(name, helptext), description=helptext)
         p.add_argument("--model", required=True, metavar="RUN", action="extend", nargs="+",
                        help="a run folder written by unetseg train; several (--model A --model B): their ensemble, "
                        "the mean of their probabilities")
@@ -715,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
             _add_score_flags(p)
             p.set_defaults(handler=_cmd_evaluate)
 
-    p = sub.add_parser("score", help="score masks written by any tool against the true masks: Dice, IoU, "
+    p = sub.add_parser("score", help=_SHORT["score"], description="score masks written by any tool against the true masks: Dice, IoU, "
                        "precision, recall, specificity, HD95, ASSD, surface Dice, boundary IoU, clDice (AUC, AP with "
                        "--probs), each with a bootstrap interval")
     p.add_argument("--pred", required=True, metavar="DIR", help="the predicted masks: one file per image, named as "
@@ -740,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_flags(p)
     p.set_defaults(handler=_cmd_score)
 
-    p = sub.add_parser("compare", help="scored sets on the same images, each against the first: the per-image "
+    p = sub.add_parser("compare", help=_SHORT["compare"], description="scored sets on the same images, each against the first: the per-image "
                        "differences' mean with its interval and a Wilcoxon signed-rank p-value")
     p.add_argument("sets", nargs="+", metavar="RUN_OR_DIR", help="run folders (their eval/) or folders of "
                    "per_image.csv written by evaluate --out or score --out; the first is the baseline")
@@ -755,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "FIRST_RUN/cv/ensembles/A+B; scored once, read again while the runs are unchanged)")
     p.set_defaults(handler=_cmd_compare)
 
-    p = sub.add_parser("report", help="one self-contained HTML file about one or several runs: scores, curves, "
+    p = sub.add_parser("report", help=_SHORT["report"], description="one self-contained HTML file about one or several runs: scores, curves, "
                        "settings side by side, timing, the data check, per-image Dice and error overlays")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by unetseg train")
     p.add_argument("--out", help="the HTML file to write (default: RUN/report.html for one run, report.html for "
@@ -765,21 +777,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "(stored there for the next report)")
     p.set_defaults(handler=_cmd_report)
 
-    p = sub.add_parser("export", help="write the run's model as ONNX and check it against PyTorch")
+    p = sub.add_parser("export", help=_SHORT["export"], description="write the run's model as ONNX and check it against PyTorch")
     p.add_argument("--model", required=True, metavar="RUN", help="a run folder written by unetseg train")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="the export format")
     p.add_argument("--out", help="the file to write (default: RUN/model.onnx)")
     p.add_argument("--image", help="an image to compare ONNX Runtime and PyTorch on (default: random input)")
     p.set_defaults(handler=_cmd_export)
 
-    p = sub.add_parser("check-data", help="check a dataset before training: pairing, sizes, channels, mask encoding, "
+    p = sub.add_parser("check-data", help=_SHORT["check-data"], description="check a dataset before training: pairing, sizes, channels, mask encoding, "
                        "classes and every problem with its file (exit 0 when it can train, 2 otherwise)")
     p.add_argument("dir", nargs="?", help="dataset folder (or name the folders with --images/--masks)")
     p.add_argument("--config", help="a config.json to start from (flags override it)")
     _add_config_flags(p, sections=("data", "model"))
     p.set_defaults(handler=_cmd_check_data)
 
-    p = sub.add_parser("import", help="a labelling tool's export (COCO, LabelMe) as a folder of image/mask pairs with "
+    p = sub.add_parser("import", help=_SHORT["import"], description="a labelling tool's export (COCO, LabelMe) as a folder of image/mask pairs with "
                        "its classes file, for check-data and train")
     p.add_argument("format", choices=["coco", "labelme", "cvat"], help="coco: an instances JSON (polygons, RLE, "
                    "iscrowd), also Label Studio's and CVAT's COCO exports; labelme: LabelMe's per-image JSON files; "
@@ -799,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --out where it exists")
     p.set_defaults(handler=_cmd_import)
 
-    p = sub.add_parser("demo-data", help="write a synthetic image/mask dataset (no download needed)")
+    p = sub.add_parser("demo-data", help=_SHORT["demo-data"], description="write a synthetic image/mask dataset (no download needed)")
     p.add_argument("--out", required=True, help="dataset folder to write (images/ + masks/)")
     p.add_argument("--count", type=int, default=120, help="number of pairs")
     p.add_argument("--size", type=_size, default=(128, 96), metavar="WxH", help="image size")
