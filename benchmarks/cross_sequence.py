@@ -41,6 +41,8 @@ ARMS = {
                    "--decoder-channels", "128", "64", "32", "16", "16"],
     # the README's command with an exponential moving average of the weights as the final model
     "ema-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val", "--ema-decay", "0.998"],
+    # the README's command on the larger EfficientNet-Lite1 (the plan sizes it for its cost)
+    "lite1-all": ["--encoder", "efficientnet-lite1", "--class-weights", "sqrt", "--train-on-val"],
     "scratch": ["--encoder", "unet"],
     # 5-fold cross-validation at the same budget (each fold a fifth of it; the folds by blocks of frames, the
     # validation folder not used), scored as the ensemble of the 5 folds
