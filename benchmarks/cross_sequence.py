@@ -7,8 +7,9 @@
 held-out sequence, the other two train, with ``camvid_val`` (more 0016E5) as the validation folder, as the README's
 command uses it (with 0016E5 held out, a block split of the training pairs validates instead, so that no frame of the
 held-out street is seen); the held-out sequence is then scored with ``unetseg evaluate --data`` (final weights, void
-11 ignored, IoU per class pooled over the frames: the CamVid protocol). Each arm runs the CLI as a user would; the
-budget plan chooses what the arm does not pin. Prints one line per run and its JSON.
+11 ignored, IoU per class pooled over the frames: the CamVid protocol), with the run's own inference (the plan's
+scales and flips) and, where that is more than one pass, in one pass too (``--scales 1 --no-tta``). Each arm runs the
+CLI as a user would; the budget plan chooses what the arm does not pin. Prints one line per run and its JSON.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ ARMS = {
     "ema-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val", "--ema-decay", "0.998"],
     # the README's command on the larger EfficientNet-Lite1 (the plan sizes it for its cost)
     "lite1-all": ["--encoder", "efficientnet-lite1", "--class-weights", "sqrt", "--train-on-val"],
+    # the README's command with the frames pinned at 448x352 (the plan's size on a faster machine; crops 320x256)
+    "size448-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val",
+                    "--image-size", "448x352"],
+    # ... and at 384x288 (crops 272x208), between the ladder's 288x224 and 448x352
+    "size384-all": ["--encoder", "efficientnet-lite0", "--class-weights", "sqrt", "--train-on-val",
+                    "--image-size", "384x288"],
     "scratch": ["--encoder", "unet"],
     # 5-fold cross-validation at the same budget (each fold a fifth of it; the folds by blocks of frames, the
     # validation folder not used), scored as the ensemble of the 5 folds
@@ -101,6 +108,11 @@ def main() -> None:
                                      "--budget", args.budget, "--out", str(run_dir), "--overwrite"])
             run(unetseg + ["evaluate", "--model", str(run_dir), "--data", str(held), "--out", str(run_dir / "held")])
             summary = json.loads((run_dir / "held" / "summary.json").read_text())
+            one = summary  # the run's own inference (the plan's scales and flips), and in one pass where it differs
+            if summary.get("tta") or summary.get("scales", [1.0]) != [1.0]:
+                run(unetseg + ["evaluate", "--model", str(run_dir), "--data", str(held), "--scales", "1", "--no-tta",
+                               "--out", str(run_dir / "held_one_pass")])
+                one = json.loads((run_dir / "held_one_pass" / "summary.json").read_text())
             config = json.loads((run_dir / ("fold_0" if cv else "") / "config.json").read_text())
             folds = config["data"].get("folds", 1) if cv else 1
             iou = {c["name"]: round(c["iou"], 4) for c in summary["per_class"]}
@@ -108,6 +120,8 @@ def main() -> None:
             plan = config["train"].get("plan") or {}
             row = {"arm": arm, "held_out": hold, "budget": args.budget, "train_s": round(seconds),
                    "miou": round(summary["miou"], 4), "pixel_accuracy": round(summary["pixel_accuracy"], 4),
+                   "inference": {"scales": summary.get("scales", [1.0]), "tta": summary.get("tta", False)},
+                   "miou_one_pass": round(one["miou"], 4),
                    "worst": worst, "worst_iou": iou[worst], "iou": iou,
                    "image_size": config["data"]["image_size"], "crop": config["data"].get("crop"),
                    "scale_limit": config["data"]["scale_limit"], "steps": config["train"]["max_steps"],
@@ -115,7 +129,7 @@ def main() -> None:
                    "folds": folds, "cv_miou": json.loads((run_dir / "cv" / "summary.json").read_text())["miou"]
                    if cv else None,
                    "class_weights": config["train"]["class_weights"], "rule": plan.get("rule")}
-            print(f"{arm:10s} held out {hold}: mIoU {row['miou']:.4f}, worst {worst} "
+            print(f"{arm:10s} held out {hold}: mIoU {row['miou']:.4f} (one pass {row['miou_one_pass']:.4f}), worst {worst} "
                   f"{iou[worst]:.3f}, {row['samples_seen']} samples at {row['crop'] or row['image_size']}", flush=True)
             print(json.dumps(row), flush=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
@@ -66,6 +67,21 @@ def parse_size(text: str) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise ValueError(f"size must be positive, got {text!r}")
     return width, height
+
+
+def check_scales(scales: Sequence[float], flag: str = "--scales") -> tuple[float, ...]:
+    """``scales`` (given as ``flag``) as a tuple, each between 0.25 and 4, none twice.
+
+    Raises:
+        ValueError: one line naming the scale that is not.
+    """
+    scales = tuple(float(s) for s in scales)
+    for s in scales:
+        if not 0.25 <= s <= 4.0:
+            raise ValueError(f"{flag} {s:g}: a factor between 0.25 and 4 (1 = the run's input size)")
+    if not scales or len(set(scales)) < len(scales):
+        raise ValueError(f"{flag} {' '.join(f'{s:g}' for s in scales)}: one or more factors, each once")
+    return scales
 
 
 class _Freezable:
@@ -227,6 +243,11 @@ class DataConfig(_JsonDataclass):
             and flips) to train on: the scale-jittered random crops of road-scene recipes, with ``scale_limit`` the
             zoom (1.0: 0.5-2.0). Unlike ``patch``, validation and prediction see whole frames at ``image_size``.
             None ("none" on the command line): whole frames.
+        predict_scales: the run's multi-scale inference (predict, evaluate, submit; their --scales wins): the input
+            at each factor of ``image_size`` (sides in whole strides of 32), the probabilities averaged; (1.0,): one
+            pass. The budget plan's scene recipe predicts at 1, 1.5 and 2.
+        predict_tta: the run's flip TTA at inference (predict, evaluate, submit; --tta / --no-tta win): the mean
+            probability over the flips training made at least half the time. The scene recipe turns it on.
         val_fraction: share of groups held out for validation (Carvana: cars; else images, or group_pattern's).
         group_pattern: a regular expression whose first group (or whole match) in an image's file stem names its
             split group, e.g. "^(scan\\d+)_" keeps all slices of a scan on one side; default: Carvana's car id for
@@ -284,6 +305,8 @@ class DataConfig(_JsonDataclass):
     patch: tuple[int, int] | None = None
     patch_scale: tuple[float, float] = (1.0, 1.0)
     crop: tuple[int, int] | None = None
+    predict_scales: tuple[float, ...] = (1.0,)
+    predict_tta: bool = False
     val_fraction: float = 0.1
     group_pattern: str = ""
     split_seed: int = 0
@@ -315,6 +338,7 @@ class DataConfig(_JsonDataclass):
             if len(value) != 2 or min(value) < 16:
                 raise ValueError(f"DataConfig.{name} must be (width, height), each >= 16, got {value}")
             setattr(self, name, value)
+        self.predict_scales = check_scales(self.predict_scales, "--predict-scales")
         if self.crop is not None:
             if self.patch is not None:
                 raise ValueError("--crop and --patch exclude each other: --crop cuts windows of whole frames (which "

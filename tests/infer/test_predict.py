@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from tests.train.test_fit import tiny_config
@@ -135,6 +136,64 @@ def test_tta_makes_predictions_equivariant_to_the_flips_it_averages(classes):
     by_hand = (logits_to_probabilities(plain.logits(images)) +
                logits_to_probabilities(plain.logits(x.flip(2).numpy().copy())).flip(3)) / 2
     torch.testing.assert_close(logits_to_probabilities(horizontal.logits(images)), by_hand, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_multi_scale_inference_is_the_mean_probability_of_the_scales_resized_back(classes):
+    from unetseg.infer.predict import scaled_size
+    from unetseg.metrics import logits_to_probabilities
+
+    images = np.random.default_rng(1).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    plain = _random_predictor(0.5, tta=False, classes=classes)
+    multi = Predictor(plain.model, plain.config, device="cpu", amp="off", scales=(1.0, 0.5, 1.5))
+    assert scaled_size((48, 64), 1.5) == (64, 96) and scaled_size((48, 64), 0.5) == (32, 32)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255  # the run's normalisation: mean 0, std 1
+    by_hand = logits_to_probabilities(plain.logits(images))
+    with torch.inference_mode():
+        for scale, antialias in ((0.5, True), (1.5, False)):
+            xs = F.interpolate(x, size=scaled_size((48, 64), scale), mode="bilinear", antialias=antialias)
+            out = F.interpolate(plain.model(xs), size=(48, 64), mode="bilinear")
+            by_hand = by_hand + logits_to_probabilities(out)
+    got = logits_to_probabilities(multi.logits(images))
+    torch.testing.assert_close(got, by_hand / 3, atol=1e-5, rtol=1e-4)
+    assert (got - logits_to_probabilities(plain.logits(images))).abs().max() > 1e-4  # the other scales count
+    # with --tta each scale's flipped copy too: equivariant to the flip
+    both = Predictor(plain.model, plain.config, device="cpu", amp="off", tta=True, scales=(1.0, 1.5))
+    torch.testing.assert_close(both.logits(images[:, :, ::-1].copy()), both.logits(images).flip(3), atol=1e-4,
+                               rtol=1e-4)
+
+
+def test_a_runs_own_inference_settings_are_used_unless_a_flag_says_otherwise(carvana_like, carvana_run, tmp_path):
+    from unetseg.cli.main import main
+
+    config = json.loads((carvana_run / "config.json").read_text())
+    config["data"].update(predict_scales=[1.0, 1.5], predict_tta=True)  # as the plan's scene recipe records them
+    (carvana_run / "config.json").write_text(json.dumps(config))
+    own = Predictor.from_run(carvana_run, device="cpu")
+    assert own.scales == (1.0, 1.5) and own.tta is True
+    plain = Predictor.from_run(carvana_run, device="cpu", tta=False, scales=[1])
+    assert plain.scales == (1.0,) and plain.tta is False
+    images = np.stack([own._load(path)[0] for path in sorted((carvana_like / "train").iterdir())[:2]])
+    assert (own.logits(images) - plain.logits(images)).abs().max() > 1e-4  # the run's settings change the scores
+    runs = {}
+    for name, flags in (("own", []), ("plain", ["--scales", "1", "--no-tta"]), ("half", ["--scales", "1.5"])):
+        assert main(["evaluate", "--model", str(carvana_run), "--split", "val", "--out", str(tmp_path / name),
+                     *flags]) == 0
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    assert (runs["own"]["scales"], runs["own"]["tta"]) == ([1.0, 1.5], True)
+    assert (runs["plain"]["scales"], runs["plain"]["tta"]) == ([1.0], False)
+    assert (runs["half"]["scales"], runs["half"]["tta"]) == ([1.5], True)  # one flag given, the other the run's
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--model", str(carvana_run), "--scales", "one"])
+
+
+@pytest.mark.parametrize("scales, message", [((0.0,), "--scales 0: a factor between 0.25 and 4"),
+                                             ((1.0, 1.0), "--scales 1 1: one or more factors, each once"),
+                                             ((), "--scales : one or more factors")])
+def test_bad_scales_are_one_line(scales, message):
+    plain = _random_predictor(0.5, tta=False)
+    with pytest.raises(ValueError, match=message):
+        Predictor(plain.model, plain.config, device="cpu", scales=scales)
 
 
 def test_the_threshold_tuned_on_validation_is_stored_and_used_and_probabilities_are_saved(carvana_like, carvana_run,

@@ -103,6 +103,19 @@ def test_scenes_train_on_scale_jittered_crops_of_about_half_a_frame_timed_at_the
     assert [c.get("crop") for c in planned.train.plan["candidates"]][-1] == [320, 240]
     # the steps fill the budget at the crop's speed: twice the frames' count, about
     assert planned.train.max_steps * 8 * 1e-6 * 320 * 240 < 0.96 * 1800
+    # whole frames at prediction, at the scales and with the flips of the scene recipe, recorded for predict
+    assert d.predict_scales == plan.SCENE_PREDICT_SCALES == (1.0, 1.5, 2.0) and d.predict_tta is True
+    assert {"predict_scales", "predict_tta"} <= set(planned.train.plan["chosen"])
+    assert "prediction at 1 1.5 2 x 448x336 with flips" in planned.train.plan["rule"]
+
+
+def test_the_users_inference_settings_are_kept_and_binary_runs_predict_in_one_pass(monkeypatch):
+    planned, _ = _scene_plan(monkeypatch, keep={"data.predict_scales", "data.predict_tta"}, predict_scales=(1.0,),
+                             predict_tta=False)
+    assert planned.data.predict_scales == (1.0,) and planned.data.predict_tta is False
+    assert "predict_scales" not in planned.train.plan["chosen"]
+    planned, _ = _scene_plan(monkeypatch, num_labels=2, ceiling=0.99)
+    assert planned.data.predict_scales == (1.0,) and planned.data.predict_tta is False
 
 
 def test_binary_data_and_a_users_own_zoom_or_crop_are_kept(monkeypatch):

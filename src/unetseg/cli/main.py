@@ -104,7 +104,7 @@ TRAIN_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("model.in_channels", "model.num_classes", "model.base_channels", "model.depth", "model.encoder_weights",
                "model.encoder_bn", "model.decoder_channels", "model.decoder_upsample")),
     ("sizes, patches and augmentation", (
-        "data.patch", "data.oversample", "data.crop", "data.mean", "data.std", "data.rotate_limit", "data.hflip_p", "data.vflip_p",
+        "data.patch", "data.oversample", "data.crop", "data.predict_scales", "data.predict_tta", "data.mean", "data.std", "data.rotate_limit", "data.hflip_p", "data.vflip_p",
         "data.scale_limit", "data.brightness", "data.contrast", "data.saturation", "data.gamma",
         "data.channel_shuffle_p", "data.grayscale_p", "data.noise_std")),
     ("the recipe", ("train.batch_size", "train.lr", "train.encoder_lr_scale", "train.weight_decay", "train.max_steps",
@@ -292,7 +292,8 @@ def _predictor(args: argparse.Namespace):
 
     return Predictor.from_runs(args.model, device=args.device, batch_size=args.batch_size, backend=args.backend,
                                weights=args.weights, amp=args.amp, tta=args.tta, threshold=args.threshold,
-                               tile=args.tile, overlap=args.overlap, folds=args.folds, postprocess=args.postprocess)
+                               tile=args.tile, overlap=args.overlap, folds=args.folds, postprocess=args.postprocess,
+                               scales=args.scales)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -340,7 +341,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                              f"runs is evaluated on --split all of the data given (--data, or {model}'s)")
     if args.tune_threshold and is_cv_run(model):
         given = [f"--{f.replace('_', '-')}" for f in _PAIRING if getattr(args, f) is not None]
-        given += ["--split"] * (args.split is not None) + ["--tta"] * args.tta + ["--folds"] * bool(args.folds) \
+        given += ["--split"] * (args.split is not None) + ["--tta"] * bool(args.tta) + ["--scales"] * bool(args.scales) \
+            + ["--folds"] * bool(args.folds) \
             + ["--weights best"] * (args.weights != "final")
         if given:
             raise ValueError(f"--tune-threshold of a cross-validation run reads its out-of-fold probabilities "
@@ -369,8 +371,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--tune-threshold --split train: a threshold tuned on the training images flatters the "
                          "model; use --split val (the default) or pairs it never saw")
     thresholds = [round(0.05 * k, 2) for k in range(1, 20)] if args.tune_threshold else []
-    meta = {"model": " + ".join(map(str, runs)), "split": args.split, "weights": args.weights, "tta": args.tta,
-            "threshold": predictor.threshold}
+    meta = {"model": " + ".join(map(str, runs)), "split": args.split, "weights": args.weights, "tta": predictor.tta,
+            "scales": list(predictor.scales), "threshold": predictor.threshold}
     result = evaluate_pairs(predictor, pairs, args.out, progress=_interactive(), thresholds=thresholds, meta=meta,
                             background=args.background, settings=_score_settings(args), resamples=args.resamples,
                             seed=args.seed)
@@ -389,7 +391,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))  # ties: the one nearest 0.5
         (Path(model) / THRESHOLD_FILE).write_text(json.dumps(
             {"threshold": best, "mean_dice": scores[best], "mean_dice_at_0.5": scores[0.5], "split": args.split,
-             "images": result["images"], "weights": args.weights, "tta": args.tta}, indent=2) + "\n")
+             "images": result["images"], "weights": args.weights, "tta": predictor.tta}, indent=2) + "\n")
         print(f"threshold {best:.2f}: mean Dice {scores[best]:.5f} (0.50: {scores[0.5]:.5f}); stored in "
               f"{Path(model) / THRESHOLD_FILE}, used by predict, evaluate and submit from now on")
     if args.out:
@@ -676,8 +678,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="final: model.safetensors, the weights at the end of training (default: with a small "
                        "validation split the best epoch is often chance); best: best.safetensors, the best "
                        "validation Dice")
-        p.add_argument("--tta", action="store_true", help="test-time augmentation: average the probabilities over "
-                       "horizontal flips (and vertical ones where training used them): 2-4x the time")
+        p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                       help="test-time augmentation: average the probabilities over horizontal flips (and vertical "
+                       "ones where training used them): 2-4x the time (default: the run's predict_tta; scene runs "
+                       "of the budget plan have it on, --no-tta turns it off)")
+        p.add_argument("--scales", type=float, nargs="+", metavar="S",
+                       help="multi-scale inference: the input resized by each factor (1 = the run's input size), the "
+                       "probabilities averaged, e.g. --scales 1 1.5 2 (with --tta each scale's flips too): one "
+                       "forward pass per scale, each costing its area (default: the run's predict_scales; 1 for "
+                       "one pass)")
         p.add_argument("--threshold", type=float, help="foreground probability threshold of a binary model "
                        "(default: the one evaluate --tune-threshold stored in the run, else 0.5)")
         p.add_argument("--tile", type=_size, metavar="WxH", help="predict each image (at the model's input size) "

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from unetseg._device import autocast_dtype, memory_format, resolve_device
 from unetseg.checkpoint import load_model
-from unetseg.config import DataConfig, RunConfig
+from unetseg.config import DataConfig, RunConfig, check_scales
 from unetseg.data.check import encoding_of
 from unetseg.data.encoding import MaskEncoding
 from unetseg.data.errors import DataError, raise_problems
@@ -50,6 +50,12 @@ RESIZE_BYTES = 1 << 30
 #: at its peak: a bound, a quarter of a training step's (a forward pass frees each activation once the next layer
 #: has it; benchmarks/gpu.py prints the measured figure). For the seed U-Net, 24 bytes per pixel and base channel.
 INFERENCE_BYTES = 24 * 64 / 1585
+
+
+def scaled_size(size: tuple[int, int], scale: float, stride: int = 32) -> tuple[int, int]:
+    """(height, width) ``size`` times ``scale``, each side rounded to a whole ``stride`` (at least one): the input of
+    one scale of multi-scale inference (the encoders pad to strides of 32 anyway)."""
+    return tuple(max(stride, round(side * scale / stride) * stride) for side in size)  # type: ignore[return-value]
 
 
 def auto_batch(config: RunConfig, device: torch.device, tile: tuple[int, int] | None = None,
@@ -130,6 +136,8 @@ class Predictor:
         batch_size: images per forward pass; 0: :func:`auto_batch` (from the GPU's free memory).
         tta: average the probabilities over flipped copies, for each flip training made at least half the time
             (horizontal, vertical, and both where both): 2 or 4 forward passes per image.
+        scales: multi-scale inference: the input resized by each factor (sides in whole strides of 32), the
+            probabilities resized back and averaged (with ``tta``, each scale's flips too); (1.0,): one pass.
         threshold: foreground probability above which a pixel of a binary model is foreground.
         tile: (width, height) of sliding windows over each image at the model's input size (Gaussian-blended,
             ``overlap`` shared between neighbours), instead of one forward pass of the whole image.
@@ -141,7 +149,8 @@ class Predictor:
 
     def __init__(self, model: UNet | Callable[[torch.Tensor], torch.Tensor], config: RunConfig, device: str = "auto",
                  batch_size: int = 0, amp: str = "auto", tta: bool = False, threshold: float = 0.5,
-                 tile: tuple[int, int] | None = None, overlap: float = 0.5) -> None:
+                 tile: tuple[int, int] | None = None, overlap: float = 0.5, *,
+                 scales: Sequence[float] = (1.0,)) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"--threshold {threshold}: a probability between 0 and 1 (exclusive)")
         self.device = resolve_device(device)
@@ -151,6 +160,7 @@ class Predictor:
         elif tile is not None and not patched:  # a window larger than the input would only add black borders
             tile = (min(tile[0], config.data.image_size[0]), min(tile[1], config.data.image_size[1]))
         self.tta, self.threshold, self.tile, self.overlap = tta, threshold, tile, overlap
+        self.scales = check_scales(scales)
         self.source = ""  # the run folder and weights file, where loaded from a run
         self.postprocess: Postprocessing | None = None  # rules applied to each class map (postprocessing.json)
         if tta and max(config.data.hflip_p, config.data.vflip_p) < 0.5:
@@ -171,9 +181,10 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 0,
                  backend: Literal["torch", "onnxruntime"] = "torch",
-                 weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool = False,
+                 weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool | None = None,
                  threshold: float | None = None, tile: tuple[int, int] | None = None,
-                 overlap: float = 0.5, folds: list[int] | None = None, postprocess: bool = True) -> Predictor:
+                 overlap: float = 0.5, folds: list[int] | None = None, postprocess: bool = True, *,
+                 scales: Sequence[float] | None = None) -> Predictor:
         """Load the run's final weights (``model.safetensors``; ``weights="best"``: ``best.safetensors``, the best
         validation Dice) and config; with ``backend="onnxruntime"`` the run's ``model.onnx`` (written by
         ``unetseg export``) computes the logits. ``amp`` is the precision on this device ("auto": bf16 where it is
@@ -181,11 +192,17 @@ class Predictor:
         one ``unetseg evaluate --tune-threshold`` stored in the run (``threshold.json``), else 0.5. A
         cross-validation run (``unetseg train --folds K``) predicts with the mean of its folds' logits (``folds``:
         those folds only), and applies the postprocessing chosen on its out-of-fold predictions
-        (``postprocessing.json``; ``postprocess=False``: not)."""
+        (``postprocessing.json``; ``postprocess=False``: not). ``tta`` and ``scales`` None: the run's own
+        (``predict_tta``, ``predict_scales`` in its config.json; the budget plan's scene recipe sets them)."""
         if backend == "onnxruntime" and weights != "final":
             raise ValueError("--backend onnxruntime runs model.onnx, exported from the final weights; "
                              "--weights best needs the torch backend")
         model, config = load_model(run_dir, weights=weights, folds=folds)
+        tta = config.data.predict_tta if tta is None else tta
+        scales = config.data.predict_scales if scales is None else tuple(scales)
+        if (tta, scales) != (False, (1.0,)):
+            logger.info("inference: %s", ", ".join(["flip TTA"] * tta + [f"scales {' '.join(f'{x:g}' for x in scales)}"]
+                                                   * (scales != (1.0,))))
         if backend == "onnxruntime" and folds is not None:
             raise ValueError("--backend onnxruntime runs model.onnx, exported with every fold; --folds needs the "
                              "torch backend")
@@ -195,9 +212,9 @@ class Predictor:
             from unetseg.infer.export import ONNX_FILE, OnnxModel
 
             predictor = cls(OnnxModel(Path(run_dir) / ONNX_FILE), config, "cpu", batch_size, "off", tta, threshold,
-                            tile, overlap)
+                            tile, overlap, scales=scales)
         else:
-            predictor = cls(model, config, device, batch_size, amp, tta, threshold, tile, overlap)
+            predictor = cls(model, config, device, batch_size, amp, tta, threshold, tile, overlap, scales=scales)
         rules = Path(run_dir) / POSTPROCESSING_FILE
         if postprocess and rules.is_file():
             predictor.postprocess = Postprocessing.load(rules)
@@ -210,16 +227,18 @@ class Predictor:
     @classmethod
     def from_runs(cls, run_dirs: Sequence[str | Path], device: str = "auto", batch_size: int = 0,
                   backend: Literal["torch", "onnxruntime"] = "torch",
-                  weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool = False,
+                  weights: Literal["final", "best"] = "final", amp: str = "auto", tta: bool | None = None,
                   threshold: float | None = None, tile: tuple[int, int] | None = None,
-                  overlap: float = 0.5, folds: list[int] | None = None, postprocess: bool = True) -> Predictor:
+                  overlap: float = 0.5, folds: list[int] | None = None, postprocess: bool = True, *,
+                  scales: Sequence[float] | None = None) -> Predictor:
         """Several runs as one predictor: the mean of their probabilities (:class:`~unetseg.model.ensemble.
         RunEnsemble`; nnU-Net's ensembles of configurations), a cross-validation run among them by the mean of its
         folds' logits first. One run: :meth:`from_run`. The runs must segment alike (the same classes, mask
         encoding and input channels; patch runs the same patch and scale); they may differ in recipe, encoder,
         input size and normalisation: the input is decoded at the largest run's size and resized for the others.
         A stored threshold or postprocessing belongs to its run: the ensemble uses ``threshold`` (default 0.5) and
-        no postprocessing (each with a warning where a run has one).
+        no postprocessing (each with a warning where a run has one); ``tta`` and ``scales`` None: the settings
+        every run has (``predict_tta``, ``predict_scales``), else none.
 
         Raises:
             CheckpointError: naming the run that does not segment as the first does.
@@ -229,7 +248,7 @@ class Predictor:
 
         if len(run_dirs) == 1:
             return cls.from_run(run_dirs[0], device, batch_size, backend, weights, amp, tta, threshold, tile,
-                                overlap, folds, postprocess)
+                                overlap, folds, postprocess, scales=scales)
         names = [str(r) for r in run_dirs]
         if len({Path(r).resolve() for r in run_dirs}) < len(run_dirs):
             raise CheckpointError(f"--model {' '.join(names)}: a run is named twice")
@@ -258,9 +277,9 @@ class Predictor:
         config.data.hflip_p = min(cfg.data.hflip_p for _, cfg in loaded)  # TTA: the flips every run trained with
         config.data.vflip_p = min(cfg.data.vflip_p for _, cfg in loaded)
         width, height = config.data.image_size
-        scales = [(1.0, 1.0) if config.data.patch else (cfg.data.image_size[0] / width, cfg.data.image_size[1] / height)
+        resize = [(1.0, 1.0) if config.data.patch else (cfg.data.image_size[0] / width, cfg.data.image_size[1] / height)
                   for _, cfg in loaded]
-        model = RunEnsemble([m for m, _ in loaded], [(cfg.data.mean, cfg.data.std) for _, cfg in loaded], scales,
+        model = RunEnsemble([m for m, _ in loaded], [(cfg.data.mean, cfg.data.std) for _, cfg in loaded], resize,
                             config.data.mean, config.data.std)
         own = [str(r) for r in run_dirs if (Path(r) / THRESHOLD_FILE).is_file()]
         if threshold is None and own and config.model.num_classes == 1:
@@ -271,11 +290,16 @@ class Predictor:
         if rules and postprocess:
             logger.warning("warning: the postprocessing of %s was chosen for that run alone; the ensemble applies "
                            "none", ", ".join(rules))
+        if tta is None:  # the runs' own inference settings where they agree
+            tta = all(cfg.data.predict_tta for _, cfg in loaded)
+        if scales is None:
+            scales = first.data.predict_scales if all(cfg.data.predict_scales == first.data.predict_scales
+                                                      for _, cfg in loaded) else (1.0,)
         if not batch_size:  # the members run one after another: the batch that fits the most demanding of them
             here = resolve_device(device)
             batch_size = min(auto_batch(cfg, here, tile or cfg.data.patch, m) for m, cfg in loaded)
         predictor = cls(model, config, device, batch_size, amp, tta, 0.5 if threshold is None else threshold, tile,
-                        overlap)
+                        overlap, scales=scales)
         predictor.source = " + ".join(f"{Path(r).resolve()}:{weights}" for r in run_dirs)
         logger.info("ensemble of %d runs (the mean of their probabilities) at %dx%d: %s", len(run_dirs), width,
                     height, ", ".join(f"{r} {c.data.image_size[0]}x{c.data.image_size[1]}" for r, (_, c)
@@ -292,18 +316,27 @@ class Predictor:
         x = to_float(torch.from_numpy(images).to(self.device), self.config.data.mean, self.config.data.std)
         x = x.contiguous(memory_format=self.layout)
         with torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext():
-            out = self.model(x).float().to(self.device)
-            if not self.tta:
-                return out
+            if not self.tta and self.scales == (1.0,):
+                return self.model(x).float().to(self.device)
             # the flips training made at least half the time: the model takes both orientations as equally likely
             # (a car upside down, seen in 10% of the seed's steps, is not: measured, README)
             h, v = self.config.data.hflip_p >= 0.5, self.config.data.vflip_p >= 0.5
-            flips = [(3,)] * h + [(2,)] * v + [(2, 3)] * (h and v)
-            probs = logits_to_probabilities(out)
-            for dims in flips:  # the flipped copy's prediction, flipped back
-                probs += logits_to_probabilities(self.model(x.flip(dims).contiguous(memory_format=self.layout)).float()
-                                     .to(self.device).flip(dims))
-        probs /= 1 + len(flips)
+            flips = [()] + ([(3,)] * h + [(2,)] * v + [(2, 3)] * (h and v) if self.tta else [])
+            height, width = x.shape[-2:]
+            probs: torch.Tensor | None = None
+            for scale in self.scales:  # each scale's probabilities at the input's size
+                xs = x if scale == 1.0 else F.interpolate(
+                    x.float(), size=scaled_size((height, width), scale), mode="bilinear", align_corners=False,
+                    antialias=scale < 1.0).contiguous(memory_format=self.layout)
+                for dims in flips:  # the flipped copy's prediction, flipped back
+                    out = self.model(xs.flip(dims).contiguous(memory_format=self.layout) if dims else xs)
+                    out = out.float().to(self.device)
+                    out = out.flip(dims) if dims else out
+                    if scale != 1.0:
+                        out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
+                    p = logits_to_probabilities(out)
+                    probs = p if probs is None else probs.add_(p)
+        probs /= len(self.scales) * len(flips)
         # back to scores with the same decision rule: logit of the mean probability, log of the mean softmax
         return torch.logit(probs, eps=1e-6) if probs.shape[1] == 1 else probs.clamp_min(1e-12).log()
 

@@ -61,7 +61,8 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
 def _settings(predictor: Predictor) -> dict:
     """What decides a row: a partial file written with other settings cannot be continued."""
     return {"model": predictor.source, "threshold": predictor.threshold, "tta": predictor.tta,
-            "tile": list(predictor.tile) if predictor.tile else None, "overlap": predictor.overlap}
+            "tile": list(predictor.tile) if predictor.tile else None, "overlap": predictor.overlap,
+            **({"scales": list(predictor.scales)} if predictor.scales != (1.0,) else {})}
 
 
 def _resume_partial(partial: Path, settings: dict, names: set[str]) -> set[str]:
