@@ -187,3 +187,25 @@ def test_encoder_runs_plan_sizes_in_whole_strides_of_32(monkeypatch):
     assert sizes and all(w % 32 == 0 and h % 32 == 0 for w, h in sizes), sizes
     assert (448, 352) in sizes and all(w % 32 == 0 and h % 32 == 0 for w, h in [planned.data.crop])
     assert plan.size_for(4 / 3, 0.25, multiple=32) == (224, 160) and plan.size_for(4 / 3, 0.25) == (224, 176)
+
+
+def test_validations_take_at_most_their_share_of_the_budget_and_the_steps_get_the_rest():
+    from unetseg.train.validate import validation_seconds
+
+    # CamVid on a slow machine: 320x256 crops of 448x352 at 0.38 s each, 101 validation frames, 1,700 s to spend
+    slow = plan.Choice(64, (448, 352), 0.38, True, crop=(320, 256))
+    per = validation_seconds(367, 101, 0.38, (448, 352), None, 8, plan.BN_IMAGES, (320, 256))
+    assert per > 0.1 * 1700 / 2  # one validation costs more than half the share: the final one only
+    assert plan.validations(slow, 1700, 367, 101, 8) == 0
+    assert plan._train_seconds(slow, 1700, 367, 101, 8) == 1700 - plan.reserve_seconds(0, per) \
+        - plan.decode_seconds(468)
+    fast = plan.Choice(64, (448, 352), 0.1, True, crop=(320, 256))  # four times faster: several, within the share
+    k = plan.validations(fast, 1700, 367, 101, 8)
+    per_fast = validation_seconds(367, 101, 0.1, (448, 352), None, 8, plan.BN_IMAGES, (320, 256))
+    assert 1 <= k < plan.VALIDATIONS and (k + 1) * per_fast <= 0.1 * 1700 < (k + 2) * per_fast
+    cheap = plan.Choice(16, (224, 160), 0.004, True)  # cheap validations: the usual count
+    assert plan.validations(cheap, 1700, 367, 101, 8) == plan.VALIDATIONS
+    # recorded: the run validates about that often (every epoch at most)
+    cfg = _cfg(budget="30m")
+    plan.record(cfg, slow, set(), [], 1700, 367, 101, 1, 11, False, scene=True)
+    assert cfg.train.val_every == cfg.train.epochs  # the last epoch's validation only
