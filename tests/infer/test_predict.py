@@ -187,6 +187,15 @@ def test_a_runs_own_inference_settings_are_used_unless_a_flag_says_otherwise(car
         main(["evaluate", "--model", str(carvana_run), "--scales", "one"])
 
 
+def test_a_gpu_batch_shrinks_by_the_largest_scales_area_and_a_cpu_batch_stays():
+    from unetseg.infer.predict import scaled_batch
+
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert scaled_batch(64, gpu, (1.0, 1.5, 2.0)) == 16 and scaled_batch(64, gpu, (1.0,)) == 64
+    assert scaled_batch(3, gpu, (2.0,)) == 1 and scaled_batch(64, gpu, (0.5, 1.0)) == 64
+    assert scaled_batch(4, cpu, (1.0, 2.0)) == 4
+
+
 @pytest.mark.parametrize("scales, message", [((0.0,), "--scales 0: a factor between 0.25 and 4"),
                                              ((1.0, 1.0), "--scales 1 1: one or more factors, each once"),
                                              ((), "--scales : one or more factors")])

@@ -180,3 +180,24 @@ def test_report_embeds_only_the_evaluations_own_files_and_evaluate_keeps_other_j
     assert page.count("data:image/jpeg") == len(summary["worst"]) + len(summary["best"]) - 1
     assert main(["evaluate", "--model", str(run), "--split", "val", "--out", str(run / "eval")]) == 0
     assert (run / "eval" / "overlays" / "mine.jpg").read_bytes() == b"not ours"  # only its own overlays replaced
+
+
+def test_a_runs_own_inference_settings_are_evaluated_once_and_named(two_runs, tmp_path):
+    import shutil
+
+    run = Path(shutil.copytree(two_runs[0], tmp_path / "scene"))
+    shutil.rmtree(run / "eval", ignore_errors=True)
+    config = json.loads((run / "config.json").read_text())
+    config["data"].update(predict_scales=[1.0, 1.5], predict_tta=True)  # as the plan's scene recipe records them
+    (run / "config.json").write_text(json.dumps(config))
+    page = write_report([run], tmp_path / "first.html").read_text()
+    summary_file = run / "eval" / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    assert (summary["scales"], summary["tta"]) == ([1.0, 1.5], True) and "flip TTA, scales 1 1.5" in page
+    made = summary_file.stat().st_mtime_ns
+    write_report([run], tmp_path / "second.html")
+    assert summary_file.stat().st_mtime_ns == made  # fresh: not evaluated again
+    config["data"].update(predict_scales=[1.0])  # other settings now: evaluated again
+    (run / "config.json").write_text(json.dumps(config))
+    write_report([run], tmp_path / "third.html")
+    assert json.loads(summary_file.read_text())["scales"] == [1.0]

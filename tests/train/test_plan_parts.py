@@ -209,3 +209,17 @@ def test_validations_take_at_most_their_share_of_the_budget_and_the_steps_get_th
     cfg = _cfg(budget="30m")
     plan.record(cfg, slow, set(), [], 1700, 367, 101, 1, 11, False, scene=True)
     assert cfg.train.val_every == cfg.train.epochs  # the last epoch's validation only
+
+
+def test_the_rule_counts_a_crop_by_its_share_of_a_frame():
+    # 1,000 s to train: 5,000 crops of half a frame are 2,500 frames' worth, short of 3,000; 5,000 whole frames are not
+    crops = plan.Choice(64, (448, 352), 0.2, True, crop=(320, 246))
+    frames = plan.Choice(64, (224, 176), 0.2, True)
+    assert abs(crops.frame_share - 0.5) < 0.01 and frames.frame_share == 1.0
+    cheapest = plan.Choice(64, (160, 128), 0.01, True)
+    seconds = {id(c): 1000.0 for c in (crops, frames, cheapest)}
+    import unittest.mock as mock
+
+    with mock.patch.object(plan, "_train_seconds", lambda c, *a: seconds[id(c)]):
+        best, _ = plan.choose([cheapest, frames, crops], 1000, 367, 101, 8, 3000, False, {})
+    assert best is frames  # the crops' larger frames are not chosen on their count of crops

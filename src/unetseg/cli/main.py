@@ -341,7 +341,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                              f"runs is evaluated on --split all of the data given (--data, or {model}'s)")
     if args.tune_threshold and is_cv_run(model):
         given = [f"--{f.replace('_', '-')}" for f in _PAIRING if getattr(args, f) is not None]
-        given += ["--split"] * (args.split is not None) + ["--tta"] * bool(args.tta) + ["--scales"] * bool(args.scales) \
+        given += ["--split"] * (args.split is not None) + ["--tta"] * (args.tta is not None) + ["--scales"] * (args.scales is not None) \
             + ["--folds"] * bool(args.folds) \
             + ["--weights best"] * (args.weights != "final")
         if given:

@@ -58,6 +58,14 @@ def scaled_size(size: tuple[int, int], scale: float, stride: int = 32) -> tuple[
     return tuple(max(stride, round(side * scale / stride) * stride) for side in size)  # type: ignore[return-value]
 
 
+def scaled_batch(batch: int, device: torch.device, scales: Sequence[float]) -> int:
+    """A GPU batch sized for one pass at the input's size, for multi-scale inference: its largest scale holds
+    ``max(scales)**2`` times the activations (on the CPU the batch stays: memory is not what bounds it there)."""
+    if device.type != "cuda" or max(scales) <= 1.0:
+        return batch
+    return max(1, int(batch / max(scales) ** 2))
+
+
 def auto_batch(config: RunConfig, device: torch.device, tile: tuple[int, int] | None = None,
                model: torch.nn.Module | None = None) -> int:
     """Images (or windows) per forward pass: on a GPU as many as take half its free memory (at most 64), estimated
@@ -172,7 +180,8 @@ class Predictor:
         if isinstance(model, torch.nn.Module):
             model = model.to(self.device, memory_format=self.layout).eval()
         self.model = model
-        self.batch_size = batch_size or auto_batch(config, self.device, tile, model)
+        self.batch_size = batch_size or scaled_batch(auto_batch(config, self.device, tile, model), self.device,
+                                                     self.scales)
         self.dtype = autocast_dtype(self.device, amp)  # this device's precision, not the training run's
         self.encoding = encoding_of(config.data) or MaskEncoding((0, 255))
         self._host = HostCopy()  # masks to host memory (on a GPU: pinned, bit-packed for binary models)
@@ -297,10 +306,14 @@ class Predictor:
                                                       for _, cfg in loaded) else (1.0,)
         if not batch_size:  # the members run one after another: the batch that fits the most demanding of them
             here = resolve_device(device)
-            batch_size = min(auto_batch(cfg, here, tile or cfg.data.patch, m) for m, cfg in loaded)
+            batch_size = scaled_batch(min(auto_batch(cfg, here, tile or cfg.data.patch, m) for m, cfg in loaded),
+                                      here, check_scales(scales))
         predictor = cls(model, config, device, batch_size, amp, tta, 0.5 if threshold is None else threshold, tile,
                         overlap, scales=scales)
         predictor.source = " + ".join(f"{Path(r).resolve()}:{weights}" for r in run_dirs)
+        if (predictor.tta, predictor.scales) != (False, (1.0,)):
+            logger.info("inference: %s", ", ".join(["flip TTA"] * predictor.tta + [
+                f"scales {' '.join(f'{x:g}' for x in predictor.scales)}"] * (predictor.scales != (1.0,))))
         logger.info("ensemble of %d runs (the mean of their probabilities) at %dx%d: %s", len(run_dirs), width,
                     height, ", ".join(f"{r} {c.data.image_size[0]}x{c.data.image_size[1]}" for r, (_, c)
                                       in zip(names, loaded)))

@@ -90,10 +90,12 @@ def _evaluation(run: RunSummary, evaluate: bool, progress: bool) -> None:
         run.no_evaluation = f"no weights yet ({weights.name})"
         return
     fresh = summary_file.is_file() and summary_file.stat().st_mtime >= weights.stat().st_mtime
-    if fresh:  # of the validation split, at the threshold predict uses now, without TTA
+    if fresh:  # of the validation split, at the threshold and the inference settings predict uses now
         stored = json.loads(summary_file.read_text())
+        data = run.config.data
         fresh = stored.get("split") == "val" and stored.get("weights", "final") == "final" and \
-            not stored.get("tta") and stored.get("threshold") == stored_threshold(run.path)
+            bool(stored.get("tta")) == data.predict_tta and stored.get("scales", [1.0]) == list(data.predict_scales) \
+            and stored.get("threshold") == stored_threshold(run.path, tta=data.predict_tta)
     if not fresh:
         if not evaluate:
             run.no_evaluation = f"no evaluation of the validation split in {folder} (unetseg evaluate --model " \
@@ -118,7 +120,8 @@ def _evaluate_validation(run_dir: Path, folder: Path, progress: bool) -> None:
     pairs = pairs_of_split(find_pairs(predictor.config.data), "val", names)
     logger.info("%s: evaluating the %d validation images for the report (stored in %s)", run_dir, len(pairs), folder)
     evaluate_pairs(predictor, pairs, folder, progress=progress,
-                   meta={"split": "val", "weights": "final", "tta": predictor.tta, "threshold": predictor.threshold})
+                   meta={"split": "val", "weights": "final", "tta": predictor.tta, "scales": list(predictor.scales),
+                         "threshold": predictor.threshold})
 
 
 def write_report(runs: list[str | Path], out: str | Path, evaluate: bool = True, progress: bool = False) -> Path:
@@ -262,7 +265,9 @@ def _facts(run: RunSummary) -> dict[str, str]:
         + (' <span class="note">(trained on too: --train-on-val, so not a held-out measure)</span>'
            if run.config.data.train_on_val else ""),
         "evaluated with": _e(f'{ev.get("weights", "final")} weights, threshold {ev.get("threshold", 0.5)}'
-                             + (", flip TTA" if ev.get("tta") else "")) if ev else "&ndash;",
+                             + (", flip TTA" if ev.get("tta") else "")
+                             + (f", scales {' '.join(f'{x:g}' for x in ev['scales'])}"
+                                if ev.get("scales", [1.0]) != [1.0] else "")) if ev else "&ndash;",
         "best val Dice in training (training size)": f'{_num(best["val_dice"])} (epoch {best["epoch"]})' if best
         else "&ndash;",
         "last val Dice in training": _num(val[-1]["val_dice"]) if val else "&ndash;",

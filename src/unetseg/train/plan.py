@@ -27,8 +27,8 @@ binary masks keep the plain U-Net, which scored as well or better on them (bench
 Such data (scenes: CamVid's streets) trains on scale-jittered random crops (``SCENE_CROP_SIDE``, ``SCENE_SCALE_LIMIT``)
 of the frames at the candidate's size, and each candidate is timed at its crop; the rule counts crops by their share
 of a frame's pixels (about half: counted whole, 2,904 crops of 448x352 frames scored 0.274 mIoU on a held-out
-street beside 0.403 for 12,648 of 288x224, one machine, 30 minutes), and validation and prediction see whole frames
-at the chosen size, at several scales with flips.
+street beside 0.403 for 12,648 of 288x224, one machine, 30 minutes); validation sees whole frames at the chosen
+size in one pass, prediction at several scales of it with flips.
 """
 
 from __future__ import annotations
