@@ -169,6 +169,9 @@ class Predictor:
             tile = (min(tile[0], config.data.image_size[0]), min(tile[1], config.data.image_size[1]))
         self.tta, self.threshold, self.tile, self.overlap = tta, threshold, tile, overlap
         self.scales = check_scales(scales)
+        if tta or self.scales != (1.0,):  # said once, wherever the settings came from (flags, the run, its members)
+            logger.info("inference: %s", ", ".join(["flip TTA"] * tta + [
+                f"scales {' '.join(f'{x:g}' for x in self.scales)}"] * (self.scales != (1.0,))))
         self.source = ""  # the run folder and weights file, where loaded from a run
         self.postprocess: Postprocessing | None = None  # rules applied to each class map (postprocessing.json)
         if tta and max(config.data.hflip_p, config.data.vflip_p) < 0.5:
@@ -209,9 +212,6 @@ class Predictor:
         model, config = load_model(run_dir, weights=weights, folds=folds)
         tta = config.data.predict_tta if tta is None else tta
         scales = config.data.predict_scales if scales is None else tuple(scales)
-        if (tta, scales) != (False, (1.0,)):
-            logger.info("inference: %s", ", ".join(["flip TTA"] * tta + [f"scales {' '.join(f'{x:g}' for x in scales)}"]
-                                                   * (scales != (1.0,))))
         if backend == "onnxruntime" and folds is not None:
             raise ValueError("--backend onnxruntime runs model.onnx, exported with every fold; --folds needs the "
                              "torch backend")
@@ -311,9 +311,6 @@ class Predictor:
         predictor = cls(model, config, device, batch_size, amp, tta, 0.5 if threshold is None else threshold, tile,
                         overlap, scales=scales)
         predictor.source = " + ".join(f"{Path(r).resolve()}:{weights}" for r in run_dirs)
-        if (predictor.tta, predictor.scales) != (False, (1.0,)):
-            logger.info("inference: %s", ", ".join(["flip TTA"] * predictor.tta + [
-                f"scales {' '.join(f'{x:g}' for x in predictor.scales)}"] * (predictor.scales != (1.0,))))
         logger.info("ensemble of %d runs (the mean of their probabilities) at %dx%d: %s", len(run_dirs), width,
                     height, ", ".join(f"{r} {c.data.image_size[0]}x{c.data.image_size[1]}" for r, (_, c)
                                       in zip(names, loaded)))
@@ -339,7 +336,7 @@ class Predictor:
             probs: torch.Tensor | None = None
             for scale in self.scales:  # each scale's probabilities at the input's size
                 xs = x if scale == 1.0 else F.interpolate(
-                    x.float(), size=scaled_size((height, width), scale), mode="bilinear", align_corners=False,
+                    x, size=scaled_size((height, width), scale), mode="bilinear", align_corners=False,
                     antialias=scale < 1.0).contiguous(memory_format=self.layout)
                 for dims in flips:  # the flipped copy's prediction, flipped back
                     out = self.model(xs.flip(dims).contiguous(memory_format=self.layout) if dims else xs)
